@@ -1,0 +1,97 @@
+//! The operator surface: `/healthz` (open), `/metrics` and the admin API under
+//! `/api/` (bearer token, compared in constant time). One router module per
+//! resource.
+
+mod auth;
+pub mod metrics;
+mod runs;
+mod scripts;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router, middleware};
+use serde_json::{Value, json};
+
+use crate::config::Secret;
+use crate::queue::Queue;
+use crate::run::{DeadLetters, RunStore};
+use crate::script::Live;
+use crate::state::StateStore;
+
+/// What admin routes need.
+#[derive(Clone)]
+pub struct AdminState {
+    pub token: Arc<Secret>,
+    pub queue: Queue,
+    pub runs: RunStore,
+    pub dead: DeadLetters,
+    pub scripts: Arc<Live>,
+    pub state: StateStore,
+    pub started: Instant,
+}
+
+/// `/healthz`, `/metrics` and `/api/…`.
+pub fn router(state: AdminState) -> Router {
+    let api = Router::new()
+        .merge(runs::router())
+        .merge(scripts::router())
+        .route("/metrics", get(metrics_text))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(health))
+        .merge(api)
+        .with_state(state)
+}
+
+async fn health(State(st): State<AdminState>) -> Json<Value> {
+    let stats = st.queue.stats();
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": st.started.elapsed().as_secs(),
+        "scripts": st.scripts.get().scripts.len(),
+        "queued": stats.queued,
+        "running": stats.running,
+        "delayed": stats.delayed,
+    }))
+}
+
+async fn metrics_text(State(st): State<AdminState>) -> impl IntoResponse {
+    let stats = st.queue.stats();
+    let body = metrics::render(&[
+        (
+            "spur_jobs_queued",
+            "Jobs ready to run.",
+            stats.queued as u64,
+        ),
+        (
+            "spur_jobs_delayed",
+            "Jobs waiting for a retry.",
+            stats.delayed as u64,
+        ),
+        (
+            "spur_jobs_running",
+            "Jobs running now.",
+            stats.running as u64,
+        ),
+        (
+            "spur_dead_letters",
+            "Dead letters kept.",
+            st.dead.len() as u64,
+        ),
+        (
+            "spur_store_bytes",
+            "Bytes the store occupies on disk.",
+            st.queue.store().size_on_disk(),
+        ),
+    ]);
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}

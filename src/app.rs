@@ -1,0 +1,302 @@
+//! The composition root: builds the store, scripts, queue, workers and HTTP routes
+//! from a `Config`, runs them, and owns the order of shutdown (stop accepting, let
+//! workers finish their current run, flush).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+use crate::config::{Auth, Config, Secret};
+use crate::connectors::http::HttpClient;
+use crate::connectors::recorder::Recorder;
+use crate::connectors::redact::Redactor;
+use crate::host::Host;
+use crate::ingest::{self, IngestState};
+use crate::queue::Queue;
+use crate::run::{DeadLetters, RunStore};
+use crate::script::{EngineOptions, Live, load_dir};
+use crate::state::StateStore;
+use crate::store::{Store, now_ms};
+use crate::worker::retry::RetryPolicy;
+use crate::worker::{WorkerDeps, WorkerPool};
+
+/// Everything a running daemon holds.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub queue: Queue,
+    pub scripts: Arc<Live>,
+    pub runs: RunStore,
+    pub dead: DeadLetters,
+    pub state: StateStore,
+    pub engine: EngineOptions,
+    pub admin_token: Secret,
+    workers: parking_lot::Mutex<Option<WorkerPool>>,
+    tasks: CancellationToken,
+    started: Instant,
+}
+
+/// The secrets redaction must cover: the configuration's and allowed env values.
+pub fn redactor(config: &Config, env: &BTreeMap<String, String>) -> Redactor {
+    let basic: Vec<(String, String)> = config
+        .connections
+        .values()
+        .filter_map(|c| match &c.auth {
+            Auth::Basic { user, password } => {
+                Some((user.expose().to_owned(), password.expose().to_owned()))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut secrets = config.secrets();
+    secrets.extend(env.values().cloned());
+    Redactor::new(secrets, &basic)
+}
+
+/// The environment values scripts may read (`[env] allow`).
+pub fn allowed_env(config: &Config) -> BTreeMap<String, String> {
+    config
+        .env_allow
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
+        .collect()
+}
+
+/// Builds the host API on `store`; `recorder` switches on dry-run.
+///
+/// # Errors
+/// When the HTTP client cannot be built.
+pub fn build_host(
+    config: &Config,
+    store: &Store,
+    recorder: Option<Arc<Recorder>>,
+    rt: tokio::runtime::Handle,
+) -> anyhow::Result<Arc<Host>> {
+    let env = allowed_env(config);
+    let redactor = Arc::new(redactor(config, &env));
+    let http = HttpClient::new(&config.connections, redactor, recorder)?;
+    Ok(Arc::new(Host {
+        rt,
+        http,
+        state: StateStore::new(store),
+        env,
+    }))
+}
+
+impl App {
+    /// Opens the store, loads the scripts, starts the workers and background tasks.
+    ///
+    /// # Errors
+    /// When the store cannot be opened or the host cannot be built.
+    pub async fn start(config: Config) -> anyhow::Result<Arc<Self>> {
+        let data_dir = config.server.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+            .await?
+            .context("opening the store")?;
+        let admin_token = match &config.admin.token {
+            Some(t) => t.clone(),
+            None => admin_token_file(&config.server.data_dir)?,
+        };
+        let host = build_host(&config, &store, None, tokio::runtime::Handle::current())?;
+        let engine = EngineOptions {
+            limits: config.limits.clone(),
+            host,
+        };
+        let scripts_dir = config.server.scripts_dir.clone();
+        let opts = engine.clone();
+        let set = tokio::task::spawn_blocking(move || load_dir(&scripts_dir, &opts)).await?;
+        report_load(&config.server.scripts_dir, &set);
+        let scripts = Arc::new(Live::new(set));
+        let queue = Queue::open(
+            store.clone(),
+            Arc::clone(&scripts) as Arc<dyn crate::queue::Dispatch>,
+        )
+        .context("opening the queue")?;
+        let runs = RunStore::new(&store);
+        let dead = DeadLetters::new(&store);
+        let state = StateStore::new(&store);
+        let deps = Arc::new(WorkerDeps {
+            queue: queue.clone(),
+            scripts: Arc::clone(&scripts),
+            engine: engine.clone(),
+            runs: runs.clone(),
+            dead: dead.clone(),
+            retry: RetryPolicy::from(&config.retry),
+        });
+        let workers = WorkerPool::start(&deps, config.server.workers);
+        let app = Arc::new(Self {
+            config,
+            store,
+            queue,
+            scripts,
+            runs,
+            dead,
+            state,
+            engine,
+            admin_token,
+            workers: parking_lot::Mutex::new(Some(workers)),
+            tasks: CancellationToken::new(),
+            started: Instant::now(),
+        });
+        tokio::spawn(retention_loop(Arc::clone(&app)));
+        Ok(app)
+    }
+
+    /// Every HTTP route of the daemon.
+    pub fn router(&self) -> Router {
+        let ingest = ingest::router(IngestState {
+            queue: self.queue.clone(),
+            write_keys: Arc::new(self.config.segment.write_keys.clone()),
+            webhook_secret: self.config.segment.webhook_secret.clone(),
+        });
+        let admin = admin::router(AdminState {
+            token: Arc::new(self.admin_token.clone()),
+            queue: self.queue.clone(),
+            runs: self.runs.clone(),
+            dead: self.dead.clone(),
+            scripts: Arc::clone(&self.scripts),
+            state: self.state.clone(),
+            started: self.started,
+        });
+        ingest.merge(admin)
+    }
+
+    /// Stops workers after their current run and flushes the store.
+    pub async fn shutdown(&self) {
+        self.tasks.cancel();
+        self.queue.shutdown();
+        let workers = self.workers.lock().take();
+        if let Some(w) = workers {
+            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        }
+        if let Err(e) = self.store.sync().await {
+            tracing::error!(error = %e, "Final flush failed.");
+        }
+    }
+}
+
+/// Serves until `stop` is cancelled (or SIGINT/SIGTERM when `None`).
+///
+/// # Errors
+/// When start-up fails or the listener cannot bind.
+pub async fn serve(config: Config, stop: Option<CancellationToken>) -> anyhow::Result<()> {
+    let listen = config.server.listen;
+    let app = App::start(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, "Listening.");
+    // Tests and scripts read this line to learn the bound port.
+    println!("spur listening on http://{addr}");
+    let stop = stop.unwrap_or_else(|| {
+        let t = CancellationToken::new();
+        let t2 = t.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            t2.cancel();
+        });
+        t
+    });
+    axum::serve(listener, app.router())
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await?;
+    tracing::info!("Shutting down.");
+    app.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn report_load(dir: &Path, set: &crate::script::ScriptSet) {
+    if !dir.is_dir() {
+        tracing::warn!(dir = %dir.display(), "Scripts dir does not exist; no handlers loaded.");
+    }
+    for e in &set.errors {
+        tracing::error!(error = %e, "Script failed to load.");
+    }
+    let handlers: usize = set.scripts.iter().map(|s| s.handlers.len()).sum();
+    tracing::info!(
+        scripts = set.scripts.len(),
+        handlers,
+        errors = set.errors.len(),
+        "Scripts loaded."
+    );
+}
+
+/// Reads `<data_dir>/admin-token`, creating it (mode 0600) with a random token.
+fn admin_token_file(data_dir: &Path) -> anyhow::Result<Secret> {
+    let path = data_dir.join("admin-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim();
+        if !t.is_empty() {
+            return Ok(Secret::new(t));
+        }
+    }
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    std::fs::create_dir_all(data_dir)?;
+    write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(path = %path.display(), "Generated an admin token.");
+    Ok(Secret::new(token))
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")
+}
+
+async fn retention_loop(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            () = app.tasks.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let a = Arc::clone(&app);
+        let result = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let r = &a.config.retention;
+            let now = now_ms();
+            let runs = a.runs.purge(now - r.runs.as_millis() as i64)?;
+            let dead = a.dead.purge(now - r.dead_letters.as_millis() as i64)?;
+            let events = a.queue.purge(now - r.events.as_millis() as i64)?;
+            let state = a.state.purge_expired()?;
+            if runs + dead + events + state > 0 {
+                tracing::info!(runs, dead, events, state, "Purged expired records.");
+            }
+            Ok(())
+        })
+        .await;
+        if let Ok(Err(e)) = result {
+            tracing::warn!(error = %e, "Purging expired records failed.");
+        }
+    }
+}

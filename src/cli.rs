@@ -1,0 +1,148 @@
+//! The command line: `spur serve`, `spur check`, … (DESIGN.md §3).
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+
+/// spur: automation for Segment data, in plain Rhai files.
+#[derive(Debug, Parser)]
+#[command(name = "spur", version, about)]
+pub struct Cli {
+    /// Config file (default: ./spur.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (overrides server.data_dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Scripts directory (overrides server.scripts_dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub scripts: Option<PathBuf>,
+    /// Listen address (overrides server.listen).
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less logging (errors only).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve,
+    /// Compile every script; print `file:line:col: message` per error; exit 1 on any.
+    Check {
+        /// Scripts directory (default: the configured one).
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose, cli.quiet);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "spur=info,warn",
+        (false, 1) => "spur=debug,info",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Loads the configuration with the command line's overrides applied.
+///
+/// # Errors
+/// Every configuration problem at once.
+pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let mut cfg = config::load(cli.config.as_deref(), &env)?;
+    if let Some(d) = &cli.data {
+        cfg.server.data_dir.clone_from(d);
+    }
+    if let Some(s) = &cli.scripts {
+        cfg.server.scripts_dir.clone_from(s);
+    }
+    if let Some(l) = cli.listen {
+        if !l.ip().is_loopback() && cfg.admin.token.is_none() {
+            anyhow::bail!(
+                "--listen {l} is not a loopback address: set admin.token (or SPUR_ADMIN_TOKEN) first"
+            );
+        }
+        cfg.server.listen = l;
+    }
+    Ok(cfg)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("spur-io")
+        .build()
+        .context("starting the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(&cli)?;
+    match cli.command {
+        Command::Serve => {
+            runtime()?.block_on(crate::app::serve(cfg, None))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { dir } => check(&cfg, dir),
+    }
+}
+
+fn check(cfg: &Config, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let dir = dir.unwrap_or_else(|| cfg.server.scripts_dir.clone());
+    if !dir.is_dir() {
+        anyhow::bail!("{} is not a directory", dir.display());
+    }
+    let rt = runtime()?;
+    let store = crate::store::Store::temporary()?;
+    let recorder = std::sync::Arc::new(crate::connectors::recorder::Recorder::new());
+    let host = crate::app::build_host(cfg, &store, Some(recorder), rt.handle().clone())?;
+    let opts = crate::script::EngineOptions {
+        limits: cfg.limits.clone(),
+        host,
+    };
+    let set = crate::script::load_dir(&dir, &opts);
+    let mut out = std::io::stdout().lock();
+    for e in &set.errors {
+        writeln!(out, "{e}")?;
+    }
+    let handlers: usize = set.scripts.iter().map(|s| s.handlers.len()).sum();
+    if set.errors.is_empty() {
+        writeln!(out, "{} scripts OK, {handlers} handlers", set.scripts.len())?;
+        Ok(ExitCode::SUCCESS)
+    } else {
+        writeln!(out, "{} error(s)", set.errors.len())?;
+        Ok(ExitCode::from(1))
+    }
+}

@@ -1,0 +1,223 @@
+//! Configuration: the typed `Config` every part is built from, and its loading from
+//! `spur.toml`, `${VAR}` interpolation and `SPUR_<SECTION>_<KEY>` overrides.
+//!
+//! Every key is optional; defaults give a zero-config daemon on loopback. Loading
+//! collects every problem (unknown keys, bad values, unset variables) and reports
+//! them together, each with its file and key.
+
+mod load;
+mod secret;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use load::{ConfigError, load, load_from_str};
+pub use secret::Secret;
+
+/// The whole configuration of a daemon or a command.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration came from, for messages (`None`: defaults only).
+    pub source: Option<PathBuf>,
+    pub server: ServerConfig,
+    pub segment: SegmentConfig,
+    pub admin: AdminConfig,
+    pub limits: LimitsConfig,
+    pub retry: RetryConfig,
+    pub retention: RetentionConfig,
+    /// Named outbound connections (`[connections.NAME]`), by name.
+    pub connections: BTreeMap<String, ConnectionConfig>,
+    /// Names `env::secret(name)` may read (`[env] allow = [...]`).
+    pub env_allow: Vec<String>,
+}
+
+/// `[server]`: where the daemon listens and keeps its files.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen address; non-loopback requires `admin.token`.
+    pub listen: SocketAddr,
+    /// The embedded store's directory.
+    pub data_dir: PathBuf,
+    /// Where handler scripts are loaded from.
+    pub scripts_dir: PathBuf,
+    /// Worker threads that run handlers (each blocks while its handler waits on HTTP).
+    pub workers: usize,
+}
+
+/// `[segment]`: inbound keys and outbound Segment APIs.
+#[derive(Debug, Clone)]
+pub struct SegmentConfig {
+    /// Write keys accepted on the tracking API; empty accepts any key.
+    pub write_keys: Vec<Secret>,
+    /// Shared secret of the Segment Webhooks destination (`X-Signature`).
+    pub webhook_secret: Option<Secret>,
+    /// Write key used for write-back (`segment::track` …).
+    pub write_key: Option<Secret>,
+    pub api_base: String,
+    pub profile_base: String,
+    pub profile_space_id: Option<String>,
+    pub profile_token: Option<Secret>,
+    pub public_api_base: String,
+    pub public_api_token: Option<Secret>,
+    /// Whether regulations and tracking-plan changes wait for an approval.
+    pub require_approval: bool,
+    /// Write-back batching: events per flush and the longest wait.
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+}
+
+/// `[admin]`: the admin API's bearer token.
+#[derive(Debug, Clone, Default)]
+pub struct AdminConfig {
+    /// When unset, `spur serve` generates one into `<data_dir>/admin-token`.
+    pub token: Option<Secret>,
+}
+
+/// `[limits]`: the sandbox of every run.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    pub max_operations: u64,
+    pub timeout_ms: u64,
+    pub max_call_depth: usize,
+    pub max_string_bytes: usize,
+    pub max_array_len: usize,
+    pub max_map_len: usize,
+    /// Log lines kept per run record (the rest are counted, not kept).
+    pub max_log_lines: usize,
+}
+
+/// `[retry]`: backoff for runs that failed with a retryable error.
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    pub max_attempts: u32,
+    pub base_ms: u64,
+    pub max_ms: u64,
+}
+
+/// `[retention]`: how long records are kept.
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    pub runs: Duration,
+    pub events: Duration,
+    pub dead_letters: Duration,
+}
+
+/// `[connections.NAME]`: a named outbound HTTP connection.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionConfig {
+    pub base_url: String,
+    pub auth: Auth,
+    /// Extra headers sent on every call; their values are treated as secrets.
+    pub headers: Vec<(String, Secret)>,
+    pub timeout_ms: Option<u64>,
+    /// Requests per second shared by all workers.
+    pub rate_limit: Option<f64>,
+    pub max_concurrency: Option<usize>,
+    /// `"METHOD path-glob"` patterns whose calls wait for an approval.
+    pub require_approval: Vec<String>,
+    /// Attempts per call for 429, 5xx and connection errors.
+    pub max_attempts: Option<u32>,
+}
+
+/// How a connection authenticates.
+#[derive(Debug, Clone, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    Bearer(Secret),
+    Basic {
+        user: Secret,
+        password: Secret,
+    },
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            source: None,
+            server: ServerConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8088)),
+                data_dir: PathBuf::from(".spur"),
+                scripts_dir: PathBuf::from("scripts"),
+                workers: 16,
+            },
+            segment: SegmentConfig {
+                write_keys: Vec::new(),
+                webhook_secret: None,
+                write_key: None,
+                api_base: "https://api.segment.io".into(),
+                profile_base: "https://profiles.segment.com".into(),
+                profile_space_id: None,
+                profile_token: None,
+                public_api_base: "https://api.segmentapis.com".into(),
+                public_api_token: None,
+                require_approval: true,
+                batch_size: 100,
+                flush_interval: Duration::from_secs(1),
+            },
+            admin: AdminConfig::default(),
+            limits: LimitsConfig {
+                max_operations: 10_000_000,
+                timeout_ms: 30_000,
+                max_call_depth: 64,
+                max_string_bytes: 1 << 20,
+                max_array_len: 100_000,
+                max_map_len: 100_000,
+                max_log_lines: 200,
+            },
+            retry: RetryConfig {
+                max_attempts: 8,
+                base_ms: 1000,
+                max_ms: 15 * 60 * 1000,
+            },
+            retention: RetentionConfig {
+                runs: Duration::from_secs(7 * 86_400),
+                events: Duration::from_secs(7 * 86_400),
+                dead_letters: Duration::from_secs(30 * 86_400),
+            },
+            connections: BTreeMap::new(),
+            env_allow: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Every secret value in the configuration, for redaction.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut push = |s: &Secret| {
+            if !s.expose().is_empty() {
+                out.push(s.expose().to_owned());
+            }
+        };
+        self.segment.write_keys.iter().for_each(&mut push);
+        for s in [
+            &self.segment.webhook_secret,
+            &self.segment.write_key,
+            &self.segment.profile_token,
+            &self.segment.public_api_token,
+            &self.admin.token,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            push(s);
+        }
+        for conn in self.connections.values() {
+            match &conn.auth {
+                Auth::None => {}
+                Auth::Bearer(t) => push(t),
+                Auth::Basic { user, password } => {
+                    push(user);
+                    push(password);
+                }
+            }
+            conn.headers.iter().for_each(|(_, v)| push(v));
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}

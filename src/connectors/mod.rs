@@ -1,0 +1,85 @@
+//! Outbound connectors: plain async clients with no Rhai types. `http` is the base
+//! (named connections, auth injection, retries, rate limits, dry-run recording);
+//! service clients build on it.
+
+pub mod http;
+pub mod recorder;
+pub mod redact;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// One attempt of an outbound call, as the run record shows it (no secrets).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CallRecord {
+    pub method: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub ms: f64,
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Answered by the dry-run recorder, not the network.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// Errors of outbound calls. Messages never contain secrets.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("unknown connection {name:?} (configured: {known})")]
+    UnknownConnection { name: String, known: String },
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("{method} {url}: {message}")]
+    Transport {
+        method: String,
+        url: String,
+        message: String,
+        retryable: bool,
+    },
+    #[error("{method} {url}: response of {bytes} bytes exceeds the {limit}-byte limit")]
+    TooLarge {
+        method: String,
+        url: String,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error("{0}")]
+    Service(ServiceError),
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// A service answered with an error; `message` is the service's own.
+#[derive(Debug, Clone)]
+pub struct ServiceError {
+    pub service: String,
+    pub status: u16,
+    pub message: String,
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} answered {}: {}",
+            self.service, self.status, self.message
+        )
+    }
+}
+
+impl ConnectorError {
+    /// Whether trying again later might succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Transport { retryable, .. } => *retryable,
+            Self::Service(e) => e.status == 429 || e.status >= 500,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,632 @@
+//! The Segment message model: validation and normalisation of what clients send
+//! (`segment-spec.md` §1) and of what Segment delivers (webhooks, §2).
+//!
+//! An event stays a JSON object with Segment's own field names — unknown fields are
+//! kept — so scripts see exactly what Segment documents. Normalising stamps
+//! `receivedAt`, `originalTimestamp`, the clock-skew-corrected `timestamp`, merges a
+//! batch's `context`/`integrations` into each item (the item wins) and assigns a
+//! `messageId` when absent.
+
+use std::fmt;
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use serde_json::{Map, Value};
+
+/// Segment's largest accepted event, in bytes.
+pub const MAX_EVENT_BYTES: usize = 32 * 1024;
+/// Segment's largest accepted batch request, in bytes.
+pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+/// Items past this index of a batch are rejected.
+pub const MAX_BATCH_ITEMS: usize = 2500;
+/// Longest accepted `messageId`.
+pub const MAX_MESSAGE_ID_CHARS: usize = 100;
+
+/// The kinds of Segment messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    Track,
+    Identify,
+    Page,
+    Screen,
+    Group,
+    Alias,
+    /// A user-deletion notice; only from the Webhooks destination.
+    Delete,
+}
+
+impl EventType {
+    pub const ALL: [Self; 7] = [
+        Self::Track,
+        Self::Identify,
+        Self::Page,
+        Self::Screen,
+        Self::Group,
+        Self::Alias,
+        Self::Delete,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "track" => Self::Track,
+            "identify" => Self::Identify,
+            "page" => Self::Page,
+            "screen" => Self::Screen,
+            "group" => Self::Group,
+            "alias" => Self::Alias,
+            "delete" => Self::Delete,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Track => "track",
+            Self::Identify => "identify",
+            Self::Page => "page",
+            Self::Screen => "screen",
+            Self::Group => "group",
+            Self::Alias => "alias",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an event was refused; `field` names the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidEvent {
+    pub code: &'static str,
+    pub field: String,
+    pub message: String,
+}
+
+impl InvalidEvent {
+    pub fn new(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Where an event came from, which decides how much the server stamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client library through the Tracking API: the server stamps times.
+    Tracking,
+    /// Already processed by Segment (Webhooks destination): times are kept.
+    Delivered,
+}
+
+/// Request-level values that apply to every item of a batch.
+#[derive(Debug, Default, Clone)]
+pub struct BatchDefaults<'a> {
+    pub context: Option<&'a Map<String, Value>>,
+    pub integrations: Option<&'a Map<String, Value>>,
+    pub sent_at: Option<&'a Value>,
+}
+
+/// A validated, normalised event ready to store.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: EventType,
+    pub message_id: String,
+    pub body: Map<String, Value>,
+}
+
+impl Event {
+    /// The ordering key of DESIGN.md §7: `userId`, else `anonymousId`.
+    pub fn user_key(&self) -> Option<&str> {
+        user_key(&self.body)
+    }
+
+    /// The track event's name.
+    pub fn name(&self) -> Option<&str> {
+        self.body.get("event").and_then(Value::as_str)
+    }
+}
+
+/// `userId`, else `anonymousId`, of an event body.
+pub fn user_key(body: &Map<String, Value>) -> Option<&str> {
+    ["userId", "anonymousId"].iter().find_map(|k| {
+        body.get(*k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    })
+}
+
+/// Validates and normalises one message.
+///
+/// `implied` is the type given by a single-event path (`/v1/track`); batch items and
+/// deliveries must carry their own `type`.
+///
+/// # Errors
+/// `InvalidEvent` naming the field at fault.
+pub fn normalize(
+    mut body: Map<String, Value>,
+    implied: Option<EventType>,
+    defaults: &BatchDefaults<'_>,
+    origin: Origin,
+    now: DateTime<Utc>,
+) -> Result<Event, InvalidEvent> {
+    let kind = match implied {
+        Some(t) => t,
+        None => match body.get("type") {
+            Some(Value::String(s)) => match EventType::parse(s) {
+                Some(EventType::Delete) if origin == Origin::Tracking => {
+                    return Err(InvalidEvent::new(
+                        "invalid_type",
+                        "type",
+                        "`type` \"delete\" is only accepted from the Webhooks destination",
+                    ));
+                }
+                Some(t) => t,
+                None => {
+                    return Err(InvalidEvent::new(
+                        "invalid_type",
+                        "type",
+                        format!(
+                            "`type` {s:?} is not one of track, identify, page, screen, group, alias"
+                        ),
+                    ));
+                }
+            },
+            Some(_) => {
+                return Err(InvalidEvent::new(
+                    "invalid_type",
+                    "type",
+                    "`type` must be a string",
+                ));
+            }
+            None => {
+                return Err(InvalidEvent::new(
+                    "missing_type",
+                    "type",
+                    "`type` is required",
+                ));
+            }
+        },
+    };
+    body.insert("type".into(), Value::String(kind.as_str().into()));
+
+    merge_defaults(&mut body, "context", defaults.context)?;
+    merge_defaults(&mut body, "integrations", defaults.integrations)?;
+    for key in ["properties", "traits"] {
+        if let Some(v) = body.get(key) {
+            if !(v.is_object() || v.is_null()) {
+                return Err(InvalidEvent::new(
+                    "invalid_field",
+                    key,
+                    format!("`{key}` must be an object"),
+                ));
+            }
+        }
+    }
+
+    let has_user = normalize_id(&mut body, "userId")?;
+    let has_anon = normalize_id(&mut body, "anonymousId")?;
+    match kind {
+        EventType::Alias => {
+            if !has_user {
+                return Err(InvalidEvent::new(
+                    "missing_user_id",
+                    "userId",
+                    "alias requires `userId`",
+                ));
+            }
+            if !normalize_id(&mut body, "previousId")? {
+                return Err(InvalidEvent::new(
+                    "missing_previous_id",
+                    "previousId",
+                    "alias requires `previousId`",
+                ));
+            }
+        }
+        EventType::Delete => {
+            if !has_user {
+                return Err(InvalidEvent::new(
+                    "missing_user_id",
+                    "userId",
+                    "delete requires `userId`",
+                ));
+            }
+        }
+        _ if !has_user && !has_anon => {
+            return Err(InvalidEvent::new(
+                "no_user_anon_id",
+                "userId",
+                format!("{kind} requires `userId` or `anonymousId`"),
+            ));
+        }
+        _ => {}
+    }
+    match kind {
+        EventType::Track => match body.get("event") {
+            Some(Value::String(s)) if !s.is_empty() => {}
+            Some(Value::String(_)) => {
+                return Err(InvalidEvent::new(
+                    "missing_event",
+                    "event",
+                    "`event` must not be empty",
+                ));
+            }
+            Some(_) => {
+                return Err(InvalidEvent::new(
+                    "invalid_event",
+                    "event",
+                    "`event` must be a string",
+                ));
+            }
+            None => {
+                return Err(InvalidEvent::new(
+                    "missing_event",
+                    "event",
+                    "track requires `event`",
+                ));
+            }
+        },
+        EventType::Group => {
+            if !normalize_id(&mut body, "groupId")? {
+                return Err(InvalidEvent::new(
+                    "missing_group_id",
+                    "groupId",
+                    "group requires `groupId`",
+                ));
+            }
+        }
+        EventType::Page | EventType::Screen => {
+            for key in ["name", "category"] {
+                if let Some(v) = body.get(key) {
+                    if !(v.is_string() || v.is_null()) {
+                        return Err(InvalidEvent::new(
+                            "invalid_field",
+                            key,
+                            format!("`{key}` must be a string"),
+                        ));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+
+    let message_id = match body.get("messageId") {
+        Some(Value::String(s)) if s.chars().count() > MAX_MESSAGE_ID_CHARS => {
+            return Err(InvalidEvent::new(
+                "message_id_too_long",
+                "messageId",
+                format!(
+                    "`messageId` has {} characters; the limit is {MAX_MESSAGE_ID_CHARS}",
+                    s.chars().count()
+                ),
+            ));
+        }
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(_) | Value::Null) | None => {
+            let id = format!("spur-{}", uuid::Uuid::new_v4());
+            body.insert("messageId".into(), Value::String(id.clone()));
+            id
+        }
+        Some(_) => {
+            return Err(InvalidEvent::new(
+                "invalid_message_id",
+                "messageId",
+                "`messageId` must be a string",
+            ));
+        }
+    };
+
+    stamp_times(&mut body, defaults, origin, now)?;
+    Ok(Event {
+        kind,
+        message_id,
+        body,
+    })
+}
+
+/// Merges request-level defaults into an item's object field; the item's keys win.
+fn merge_defaults(
+    body: &mut Map<String, Value>,
+    key: &str,
+    defaults: Option<&Map<String, Value>>,
+) -> Result<(), InvalidEvent> {
+    match body.get_mut(key) {
+        Some(Value::Object(own)) => {
+            if let Some(d) = defaults {
+                for (k, v) in d {
+                    own.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+        Some(Value::Null) | None => {
+            if let Some(d) = defaults {
+                body.insert(key.to_owned(), Value::Object(d.clone()));
+            }
+        }
+        Some(_) => {
+            return Err(InvalidEvent::new(
+                "invalid_field",
+                key,
+                format!("`{key}` must be an object"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Accepts a string or a number (stored as a string); `null` or `""` counts as absent.
+fn normalize_id(body: &mut Map<String, Value>, key: &str) -> Result<bool, InvalidEvent> {
+    let Some(v) = body.get_mut(key) else {
+        return Ok(false);
+    };
+    match v {
+        Value::Null => Ok(false),
+        Value::String(s) => Ok(!s.is_empty()),
+        Value::Number(n) => {
+            if n.as_u64().is_some_and(|u| u > (1 << 53))
+                || n.as_i64().is_some_and(|i| i < -(1 << 53))
+            {
+                tracing::warn!(field = key, value = %n, "Numeric id above 2^53 may have lost precision.");
+            }
+            *v = Value::String(n.to_string());
+            Ok(true)
+        }
+        _ => Err(InvalidEvent::new(
+            "invalid_id",
+            key,
+            format!("`{key}` must be a string or a number"),
+        )),
+    }
+}
+
+fn stamp_times(
+    body: &mut Map<String, Value>,
+    defaults: &BatchDefaults<'_>,
+    origin: Origin,
+    now: DateTime<Utc>,
+) -> Result<(), InvalidEvent> {
+    let received = format_time(now);
+    if origin == Origin::Delivered {
+        body.entry("receivedAt")
+            .or_insert_with(|| Value::String(received.clone()));
+        if !body.get("timestamp").is_some_and(Value::is_string) {
+            let ts = body
+                .get("receivedAt")
+                .cloned()
+                .unwrap_or(Value::String(received));
+            body.insert("timestamp".into(), ts);
+        }
+        return Ok(());
+    }
+    let original = match body.get("timestamp") {
+        Some(Value::String(s)) => Some(parse_time(s).ok_or_else(|| {
+            InvalidEvent::new(
+                "invalid_timestamp",
+                "timestamp",
+                format!("`timestamp` {s:?} is not an ISO-8601 date-time"),
+            )
+        })?),
+        Some(Value::Null) | None => None,
+        Some(_) => {
+            return Err(InvalidEvent::new(
+                "invalid_timestamp",
+                "timestamp",
+                "`timestamp` must be an ISO-8601 string",
+            ));
+        }
+    };
+    if !body.contains_key("sentAt") {
+        if let Some(s) = defaults.sent_at {
+            body.insert("sentAt".into(), s.clone());
+        }
+    }
+    let sent = match body.get("sentAt") {
+        Some(Value::String(s)) => Some(parse_time(s).ok_or_else(|| {
+            InvalidEvent::new(
+                "invalid_timestamp",
+                "sentAt",
+                format!("`sentAt` {s:?} is not an ISO-8601 date-time"),
+            )
+        })?),
+        _ => None,
+    };
+    let timestamp = match (original, sent) {
+        (Some(orig), Some(sent)) => now - (sent - orig),
+        (Some(orig), None) => orig,
+        (None, _) => now,
+    };
+    if original.is_none() {
+        body.insert("originalTimestamp".into(), Value::String(received.clone()));
+    } else if let Some(ts) = body.get("timestamp").cloned() {
+        body.insert("originalTimestamp".into(), ts);
+    }
+    body.insert("timestamp".into(), Value::String(format_time(timestamp)));
+    body.insert("receivedAt".into(), Value::String(received));
+    Ok(())
+}
+
+/// RFC 3339 with milliseconds and `Z`, as Segment writes times.
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Parses ISO-8601 leniently: offsets or `Z`, any fraction, a space for `T`,
+/// unpadded months and days (`2015-2-02T00:30:08.276Z`), or a bare date.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let s = s.trim().replacen(' ', "T", 1);
+    let (date, rest) = s.split_once('T').unwrap_or((&s, ""));
+    let mut parts = date.split('-');
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let padded = format!("{y}-{m:0>2}-{d:0>2}");
+    if rest.is_empty() {
+        let day = NaiveDate::parse_from_str(&padded, "%Y-%m-%d").ok()?;
+        return Some(day.and_hms_opt(0, 0, 0)?.and_utc());
+    }
+    let has_zone = rest.ends_with('Z') || rest[1..].contains('+') || rest[1..].contains('-');
+    let full = if has_zone {
+        format!("{padded}T{rest}")
+    } else {
+        format!("{padded}T{rest}Z")
+    };
+    DateTime::parse_from_rfc3339(&full)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn now() -> DateTime<Utc> {
+        parse_time("2025-03-25T17:02:20.000Z").unwrap()
+    }
+
+    #[test]
+    fn stamps_times_with_clock_skew_correction() {
+        let e = normalize(
+            obj(
+                json!({"userId": "u1", "event": "A", "timestamp": "2025-03-25T17:02:11.482+00:00",
+                       "sentAt": "2025-03-25T17:02:12.482+00:00"}),
+            ),
+            Some(EventType::Track),
+            &BatchDefaults::default(),
+            Origin::Tracking,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(e.body["receivedAt"], "2025-03-25T17:02:20.000Z");
+        assert_eq!(e.body["timestamp"], "2025-03-25T17:02:19.000Z");
+        assert_eq!(e.body["originalTimestamp"], "2025-03-25T17:02:11.482+00:00");
+        assert!(e.message_id.starts_with("spur-"));
+    }
+
+    #[test]
+    fn missing_timestamp_becomes_received_at() {
+        let e = normalize(
+            obj(json!({"anonymousId": "a"})),
+            Some(EventType::Page),
+            &BatchDefaults::default(),
+            Origin::Tracking,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(e.body["timestamp"], e.body["receivedAt"]);
+        assert_eq!(e.body["type"], "page");
+    }
+
+    #[test]
+    fn batch_defaults_merge_and_item_wins() {
+        let ctx = obj(json!({"locale": "en-US", "ip": "1.2.3.4"}));
+        let defaults = BatchDefaults {
+            context: Some(&ctx),
+            ..BatchDefaults::default()
+        };
+        let e = normalize(
+            obj(json!({"type": "identify", "userId": "u", "context": {"locale": "en-GB"}})),
+            None,
+            &defaults,
+            Origin::Tracking,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(
+            e.body["context"],
+            json!({"locale": "en-GB", "ip": "1.2.3.4"})
+        );
+    }
+
+    #[test]
+    fn required_fields_are_named() {
+        let cases = [
+            (json!({"type": "identify"}), "userId"),
+            (json!({"type": "track", "userId": "u"}), "event"),
+            (json!({"type": "group", "userId": "u"}), "groupId"),
+            (json!({"type": "alias", "userId": "u"}), "previousId"),
+            (json!({"userId": "u"}), "type"),
+            (json!({"type": "launch", "userId": "u"}), "type"),
+            (
+                json!({"type": "track", "event": "A", "userId": {"id": 1}}),
+                "userId",
+            ),
+            (
+                json!({"type": "track", "event": "A", "userId": "u", "messageId": "x".repeat(128)}),
+                "messageId",
+            ),
+            (
+                json!({"type": "track", "event": "A", "userId": "u", "properties": [1]}),
+                "properties",
+            ),
+            (
+                json!({"type": "track", "event": "A", "userId": "u", "timestamp": "yesterday"}),
+                "timestamp",
+            ),
+        ];
+        for (body, field) in cases {
+            let err = normalize(
+                obj(body.clone()),
+                None,
+                &BatchDefaults::default(),
+                Origin::Tracking,
+                now(),
+            )
+            .unwrap_err();
+            assert_eq!(err.field, field, "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn numeric_ids_become_strings() {
+        let e = normalize(
+            obj(json!({"type": "identify", "userId": 90210})),
+            None,
+            &BatchDefaults::default(),
+            Origin::Tracking,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(e.body["userId"], "90210");
+        assert_eq!(e.user_key(), Some("90210"));
+    }
+
+    #[test]
+    fn lenient_times() {
+        assert!(parse_time("2015-2-02T00:30:08.276Z").is_some());
+        assert!(parse_time("2025-03-25T17:02:11.482123+00:00").is_some());
+        assert!(parse_time("2025-03-21T06:15:02.384119602Z").is_some());
+        assert!(parse_time("2025-03-21 06:15:02").is_some());
+        assert!(parse_time("2025-03-21").is_some());
+        assert!(parse_time("soon").is_none());
+    }
+
+    #[test]
+    fn delivered_events_keep_segment_times() {
+        let e = normalize(
+            obj(json!({"type": "delete", "userId": "u", "timestamp": "2025-01-01T00:00:00.000Z"})),
+            None,
+            &BatchDefaults::default(),
+            Origin::Delivered,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(e.body["timestamp"], "2025-01-01T00:00:00.000Z");
+        assert_eq!(e.kind, EventType::Delete);
+    }
+}

@@ -1,0 +1,297 @@
+//! `http::request(#{…})` and `http::get/post/put/patch/delete`: JSON in and out,
+//! plain URLs or named connections (`connection: "slack", path: "/chat.postMessage"`).
+//! Every attempt lands in the run record; secrets are injected by the connector and
+//! redacted from what comes back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use rhai::{Dynamic, Engine, EvalAltResult, Map, Module};
+
+use super::convert::{to_dynamic, to_json, to_text};
+use super::ctx::with_run;
+use super::{Host, error};
+use crate::connectors::http::{Body, Destination, OutboundRequest, OutboundResponse};
+
+type Res<T> = Result<T, Box<EvalAltResult>>;
+
+const REQUEST_KEYS: &[&str] = &[
+    "method",
+    "url",
+    "connection",
+    "path",
+    "headers",
+    "query",
+    "json",
+    "body",
+    "form",
+    "timeout_ms",
+];
+const OPTION_KEYS: &[&str] = &["connection", "headers", "query", "timeout_ms"];
+
+pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
+    let mut m = Module::new();
+    let h = Arc::clone(host);
+    m.set_native_fn("request", move |spec: Map| {
+        let req = parse_request("http::request", &spec)?;
+        call(&h, req)
+    });
+    for (name, method) in [("get", Method::GET), ("delete", Method::DELETE)] {
+        let h = Arc::clone(host);
+        let meth = method.clone();
+        m.set_native_fn(name, move |url: &str| {
+            call(
+                &h,
+                simple(
+                    &format!("http::{}", meth.as_str().to_lowercase()),
+                    meth.clone(),
+                    url,
+                    None,
+                    &Map::new(),
+                )?,
+            )
+        });
+        let h = Arc::clone(host);
+        m.set_native_fn(name, move |url: &str, opts: Map| {
+            call(
+                &h,
+                simple(
+                    &format!("http::{}", method.as_str().to_lowercase()),
+                    method.clone(),
+                    url,
+                    None,
+                    &opts,
+                )?,
+            )
+        });
+    }
+    for (name, method) in [
+        ("post", Method::POST),
+        ("put", Method::PUT),
+        ("patch", Method::PATCH),
+    ] {
+        let h = Arc::clone(host);
+        let meth = method.clone();
+        m.set_native_fn(name, move |url: &str, body: Dynamic| {
+            call(
+                &h,
+                simple(
+                    &format!("http::{}", meth.as_str().to_lowercase()),
+                    meth.clone(),
+                    url,
+                    Some(body),
+                    &Map::new(),
+                )?,
+            )
+        });
+        let h = Arc::clone(host);
+        m.set_native_fn(name, move |url: &str, body: Dynamic, opts: Map| {
+            call(
+                &h,
+                simple(
+                    &format!("http::{}", method.as_str().to_lowercase()),
+                    method.clone(),
+                    url,
+                    Some(body),
+                    &opts,
+                )?,
+            )
+        });
+    }
+    engine.register_static_module("http", m.into());
+}
+
+fn simple(
+    what: &str,
+    method: Method,
+    url: &str,
+    body: Option<Dynamic>,
+    opts: &Map,
+) -> Res<OutboundRequest> {
+    check_keys(what, opts, OPTION_KEYS)?;
+    let destination = match opts.get("connection") {
+        Some(c) => Destination::Connection {
+            name: to_text(c),
+            path: url.to_owned(),
+        },
+        None => Destination::Url(url.to_owned()),
+    };
+    let mut req = OutboundRequest::new(method, destination);
+    apply_common(what, &mut req, opts)?;
+    if let Some(b) = body {
+        req.body = body_of(what, &b)?;
+    }
+    Ok(req)
+}
+
+fn body_of(what: &str, b: &Dynamic) -> Res<Body> {
+    if b.is_unit() {
+        Ok(Body::None)
+    } else if b.is_string() {
+        Ok(Body::Text(to_text(b)))
+    } else {
+        Ok(Body::Json(
+            to_json(b).map_err(|e| error(format!("{what}: body: {e}")))?,
+        ))
+    }
+}
+
+fn check_keys(what: &str, spec: &Map, known: &[&str]) -> Res<()> {
+    for k in spec.keys() {
+        if !known.contains(&k.as_str()) {
+            return Err(error(format!(
+                "{what}: unknown option `{k}` (known: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn apply_common(what: &str, req: &mut OutboundRequest, spec: &Map) -> Res<()> {
+    if let Some(h) = spec.get("headers") {
+        let map = h
+            .clone()
+            .try_cast::<Map>()
+            .ok_or_else(|| error(format!("{what}: `headers` must be a map")))?;
+        req.headers = map
+            .iter()
+            .map(|(k, v)| (k.to_string(), to_text(v)))
+            .collect();
+    }
+    if let Some(q) = spec.get("query") {
+        let map = q
+            .clone()
+            .try_cast::<Map>()
+            .ok_or_else(|| error(format!("{what}: `query` must be a map")))?;
+        for (k, v) in &map {
+            if v.is_array() {
+                for item in v.clone().cast::<rhai::Array>() {
+                    req.query.push((k.to_string(), to_text(&item)));
+                }
+            } else if !v.is_unit() {
+                req.query.push((k.to_string(), to_text(v)));
+            }
+        }
+    }
+    if let Some(t) = spec.get("timeout_ms") {
+        let ms = t
+            .as_int()
+            .ok()
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| error(format!("{what}: `timeout_ms` must be a positive integer")))?;
+        req.timeout = Some(Duration::from_millis(ms as u64));
+    }
+    Ok(())
+}
+
+/// Parses `http::request`'s map.
+fn parse_request(what: &str, spec: &Map) -> Res<OutboundRequest> {
+    check_keys(what, spec, REQUEST_KEYS)?;
+    let method = match spec.get("method") {
+        None => Method::GET,
+        Some(m) => {
+            let s = to_text(m).to_ascii_uppercase();
+            Method::from_bytes(s.as_bytes())
+                .map_err(|_| error(format!("{what}: `method` {s:?} is not an HTTP method")))?
+        }
+    };
+    let text = |k: &str| spec.get(k).map(to_text);
+    let destination = match (text("url"), text("connection"), text("path")) {
+        (Some(url), None, None) => Destination::Url(url),
+        (None, Some(name), path) => Destination::Connection {
+            name,
+            path: path.unwrap_or_else(|| "/".into()),
+        },
+        (Some(_), Some(_), _) => {
+            return Err(error(format!(
+                "{what}: give either `url` or `connection` + `path`, not both"
+            )));
+        }
+        (None, None, Some(_)) => {
+            return Err(error(format!("{what}: `path` needs a `connection`")));
+        }
+        (Some(_), None, Some(_)) => {
+            return Err(error(format!(
+                "{what}: `path` goes with `connection`; put it in `url`"
+            )));
+        }
+        (None, None, None) => return Err(error(format!("{what}: `url` is required"))),
+    };
+    let mut req = OutboundRequest::new(method, destination);
+    apply_common(what, &mut req, spec)?;
+    let bodies = ["json", "body", "form"]
+        .iter()
+        .filter(|k| spec.contains_key(**k))
+        .count();
+    if bodies > 1 {
+        return Err(error(format!(
+            "{what}: give only one of `json`, `body`, `form`"
+        )));
+    }
+    if let Some(j) = spec.get("json") {
+        req.body = Body::Json(to_json(j).map_err(|e| error(format!("{what}: json: {e}")))?);
+    } else if let Some(b) = spec.get("body") {
+        req.body = body_of(what, b)?;
+    } else if let Some(f) = spec.get("form") {
+        let map = f
+            .clone()
+            .try_cast::<Map>()
+            .ok_or_else(|| error(format!("{what}: `form` must be a map")))?;
+        req.body = Body::Form(
+            map.iter()
+                .map(|(k, v)| (k.to_string(), to_text(v)))
+                .collect(),
+        );
+    }
+    Ok(req)
+}
+
+/// Sends `req` from a blocking worker thread and records its attempts.
+pub(crate) fn call(host: &Host, req: OutboundRequest) -> Res<Map> {
+    if !super::in_run() {
+        return Err(error(
+            "http calls are only allowed inside a handler, not while a script loads",
+        ));
+    }
+    let deadline = crate::script::remaining().map(|d| Instant::now() + d);
+    let exchange = host.rt.block_on(host.http.send(req, deadline));
+    with_run(|ctx| {
+        if ctx.echo {
+            for a in &exchange.attempts {
+                let status = a
+                    .status
+                    .map_or_else(|| "error".to_owned(), |s| s.to_string());
+                let tag = if a.dry_run { " (dry run)" } else { "" };
+                println!("→ {} {} {status}{tag}", a.method, a.url);
+            }
+        }
+        ctx.calls.extend(exchange.attempts);
+    });
+    match exchange.result {
+        Ok(resp) => Ok(response_map(resp)),
+        Err(e) => Err(error(
+            host.http.redactor().redact(&e.to_string()).into_owned(),
+        )),
+    }
+}
+
+/// `#{status, ok, headers, body, json}`.
+pub(crate) fn response_map(resp: OutboundResponse) -> Map {
+    let mut m = Map::new();
+    m.insert("status".into(), Dynamic::from_int(i64::from(resp.status)));
+    m.insert("ok".into(), Dynamic::from_bool(resp.ok()));
+    let headers: Map = resp
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase().into(), Dynamic::from(v.clone())))
+        .collect();
+    m.insert("headers".into(), Dynamic::from_map(headers));
+    m.insert(
+        "json".into(),
+        resp.json.as_ref().map_or(Dynamic::UNIT, to_dynamic),
+    );
+    m.insert("body".into(), Dynamic::from(resp.body));
+    m
+}

@@ -1,0 +1,52 @@
+//! The Rhai-facing host API: `log`, `http`, `state`, `json`, `time`, `crypto`,
+//! `env`, and the outcome calls `skip`/`fail`. The only module that sees both Rhai
+//! and connectors.
+//!
+//! Functions are registered once per engine; what belongs to one run (its script's
+//! state namespace, captured logs, outbound calls, outcome) lives in a thread-local
+//! [`RunCtx`] that the worker installs around each handler call. Host faults reach
+//! scripts as runtime errors with a plain message (catchable), and never carry
+//! secrets.
+
+pub mod convert;
+mod ctx;
+mod http;
+pub mod log;
+mod state;
+mod util;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rhai::{Engine, EvalAltResult, Position};
+
+pub use ctx::{LogLevel, LogLine, RunCtx, Signal, begin_run, end_run, in_run, with_run};
+
+use crate::connectors::http::HttpClient;
+use crate::state::StateStore;
+
+/// What host functions need, shared by every engine.
+pub struct Host {
+    /// Runtime the blocking worker threads hand async calls to.
+    pub rt: tokio::runtime::Handle,
+    pub http: HttpClient,
+    pub state: StateStore,
+    /// Names `env::secret(name)` may read, with their values.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Registers every host module on `engine`.
+pub fn register_all(engine: &mut Engine, host: &Arc<Host>) {
+    log::register(engine);
+    http::register(engine, host);
+    state::register(engine, host);
+    util::register(engine, host);
+}
+
+/// A host fault as scripts see it: a runtime error with `message`.
+pub fn error(message: impl Into<String>) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(
+        message.into().into(),
+        Position::NONE,
+    ))
+}

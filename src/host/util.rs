@@ -1,0 +1,102 @@
+//! Small host modules: `json`, `time`, `crypto`, `env`, plus `uuid()`, `skip(why)`
+//! and `fail(why)`.
+
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac};
+use rhai::{Dynamic, Engine, EvalAltResult, Module};
+use sha2::{Digest, Sha256};
+
+use super::convert::{to_dynamic, to_json, to_text};
+use super::ctx::{Signal, with_run};
+use super::{Host, error};
+
+type Res<T> = Result<T, Box<EvalAltResult>>;
+
+/// The message a `skip`/`fail` throws; the worker reads the signal, not this text.
+fn signal(sig: Signal) -> Box<EvalAltResult> {
+    let text = match &sig {
+        Signal::Skip(why) => format!("skipped: {why}"),
+        Signal::Fail(why) => format!("failed: {why}"),
+    };
+    with_run(|ctx| ctx.signal = Some(sig));
+    error(text)
+}
+
+pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
+    engine.register_fn("skip", |why: &str| -> Res<()> {
+        Err(signal(Signal::Skip(why.into())))
+    });
+    engine.register_fn("skip", || -> Res<()> {
+        Err(signal(Signal::Skip(String::new())))
+    });
+    engine.register_fn("fail", |why: &str| -> Res<()> {
+        Err(signal(Signal::Fail(why.into())))
+    });
+    engine.register_fn("uuid", || uuid::Uuid::new_v4().to_string());
+
+    let mut json = Module::new();
+    json.set_native_fn("parse", |text: &str| -> Res<Dynamic> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| error(format!("json::parse: {e}")))?;
+        Ok(to_dynamic(&v))
+    });
+    json.set_native_fn("stringify", |v: Dynamic| -> Res<String> {
+        let j = to_json(&v).map_err(|e| error(format!("json::stringify: {e}")))?;
+        Ok(j.to_string())
+    });
+    json.set_native_fn("pretty", |v: Dynamic| -> Res<String> {
+        let j = to_json(&v).map_err(|e| error(format!("json::pretty: {e}")))?;
+        Ok(serde_json::to_string_pretty(&j).unwrap_or_default())
+    });
+    engine.register_static_module("json", json.into());
+
+    let mut time = Module::new();
+    time.set_native_fn("now", || Ok(crate::event::format_time(chrono::Utc::now())));
+    time.set_native_fn("unix_ms", || Ok(chrono::Utc::now().timestamp_millis()));
+    time.set_native_fn("parse", |text: &str| -> Res<i64> {
+        crate::event::parse_time(text)
+            .map(|t| t.timestamp_millis())
+            .ok_or_else(|| {
+                error(format!(
+                    "time::parse: {text:?} is not an ISO-8601 date-time"
+                ))
+            })
+    });
+    time.set_native_fn("format", |ms: i64| -> Res<String> {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(crate::event::format_time)
+            .ok_or_else(|| error(format!("time::format: {ms} is out of range")))
+    });
+    time.set_native_fn("duration_ms", |text: &str| -> Res<i64> {
+        crate::duration::parse(text)
+            .map(|d| d.as_millis() as i64)
+            .map_err(|e| error(format!("time::duration_ms: {e}")))
+    });
+    engine.register_static_module("time", time.into());
+
+    let mut crypto = Module::new();
+    crypto.set_native_fn("sha256", |text: &str| {
+        Ok(hex::encode(Sha256::digest(text.as_bytes())))
+    });
+    crypto.set_native_fn("hmac_sha256", |key: &str, text: &str| -> Res<String> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes())
+            .map_err(|e| error(format!("crypto::hmac_sha256: {e}")))?;
+        mac.update(text.as_bytes());
+        Ok(hex::encode(mac.finalize().into_bytes()))
+    });
+    crypto.set_native_fn("uuid", || Ok(uuid::Uuid::new_v4().to_string()));
+    engine.register_static_module("crypto", crypto.into());
+
+    let mut env = Module::new();
+    let h = Arc::clone(host);
+    env.set_native_fn("secret", move |name: Dynamic| -> Res<String> {
+        let name = to_text(&name);
+        h.env.get(&name).cloned().ok_or_else(|| {
+            error(format!(
+                "env::secret({name:?}): not allowed or not set (list it in [env] allow = [...])"
+            ))
+        })
+    });
+    engine.register_static_module("env", env.into());
+}

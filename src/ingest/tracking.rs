@@ -1,0 +1,262 @@
+//! Segment's HTTP Tracking API (`segment-spec.md` §1): `/v1/<type>` and its short
+//! forms, `/v1/batch`, `/v1/b`, `/v1/import`.
+//!
+//! Auth: the write key as Basic user (with or without the colon) or `writeKey` in
+//! the body, checked against `segment.write_keys` when set. A single invalid event is
+//! a 400 naming the field; in a batch, invalid items are rejected alone and listed in
+//! the 200 answer.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+use subtle::ConstantTimeEq;
+
+use super::IngestState;
+use super::body::{json_error, read};
+use crate::api_error::ApiError;
+use crate::event::{
+    BatchDefaults, EventType, InvalidEvent, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_EVENT_BYTES,
+    Origin, normalize,
+};
+use crate::queue::PreparedEvent;
+
+/// `POST /v1/<type>`.
+pub(super) async fn single(
+    State(st): State<IngestState>,
+    kind: EventType,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = read(&headers, body, MAX_EVENT_BYTES).await?;
+    let mut item: Map<String, Value> = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => {
+            return Err(ApiError::bad(
+                "invalid_body",
+                "body must be a JSON object (one event)",
+            ));
+        }
+        Err(e) => return Err(json_error(&e)),
+    };
+    let body_key = match item.remove("writeKey") {
+        Some(Value::String(k)) => Some(k),
+        _ => None,
+    };
+    check_write_key(&st, &headers, body_key.as_deref())?;
+    let now = chrono::Utc::now();
+    let event = normalize(
+        item,
+        Some(kind),
+        &BatchDefaults::default(),
+        Origin::Tracking,
+        now,
+    )
+    .map_err(invalid)?;
+    let prepared = PreparedEvent::new(event, now.timestamp_millis());
+    let receipt = st.queue.ingest(vec![prepared]).await?;
+    if receipt.duplicates.is_empty() {
+        Ok(Json(json!({ "success": true })))
+    } else {
+        Ok(Json(json!({ "success": true, "duplicate": true })))
+    }
+}
+
+#[derive(Deserialize)]
+struct BatchBody<'a> {
+    #[serde(borrow, default)]
+    batch: Option<Vec<&'a RawValue>>,
+    #[serde(default)]
+    context: Option<Value>,
+    #[serde(default)]
+    integrations: Option<Value>,
+    #[serde(default, rename = "sentAt")]
+    sent_at: Option<Value>,
+    #[serde(default, rename = "writeKey")]
+    write_key: Option<Value>,
+}
+
+/// `POST /v1/batch` (also `/v1/b`, `/v1/import`).
+pub(super) async fn batch(
+    State(st): State<IngestState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = read(&headers, body, MAX_BATCH_BYTES).await?;
+    let parsed: BatchBody<'_> = match serde_json::from_slice(&bytes) {
+        Ok(b) => b,
+        Err(e) if e.is_data() => {
+            return Err(ApiError::bad(
+                "invalid_body",
+                format!("body must be an object with a `batch` array: {e}"),
+            ));
+        }
+        Err(e) => return Err(json_error(&e)),
+    };
+    let body_key = match &parsed.write_key {
+        Some(Value::String(k)) => Some(k.as_str()),
+        _ => None,
+    };
+    check_write_key(&st, &headers, body_key)?;
+    let items = parsed.batch.ok_or_else(|| {
+        ApiError::bad_field(
+            "missing_batch",
+            "batch",
+            "`batch` is required and must be an array of events",
+        )
+    })?;
+    let object = |key: &str, v: &Option<Value>| -> Result<Option<Map<String, Value>>, ApiError> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(m.clone())),
+            Some(_) => Err(ApiError::bad_field(
+                "invalid_field",
+                key,
+                format!("`{key}` must be an object"),
+            )),
+        }
+    };
+    let context = object("context", &parsed.context)?;
+    let integrations = object("integrations", &parsed.integrations)?;
+    let defaults = BatchDefaults {
+        context: context.as_ref(),
+        integrations: integrations.as_ref(),
+        sent_at: parsed.sent_at.as_ref(),
+    };
+
+    let now = chrono::Utc::now();
+    let received_ms = now.timestamp_millis();
+    let mut rejected = Vec::new();
+    let mut prepared = Vec::with_capacity(items.len());
+    let mut positions = Vec::with_capacity(items.len());
+    for (i, raw) in items.iter().enumerate() {
+        match prepare_item(i, raw, &defaults, now) {
+            Ok(event) => {
+                prepared.push(PreparedEvent::new(event, received_ms));
+                positions.push(i);
+            }
+            Err(e) => rejected.push(json!({
+                "index": i,
+                "code": e.code,
+                "field": e.field,
+                "error": e.message,
+            })),
+        }
+    }
+    if prepared.is_empty() && !items.is_empty() {
+        return Err(ApiError::BadRequest {
+            code: "invalid_batch",
+            message: format!("none of the {} events is valid", items.len()),
+            field: Some("batch".into()),
+            detail: Some(json!({ "rejected": rejected })),
+        });
+    }
+    let receipt = if prepared.is_empty() {
+        crate::queue::IngestReceipt::default()
+    } else {
+        st.queue.ingest(prepared).await?
+    };
+    let duplicates: Vec<usize> = receipt.duplicates.iter().map(|&i| positions[i]).collect();
+    Ok(Json(json!({
+        "success": true,
+        "accepted": receipt.accepted,
+        "duplicates": duplicates,
+        "rejected": rejected,
+    })))
+}
+
+fn prepare_item(
+    index: usize,
+    raw: &RawValue,
+    defaults: &BatchDefaults<'_>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<crate::event::Event, InvalidEvent> {
+    if index >= MAX_BATCH_ITEMS {
+        return Err(InvalidEvent::new(
+            "too_many_events",
+            "batch",
+            format!("a batch holds at most {MAX_BATCH_ITEMS} events"),
+        ));
+    }
+    let text = raw.get();
+    if text.len() > MAX_EVENT_BYTES {
+        return Err(InvalidEvent::new(
+            "too_large",
+            "batch",
+            format!(
+                "event is {} bytes; the limit is {MAX_EVENT_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    let mut item: Map<String, Value> = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => m,
+        _ => {
+            return Err(InvalidEvent::new(
+                "invalid_event",
+                "batch",
+                "each batch item must be a JSON object",
+            ));
+        }
+    };
+    item.remove("writeKey");
+    normalize(item, None, defaults, Origin::Tracking, now)
+}
+
+fn invalid(e: InvalidEvent) -> ApiError {
+    ApiError::BadRequest {
+        code: e.code,
+        message: e.message,
+        field: Some(e.field),
+        detail: None,
+    }
+}
+
+/// The write key from Basic auth (user part, with or without a colon) or the body.
+fn check_write_key(
+    st: &IngestState,
+    headers: &HeaderMap,
+    body_key: Option<&str>,
+) -> Result<(), ApiError> {
+    if st.write_keys.is_empty() {
+        return Ok(());
+    }
+    let from_header = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        })
+        .and_then(|b64| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+        })
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .map(|s| {
+            s.split_once(':')
+                .map_or(s.clone(), |(user, _)| user.to_owned())
+        });
+    let candidates: Vec<&str> = from_header.as_deref().into_iter().chain(body_key).collect();
+    if candidates.is_empty() {
+        return Err(ApiError::Unauthorized(
+            "missing write key: send it as the Basic auth user or as `writeKey` in the body".into(),
+        ));
+    }
+    let known = candidates.iter().any(|c| {
+        st.write_keys.iter().fold(false, |hit, k| {
+            hit | bool::from(k.expose().as_bytes().ct_eq(c.as_bytes()))
+        })
+    });
+    if known {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized("unknown write key".into()))
+    }
+}

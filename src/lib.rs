@@ -1,0 +1,24 @@
+//! spur: a self-hosted automation runtime for Segment data.
+//!
+//! Modules read in data-flow order (DESIGN.md §1–2): events arrive through `ingest`,
+//! are validated by `event`, made durable by `queue` (on `store`), matched against
+//! `script` handlers and run by `worker` with the `host` API, which acts through
+//! `connectors` and `state`; every run leaves a record in `run`. `admin` is the
+//! operator surface, `app` wires it all, `cli` is the command line.
+
+pub mod admin;
+pub mod api_error;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod connectors;
+pub mod duration;
+pub mod event;
+pub mod host;
+pub mod ingest;
+pub mod queue;
+pub mod run;
+pub mod script;
+pub mod state;
+pub mod store;
+pub mod worker;

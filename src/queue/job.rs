@@ -1,0 +1,64 @@
+//! A job: one run of one handler for one trigger (an event, a schedule tick, …).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A durable job, as stored under the queue tree's `j` prefix.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub id: u64,
+    pub trigger: Trigger,
+    /// The script's name (file stem) and the handler's key within it.
+    pub script: String,
+    pub handler: String,
+    /// Runs of one user start in order and never overlap (DESIGN.md §7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Attempts made so far.
+    pub attempt: u32,
+    pub not_before_ms: i64,
+    pub created_ms: i64,
+}
+
+/// What made the job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trigger {
+    /// A Segment event, by its sequence number in the event log.
+    Event { seq: u64, message_id: String },
+    /// A schedule tick; `at_ms` is the tick's scheduled time.
+    Schedule { schedule: String, at_ms: i64 },
+}
+
+impl Trigger {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Event { .. } => "event",
+            Self::Schedule { .. } => "schedule",
+        }
+    }
+}
+
+/// An event as stored in the log, shared by the jobs it made.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub received_ms: i64,
+    pub body: Map<String, Value>,
+}
+
+/// A job handed to a worker, with its event when already in memory.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub job: Job,
+    pub event: Option<Arc<StoredEvent>>,
+}
+
+/// Where a handler lives; what dispatch yields for an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub script: String,
+    pub handler: String,
+}

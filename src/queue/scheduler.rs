@@ -1,0 +1,261 @@
+//! The in-memory run order: which leased job a worker gets next.
+//!
+//! Invariants (DESIGN.md §7):
+//! - jobs of one user start in the order they were pushed, and at most one of a
+//!   user's jobs is running at a time;
+//! - different users run in parallel; jobs without a user run as soon as a worker
+//!   is free;
+//! - a job delayed by backoff waits in `delayed`, not in its user's line, so it does
+//!   not hold up the user's next job.
+//!
+//! Workers are OS threads; they block on a condvar, woken by pushes and by the
+//! next delayed job's due time.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::job::Lease;
+use crate::store::now_ms;
+
+#[derive(Default)]
+pub(super) struct Scheduler {
+    inner: Mutex<Inner>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Inner {
+    lines: HashMap<Arc<str>, VecDeque<Lease>>,
+    running: HashSet<Arc<str>>,
+    ready: VecDeque<Arc<str>>,
+    free: VecDeque<Lease>,
+    delayed: BinaryHeap<Reverse<(i64, u64)>>,
+    delayed_jobs: HashMap<u64, Lease>,
+    prefer_free: bool,
+    shutdown: bool,
+    in_flight: usize,
+}
+
+/// Counts for `/metrics` and tests.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct SchedulerStats {
+    pub queued: usize,
+    pub delayed: usize,
+    pub running: usize,
+}
+
+impl Scheduler {
+    pub(super) fn push_all(&self, leases: impl IntoIterator<Item = Lease>) {
+        let now = now_ms();
+        let mut n = 0;
+        {
+            let mut inner = self.inner.lock();
+            for lease in leases {
+                inner.push(lease, now);
+                n += 1;
+            }
+        }
+        match n {
+            0 => {}
+            1 => {
+                self.wake.notify_one();
+            }
+            _ => {
+                self.wake.notify_all();
+            }
+        }
+    }
+
+    /// Blocks until a job is ready; `None` once shut down.
+    pub(super) fn lease(&self) -> Option<Lease> {
+        let mut inner = self.inner.lock();
+        loop {
+            if inner.shutdown {
+                return None;
+            }
+            let now = now_ms();
+            inner.promote_due(now);
+            if let Some(lease) = inner.take_next() {
+                inner.in_flight += 1;
+                return Some(lease);
+            }
+            match inner.delayed.peek() {
+                Some(Reverse((due, _))) => {
+                    let wait = Duration::from_millis((*due - now).max(1) as u64);
+                    self.wake.wait_for(&mut inner, wait);
+                }
+                None => self.wake.wait(&mut inner),
+            }
+        }
+    }
+
+    /// Marks a leased job finished, releasing its user's line.
+    pub(super) fn done(&self, user: Option<&str>) {
+        let mut inner = self.inner.lock();
+        inner.in_flight = inner.in_flight.saturating_sub(1);
+        if let Some(u) = user {
+            if let Some(key) = inner.running.take(u) {
+                if inner.lines.get(&key).is_some_and(|l| !l.is_empty()) {
+                    inner.ready.push_back(key);
+                    drop(inner);
+                    self.wake.notify_one();
+                }
+            }
+        }
+    }
+
+    pub(super) fn shutdown(&self) {
+        self.inner.lock().shutdown = true;
+        self.wake.notify_all();
+    }
+
+    pub(super) fn stats(&self) -> SchedulerStats {
+        let inner = self.inner.lock();
+        SchedulerStats {
+            queued: inner.free.len() + inner.lines.values().map(VecDeque::len).sum::<usize>(),
+            delayed: inner.delayed_jobs.len(),
+            running: inner.in_flight,
+        }
+    }
+}
+
+impl Inner {
+    fn push(&mut self, lease: Lease, now: i64) {
+        if lease.job.not_before_ms > now {
+            self.delayed
+                .push(Reverse((lease.job.not_before_ms, lease.job.id)));
+            self.delayed_jobs.insert(lease.job.id, lease);
+        } else {
+            self.route(lease);
+        }
+    }
+
+    fn route(&mut self, lease: Lease) {
+        let Some(user) = lease.job.user.as_deref() else {
+            self.free.push_back(lease);
+            return;
+        };
+        let key = match self.lines.get_key_value(user) {
+            Some((k, _)) => Arc::clone(k),
+            None => Arc::from(user),
+        };
+        let line = self.lines.entry(Arc::clone(&key)).or_default();
+        line.push_back(lease);
+        if line.len() == 1 && !self.running.contains(&key) {
+            self.ready.push_back(key);
+        }
+    }
+
+    fn promote_due(&mut self, now: i64) {
+        while let Some(Reverse((due, id))) = self.delayed.peek().copied() {
+            if due > now {
+                break;
+            }
+            self.delayed.pop();
+            if let Some(lease) = self.delayed_jobs.remove(&id) {
+                self.route(lease);
+            }
+        }
+    }
+
+    fn take_next(&mut self) -> Option<Lease> {
+        self.prefer_free = !self.prefer_free;
+        if self.prefer_free {
+            if let Some(l) = self.free.pop_front() {
+                return Some(l);
+            }
+        }
+        while let Some(user) = self.ready.pop_front() {
+            let Some(line) = self.lines.get_mut(&user) else {
+                continue;
+            };
+            let Some(lease) = line.pop_front() else {
+                self.lines.remove(&user);
+                continue;
+            };
+            if line.is_empty() {
+                self.lines.remove(&user);
+            }
+            self.running.insert(user);
+            return Some(lease);
+        }
+        self.free.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::job::{Job, Trigger};
+
+    fn lease(id: u64, user: Option<&str>, not_before_ms: i64) -> Lease {
+        Lease {
+            job: Job {
+                id,
+                trigger: Trigger::Schedule {
+                    schedule: "t".into(),
+                    at_ms: 0,
+                },
+                script: "s".into(),
+                handler: "h".into(),
+                user: user.map(str::to_owned),
+                attempt: 0,
+                not_before_ms,
+                created_ms: 0,
+            },
+            event: None,
+        }
+    }
+
+    #[test]
+    fn one_user_runs_in_order_and_never_overlaps() {
+        let s = Scheduler::default();
+        s.push_all([
+            lease(1, Some("u"), 0),
+            lease(2, Some("u"), 0),
+            lease(3, Some("v"), 0),
+        ]);
+        let a = s.lease().unwrap();
+        let b = s.lease().unwrap();
+        assert_eq!(
+            (a.job.id, b.job.id),
+            (1, 3),
+            "u's second job waits for its first"
+        );
+        assert_eq!(s.stats().queued, 1);
+        s.done(Some("u"));
+        assert_eq!(s.lease().unwrap().job.id, 2);
+    }
+
+    #[test]
+    fn delayed_job_does_not_block_the_users_next_job() {
+        let s = Scheduler::default();
+        s.push_all([
+            lease(1, Some("u"), now_ms() + 60_000),
+            lease(2, Some("u"), 0),
+        ]);
+        assert_eq!(s.lease().unwrap().job.id, 2);
+        assert_eq!(s.stats().delayed, 1);
+    }
+
+    #[test]
+    fn due_delayed_job_is_promoted_without_a_push() {
+        let s = Arc::new(Scheduler::default());
+        s.push_all([lease(7, None, now_ms() + 30)]);
+        let got = s.lease().unwrap();
+        assert_eq!(got.job.id, 7);
+    }
+
+    #[test]
+    fn shutdown_wakes_waiting_workers() {
+        let s = Arc::new(Scheduler::default());
+        let s2 = Arc::clone(&s);
+        let t = std::thread::spawn(move || s2.lease().is_none());
+        s.shutdown();
+        assert!(t.join().unwrap());
+    }
+}

@@ -1,0 +1,242 @@
+//! Run records: one per execution, newest first, kept for `[retention] runs`.
+//! Layout: tree `runs`, key run id (u64 BE, so time order), value
+//! `finished ms (i64 BE) + JSON`.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::connectors::CallRecord;
+use crate::host::LogLine;
+use crate::store::{Store, StoreError, id_key, key_id, now_ms};
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Ok,
+    /// `skip(why)` or nothing to do; never retried.
+    Skipped,
+    /// `fail(why)` or a sandbox violation; dead-lettered, never retried.
+    Failed,
+    /// An error; another attempt is scheduled.
+    Retrying,
+    /// Out of attempts; dead-lettered.
+    Dead,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Skipped => "skipped",
+            Self::Failed => "failed",
+            Self::Retrying => "retrying",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "ok" => Self::Ok,
+            "skipped" => Self::Skipped,
+            "failed" => Self::Failed,
+            "retrying" => Self::Retrying,
+            "dead" => Self::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// A run's error, placed in the script.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunError {
+    /// `runtime`, `timeout`, `limit` (sandbox), `script` (missing handler, bad event).
+    pub kind: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+}
+
+/// What one execution did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: u64,
+    pub job_id: u64,
+    /// `event` or `schedule`.
+    pub trigger: String,
+    pub script: String,
+    pub handler: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// 1 for the first execution.
+    pub attempt: u32,
+    pub status: RunStatus,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: f64,
+    /// From the job's creation (or due time) to this start.
+    pub queued_ms: f64,
+    pub logs: Vec<LogLine>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_logs: usize,
+    pub calls: Vec<CallRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RunError>,
+    /// The why of `skip(why)` / `fail(why)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_hash: Option<String>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Filters of `GET /api/runs`.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub status: Option<RunStatus>,
+    pub script: Option<String>,
+    pub message_id: Option<String>,
+    /// Only runs with an id greater than this (for following).
+    pub after: Option<u64>,
+    /// Only runs with an id smaller than this (for paging back).
+    pub before: Option<u64>,
+}
+
+impl RunFilter {
+    fn matches(&self, r: &RunRecord) -> bool {
+        self.status.is_none_or(|s| s == r.status)
+            && self.script.as_deref().is_none_or(|s| s == r.script)
+            && self
+                .message_id
+                .as_deref()
+                .is_none_or(|m| r.message_id.as_deref() == Some(m))
+    }
+}
+
+/// The run records; cheap to clone.
+#[derive(Clone)]
+pub struct RunStore {
+    tree: sled::Tree,
+    settled: broadcast::Sender<Arc<RunRecord>>,
+}
+
+impl RunStore {
+    pub fn new(store: &Store) -> Self {
+        let (settled, _) = broadcast::channel(4096);
+        Self {
+            tree: store.runs_tree().clone(),
+            settled,
+        }
+    }
+
+    /// Stores `record` and announces it to subscribers.
+    ///
+    /// # Errors
+    /// On store failure.
+    pub fn insert(&self, record: RunRecord) -> Result<(), StoreError> {
+        let mut value = Vec::with_capacity(512);
+        value.extend_from_slice(&now_ms().to_be_bytes());
+        serde_json::to_writer(&mut value, &record).expect("a run record always serialises");
+        self.tree.insert(id_key(record.id), value)?;
+        let _ = self.settled.send(Arc::new(record));
+        Ok(())
+    }
+
+    /// Every record as it is stored (tests await runs with this, never sleep).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<RunRecord>> {
+        self.settled.subscribe()
+    }
+
+    /// Records matching `filter`, newest first, at most `limit`.
+    ///
+    /// # Errors
+    /// On store failure.
+    pub fn list(&self, filter: &RunFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let lo = filter.after.map_or(0, |a| a.saturating_add(1));
+        let hi = filter.before.unwrap_or(u64::MAX);
+        let mut out = Vec::new();
+        for item in self.tree.range(id_key(lo)..id_key(hi)).rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let rec = decode(&k, &v)?;
+            if filter.matches(&rec) {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One record.
+    ///
+    /// # Errors
+    /// On store failure.
+    pub fn get(&self, id: u64) -> Result<Option<RunRecord>, StoreError> {
+        self.tree
+            .get(id_key(id))?
+            .map(|v| decode(&id_key(id), &v))
+            .transpose()
+    }
+
+    /// The newest run id stored, if any.
+    pub fn last_id(&self) -> Option<u64> {
+        self.tree.last().ok().flatten().map(|(k, _)| key_id(&k))
+    }
+
+    /// Deletes records finished before `cutoff_ms`; returns how many.
+    ///
+    /// # Errors
+    /// On store failure.
+    pub fn purge(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
+        purge_before(&self.tree, cutoff_ms)
+    }
+}
+
+fn decode(k: &[u8], v: &[u8]) -> Result<RunRecord, StoreError> {
+    serde_json::from_slice(v.get(8..).unwrap_or_default()).map_err(|e| StoreError::Corrupt {
+        key: format!("run {}", key_id(k)),
+        reason: e.to_string(),
+    })
+}
+
+/// Deletes leading entries (id order = time order) whose 8-byte ms prefix is older
+/// than `cutoff_ms`.
+pub(super) fn purge_before(tree: &sled::Tree, cutoff_ms: i64) -> Result<usize, StoreError> {
+    let mut n = 0;
+    let mut batch = sled::Batch::default();
+    for item in tree.iter() {
+        let (k, v) = item?;
+        let at = v.get(..8).map_or(0, key_id) as i64;
+        if at >= cutoff_ms {
+            break;
+        }
+        batch.remove(k);
+        n += 1;
+        if n % 1000 == 0 {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    tree.apply_batch(batch)?;
+    Ok(n)
+}

@@ -1,0 +1,413 @@
+//! Scripts: the sandboxed Rhai engine, loading a scripts dir into a [`ScriptSet`]
+//! (compiled once; handlers collected from top-level registration calls), and the
+//! handler table that decides which handlers an event runs.
+//!
+//! A `ScriptSet` is immutable; a reload builds a new one and swaps it in
+//! ([`Live`]). A handler's `FnPtr` lives in its script's AST, so the pair travels
+//! together inside [`Script`].
+
+mod engine;
+mod loader;
+mod registry;
+pub mod stdlib;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use rhai::{AST, EvalAltResult, FnPtr, Module, ParseError, Position};
+use serde::Serialize;
+use serde_json::Value;
+
+pub use engine::{
+    EngineOptions, build_engine, deadline_exceeded, remaining, set_deadline, with_thread_engine,
+};
+pub use loader::{LoadOptions, SourceFile, hash_source, load_dir, load_sources, read_dir};
+
+use crate::event::{Event, EventType};
+use crate::queue::{Dispatch, Target};
+
+/// A problem with a script, placed at its file, line and column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+pub struct ScriptError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+impl ScriptError {
+    pub fn from_parse(file: &str, err: &ParseError) -> Self {
+        Self::at(file, err.position(), err.err_type().to_string())
+    }
+
+    /// From a runtime error, placed at the innermost position (inside the closure
+    /// that failed, not at the call site).
+    pub fn from_eval(file: &str, err: &EvalAltResult) -> Self {
+        let (pos, message) = describe_eval(err);
+        Self::at(file, pos, message)
+    }
+
+    fn at(file: &str, pos: Position, message: String) -> Self {
+        Self {
+            file: file.to_owned(),
+            line: pos.line().unwrap_or(0),
+            column: pos.position().unwrap_or(0),
+            message,
+        }
+    }
+}
+
+/// The innermost position of an error and its message without position text.
+pub fn describe_eval(err: &EvalAltResult) -> (Position, String) {
+    let mut cur = err;
+    let mut pos = err.position();
+    loop {
+        match cur {
+            EvalAltResult::ErrorInFunctionCall(_, _, inner, p)
+            | EvalAltResult::ErrorInModule(_, inner, p) => {
+                if !p.is_none() {
+                    pos = *p;
+                }
+                cur = inner;
+            }
+            _ => break,
+        }
+    }
+    if !cur.position().is_none() {
+        pos = cur.position();
+    }
+    let message = match cur {
+        EvalAltResult::ErrorRuntime(v, _) if v.is_string() => v.to_string(),
+        other => {
+            let text = other.to_string();
+            let p = other.position();
+            match (p.line(), p.position()) {
+                (Some(l), Some(c)) => text
+                    .strip_suffix(&format!(" (line {l}, position {c})"))
+                    .map_or(text.clone(), str::to_owned),
+                (Some(l), None) => text
+                    .strip_suffix(&format!(" (line {l})"))
+                    .map_or(text.clone(), str::to_owned),
+                _ => text,
+            }
+        }
+    };
+    (pos, message)
+}
+
+/// What a handler fires on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "on", content = "filter", rename_all = "snake_case")]
+pub enum HandlerKind {
+    /// `on_track(fn)` (None) or `on_track("Name", fn)`.
+    Track(Option<String>),
+    Identify,
+    Page,
+    Screen,
+    Group,
+    Alias,
+    Delete,
+    /// `on_event(fn)`: every event.
+    Event,
+    /// `on_audience("key", |e, entered| …)`.
+    Audience(String),
+    /// `on_trait("key", |e, value| …)`.
+    Trait(String),
+    /// `every("expr", fn)`; options as given.
+    Schedule(String),
+}
+
+impl HandlerKind {
+    /// How many arguments the handler function takes.
+    pub fn arity(&self) -> usize {
+        match self {
+            Self::Audience(_) | Self::Trait(_) => 2,
+            _ => 1,
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Self::Track(None) => "on_track".into(),
+            Self::Track(Some(n)) => format!("on_track({n})"),
+            Self::Identify => "on_identify".into(),
+            Self::Page => "on_page".into(),
+            Self::Screen => "on_screen".into(),
+            Self::Group => "on_group".into(),
+            Self::Alias => "on_alias".into(),
+            Self::Delete => "on_delete".into(),
+            Self::Event => "on_event".into(),
+            Self::Audience(k) => format!("on_audience({k})"),
+            Self::Trait(k) => format!("on_trait({k})"),
+            Self::Schedule(e) => format!("every({e})"),
+        }
+    }
+}
+
+/// One registered handler.
+#[derive(Debug, Clone)]
+pub struct Handler {
+    /// Stable within a script across edits that keep the order of same-kind handlers:
+    /// `on_track(Order Completed)#0`.
+    pub key: String,
+    pub kind: HandlerKind,
+    pub func: FnPtr,
+    pub line: usize,
+    /// `every(expr, #{ … }, fn)` options.
+    pub options: Option<Value>,
+}
+
+/// A compiled handler script.
+pub struct Script {
+    pub name: String,
+    pub path: PathBuf,
+    /// sha256 of the source: runs are pinned to it.
+    pub hash: String,
+    pub source: Arc<str>,
+    pub ast: AST,
+    pub handlers: Vec<Handler>,
+}
+
+impl Script {
+    pub fn handler(&self, key: &str) -> Option<&Handler> {
+        self.handlers.iter().find(|h| h.key == key)
+    }
+}
+
+impl fmt::Debug for Script {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Script")
+            .field("name", &self.name)
+            .field("handlers", &self.handlers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Compiled connector modules by import name (stdlib and overrides).
+pub type Modules = Arc<Vec<(String, Arc<Module>)>>;
+
+static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
+
+/// Everything loaded from a scripts dir at one moment.
+pub struct ScriptSet {
+    /// Unique per load, so engines cached per thread know when to rebuild.
+    pub version: u64,
+    pub scripts: Vec<Arc<Script>>,
+    pub modules: Modules,
+    /// Where each module came from (`stdlib` or a file), for `/api/scripts`.
+    pub module_sources: Vec<(String, String)>,
+    pub errors: Vec<ScriptError>,
+    index: Index,
+}
+
+#[derive(Default)]
+struct Index {
+    by_type: HashMap<EventType, Vec<(usize, usize)>>,
+    by_track_name: HashMap<String, Vec<(usize, usize)>>,
+    every_event: Vec<(usize, usize)>,
+    audiences: HashMap<String, Vec<(usize, usize)>>,
+    traits: HashMap<String, Vec<(usize, usize)>>,
+}
+
+impl ScriptSet {
+    pub fn new(
+        scripts: Vec<Arc<Script>>,
+        modules: Modules,
+        module_sources: Vec<(String, String)>,
+        errors: Vec<ScriptError>,
+    ) -> Self {
+        let mut index = Index::default();
+        for (si, s) in scripts.iter().enumerate() {
+            for (hi, h) in s.handlers.iter().enumerate() {
+                let at = (si, hi);
+                match &h.kind {
+                    HandlerKind::Track(Some(name)) => {
+                        index
+                            .by_track_name
+                            .entry(name.clone())
+                            .or_default()
+                            .push(at);
+                    }
+                    HandlerKind::Track(None) => {
+                        index.by_type.entry(EventType::Track).or_default().push(at)
+                    }
+                    HandlerKind::Identify => index
+                        .by_type
+                        .entry(EventType::Identify)
+                        .or_default()
+                        .push(at),
+                    HandlerKind::Page => index.by_type.entry(EventType::Page).or_default().push(at),
+                    HandlerKind::Screen => {
+                        index.by_type.entry(EventType::Screen).or_default().push(at)
+                    }
+                    HandlerKind::Group => {
+                        index.by_type.entry(EventType::Group).or_default().push(at)
+                    }
+                    HandlerKind::Alias => {
+                        index.by_type.entry(EventType::Alias).or_default().push(at)
+                    }
+                    HandlerKind::Delete => {
+                        index.by_type.entry(EventType::Delete).or_default().push(at)
+                    }
+                    HandlerKind::Event => index.every_event.push(at),
+                    HandlerKind::Audience(k) => {
+                        index.audiences.entry(k.clone()).or_default().push(at)
+                    }
+                    HandlerKind::Trait(k) => index.traits.entry(k.clone()).or_default().push(at),
+                    HandlerKind::Schedule(_) => {}
+                }
+            }
+        }
+        Self {
+            version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
+            scripts,
+            modules,
+            module_sources,
+            errors,
+            index,
+        }
+    }
+
+    /// An empty set (no scripts), e.g. before the first load.
+    pub fn empty() -> Self {
+        Self::new(Vec::new(), Arc::new(Vec::new()), Vec::new(), Vec::new())
+    }
+
+    pub fn script(&self, name: &str) -> Option<&Arc<Script>> {
+        self.scripts.iter().find(|s| s.name == name)
+    }
+
+    /// The handlers `event` fires, in script then registration order.
+    pub fn targets(&self, event: &Event) -> Vec<Target> {
+        let mut hits: Vec<(usize, usize)> = Vec::new();
+        let ix = &self.index;
+        if let Some(v) = ix.by_type.get(&event.kind) {
+            hits.extend_from_slice(v);
+        }
+        if event.kind == EventType::Track {
+            if let Some(v) = event.name().and_then(|n| ix.by_track_name.get(n)) {
+                hits.extend_from_slice(v);
+            }
+        }
+        hits.extend_from_slice(&ix.every_event);
+        if !ix.audiences.is_empty() {
+            if let Some((key, _)) = audience_of(&event.body) {
+                if let Some(v) = ix.audiences.get(key) {
+                    hits.extend_from_slice(v);
+                }
+            }
+        }
+        if !ix.traits.is_empty() {
+            if let Some((key, _)) = computed_trait_of(&event.body) {
+                if let Some(v) = ix.traits.get(key) {
+                    hits.extend_from_slice(v);
+                }
+            }
+        }
+        if hits.len() > 1 {
+            hits.sort_unstable();
+            hits.dedup();
+        }
+        hits.into_iter()
+            .map(|(si, hi)| Target {
+                script: self.scripts[si].name.clone(),
+                handler: self.scripts[si].handlers[hi].key.clone(),
+            })
+            .collect()
+    }
+}
+
+type Body = serde_json::Map<String, Value>;
+
+fn personas<'a>(body: &'a Body, class: &str) -> Option<&'a str> {
+    let p = body.get("context")?.get("personas")?;
+    if p.get("computation_class")?.as_str()? != class {
+        return None;
+    }
+    p.get("computation_key")?.as_str()
+}
+
+/// An Engage audience change in either form (`segment-spec.md` §6): the audience key
+/// and whether the user entered.
+pub fn audience_of(body: &Body) -> Option<(&str, bool)> {
+    match body.get("type")?.as_str()? {
+        "identify" | "group" => {
+            let key = personas(body, "audience")?;
+            let entered = body.get("traits")?.get(key)?.as_bool()?;
+            Some((key, entered))
+        }
+        "track" => {
+            let props = body.get("properties")?;
+            let key = props.get("audience_key")?.as_str()?;
+            let entered = match body.get("event")?.as_str()? {
+                "Audience Entered" => true,
+                "Audience Exited" => false,
+                _ => props.get(key)?.as_bool()?,
+            };
+            Some((key, entered))
+        }
+        _ => None,
+    }
+}
+
+/// An Engage computed trait in either form: the trait key and its value.
+pub fn computed_trait_of(body: &Body) -> Option<(&str, &Value)> {
+    match body.get("type")?.as_str()? {
+        "identify" | "group" => {
+            let key = personas(body, "trait")?;
+            Some((key, body.get("traits")?.get(key)?))
+        }
+        "track" => {
+            let props = body.get("properties")?;
+            let key = props.get("trait_key")?.as_str()?;
+            Some((key, props.get(key)?))
+        }
+        _ => None,
+    }
+}
+
+/// The live script set, swapped atomically on reload.
+pub struct Live {
+    current: ArcSwap<ScriptSet>,
+}
+
+impl Live {
+    pub fn new(set: ScriptSet) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(set),
+        }
+    }
+
+    pub fn get(&self) -> Arc<ScriptSet> {
+        self.current.load_full()
+    }
+
+    pub fn swap(&self, set: ScriptSet) -> Arc<ScriptSet> {
+        self.current.swap(Arc::new(set))
+    }
+}
+
+impl Dispatch for Live {
+    fn targets(&self, event: &Event) -> Vec<Target> {
+        self.current.load().targets(event)
+    }
+}
+
+pub(crate) fn handler_key(kind: &HandlerKind, existing: &[Handler]) -> String {
+    let n = existing.iter().filter(|h| &h.kind == kind).count();
+    format!("{}#{n}", kind.label())
+}

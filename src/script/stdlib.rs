@@ -1,0 +1,12 @@
+//! Connector modules written in Rhai (`stdlib/*.rhai`), embedded at build time.
+//! Scripts use them as `slack::post(…)` (with or without `import "slack" as slack;`);
+//! a file of the same name in the scripts dir overrides one.
+
+/// `(import name, source)` of every built-in module.
+pub const MODULES: &[(&str, &str)] = &[];
+
+/// Whether `name` is a built-in module (so a scripts-dir file of that name overrides
+/// it rather than being loaded as a handler script).
+pub fn is_module(name: &str) -> bool {
+    MODULES.iter().any(|(n, _)| *n == name)
+}

@@ -1,0 +1,88 @@
+//! Group commit: callers register a completion, one thread calls `Db::flush` for all
+//! of them. A completion registered before a flush starts is answered only after that
+//! flush (or a later one) has finished, so every write its caller made is durable.
+//!
+//! `flush_async` is not used: it hangs with several concurrent callers
+//! (spacejam/sled#1308, reproduced on this machine; see stack-notes).
+
+use std::sync::Arc;
+use std::thread;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::StoreError;
+
+type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+pub(super) struct Flusher {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+}
+
+struct Pending {
+    waiters: Vec<Completion>,
+    closed: bool,
+}
+
+impl Flusher {
+    pub(super) fn start(db: sled::Db) -> Self {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending {
+                waiters: Vec::new(),
+                closed: false,
+            }),
+            wake: Condvar::new(),
+        });
+        let s = Arc::clone(&shared);
+        thread::Builder::new()
+            .name("spur-flusher".into())
+            .spawn(move || run(&s, &db))
+            .expect("spawning the flusher thread must succeed at start-up");
+        Self { shared }
+    }
+
+    pub(super) fn request(&self, done: Completion) {
+        let mut p = self.shared.pending.lock();
+        if p.closed {
+            drop(p);
+            done(Err(StoreError::Closed));
+            return;
+        }
+        p.waiters.push(done);
+        drop(p);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.shared.pending.lock().closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+fn run(shared: &Shared, db: &sled::Db) {
+    loop {
+        let batch = {
+            let mut p = shared.pending.lock();
+            while p.waiters.is_empty() && !p.closed {
+                shared.wake.wait(&mut p);
+            }
+            if p.waiters.is_empty() && p.closed {
+                return;
+            }
+            std::mem::take(&mut p.waiters)
+        };
+        let result = db.flush().map(|_| ());
+        for done in batch {
+            done(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Sled(e.clone())),
+            });
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The embedded store: one sled database under the data dir, its trees, ids, and
+//! group commit.
+//!
+//! Invariants:
+//! - Every write an HTTP 200 (or a journaled effect) depends on is followed by
+//!   [`Store::sync`]: many callers share one `fsync` (group commit, `flusher.rs`).
+//! - Other writes (run records, settles) are flushed by sled's own timer; losing
+//!   them in a crash only repeats work, it never loses an accepted event.
+//! - Ids from [`Store::next_id`] increase across restarts, so they order by time.
+
+mod flusher;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use flusher::Flusher;
+
+/// Tree names (one place, so the layout is readable).
+pub mod trees {
+    /// Events, jobs and dedup entries, prefixed, so one batch commits them atomically.
+    pub const QUEUE: &str = "queue";
+    pub const RUNS: &str = "runs";
+    pub const DEAD: &str = "dead_letters";
+    pub const STATE: &str = "state";
+    pub const META: &str = "meta";
+}
+
+/// Errors of the embedded store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {source}")]
+    Open { path: String, source: sled::Error },
+    #[error("store I/O failed: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("stored record {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+impl StoreError {
+    /// Every store error is worth retrying later: none is the caller's fault.
+    pub fn is_retryable(&self) -> bool {
+        true
+    }
+}
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    queue: sled::Tree,
+    runs: sled::Tree,
+    dead: sled::Tree,
+    state: sled::Tree,
+    meta: sled::Tree,
+    flusher: Flusher,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    ///
+    /// # Errors
+    /// When sled cannot open the directory (permissions, another daemon holding it).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: dir.display().to_string(),
+            source: e.into(),
+        })?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(256 << 20)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(Some(200))
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        Self::from_db(db)
+    }
+
+    /// A store that lives only in memory (for `spur run`, `spur test`, the REPL).
+    ///
+    /// # Errors
+    /// When sled cannot create its temporary files.
+    pub fn temporary() -> Result<Self, StoreError> {
+        let db = sled::Config::new().temporary(true).open()?;
+        Self::from_db(db)
+    }
+
+    fn from_db(db: sled::Db) -> Result<Self, StoreError> {
+        let flusher = Flusher::start(db.clone());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                queue: db.open_tree(trees::QUEUE)?,
+                runs: db.open_tree(trees::RUNS)?,
+                dead: db.open_tree(trees::DEAD)?,
+                state: db.open_tree(trees::STATE)?,
+                meta: db.open_tree(trees::META)?,
+                db,
+                flusher,
+            }),
+        })
+    }
+
+    pub fn queue_tree(&self) -> &sled::Tree {
+        &self.inner.queue
+    }
+    pub fn runs_tree(&self) -> &sled::Tree {
+        &self.inner.runs
+    }
+    pub fn dead_tree(&self) -> &sled::Tree {
+        &self.inner.dead
+    }
+    pub fn state_tree(&self) -> &sled::Tree {
+        &self.inner.state
+    }
+    pub fn meta_tree(&self) -> &sled::Tree {
+        &self.inner.meta
+    }
+
+    /// Opens another named tree (for modules that own their layout).
+    ///
+    /// # Errors
+    /// On sled I/O failure.
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.inner.db.open_tree(name)?)
+    }
+
+    /// A fresh id, larger than every id handed out before, also across restarts.
+    ///
+    /// # Errors
+    /// On sled I/O failure.
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.db.generate_id()?)
+    }
+
+    /// Waits until every write made before this call is on disk (shared fsync).
+    ///
+    /// # Errors
+    /// When the flush fails.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.flusher.request(Box::new(move |r| {
+            let _ = tx.send(r);
+        }));
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::sync`] for blocking threads (workers).
+    ///
+    /// # Errors
+    /// When the flush fails.
+    pub fn sync_blocking(&self) -> Result<(), StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.inner.flusher.request(Box::new(move |r| {
+            let _ = tx.send(r);
+        }));
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Calls `then` once every write made before this call is on disk.
+    pub fn after_sync(&self, then: Box<dyn FnOnce(Result<(), StoreError>) + Send>) {
+        self.inner.flusher.request(then);
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.inner.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+/// Big-endian key bytes of an id, so keys sort by id.
+pub fn id_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+/// The id of a big-endian key.
+pub fn key_id(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[8 - n..].copy_from_slice(&key[key.len() - n..]);
+    u64::from_be_bytes(b)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,132 @@
+//! Workers: lease a job, run its handler in the sandbox, settle it.
+//!
+//! Workers are OS threads (handlers block on HTTP; the async runtime never waits for
+//! a script). Each thread keeps its own engine (see `script::with_thread_engine`).
+//! The run order per user comes from the queue's scheduler.
+
+pub mod retry;
+mod runner;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+pub use runner::{Execution, Outcome, execute};
+
+use crate::queue::{Lease, Queue, Settle};
+use crate::run::{DeadLetter, DeadLetters, RunStatus, RunStore};
+use crate::script::{EngineOptions, Live};
+use retry::RetryPolicy;
+
+/// Stack of worker threads: deep (but limited) script recursion needs room.
+const WORKER_STACK: usize = 16 << 20;
+
+/// What workers share.
+pub struct WorkerDeps {
+    pub queue: Queue,
+    pub scripts: Arc<Live>,
+    pub engine: EngineOptions,
+    pub runs: RunStore,
+    pub dead: DeadLetters,
+    pub retry: RetryPolicy,
+}
+
+/// The running worker threads.
+pub struct WorkerPool {
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl WorkerPool {
+    /// Starts `n` workers.
+    pub fn start(deps: &Arc<WorkerDeps>, n: usize) -> Self {
+        let threads = (0..n)
+            .map(|i| {
+                let deps = Arc::clone(deps);
+                std::thread::Builder::new()
+                    .name(format!("spur-worker-{i}"))
+                    .stack_size(WORKER_STACK)
+                    .spawn(move || work(&deps))
+                    .expect("spawning worker threads must succeed at start-up")
+            })
+            .collect();
+        Self { threads }
+    }
+
+    /// Waits for every worker to finish its current run (after `Queue::shutdown`).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn work(deps: &WorkerDeps) {
+    while let Some(lease) = deps.queue.lease() {
+        let exec = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            execute(deps, &lease)
+        })) {
+            Ok(e) => e,
+            Err(_) => {
+                tracing::error!(job = lease.job.id, "A run panicked; it will be retried.");
+                runner::panicked(deps, &lease)
+            }
+        };
+        settle(deps, &lease, exec);
+    }
+}
+
+/// Records the run and settles its job: ack, retry later, or dead-letter.
+fn settle(deps: &WorkerDeps, lease: &Lease, exec: Execution) {
+    let Execution {
+        mut record,
+        outcome,
+    } = exec;
+    let attempt = record.attempt;
+    let settle = match &outcome {
+        Outcome::Ok | Outcome::Skipped(_) => Settle::Done,
+        Outcome::Retry(_) if deps.retry.allows_another(attempt) => {
+            let at = crate::store::now_ms() + deps.retry.delay_ms(attempt) as i64;
+            record.status = RunStatus::Retrying;
+            record.next_attempt_at =
+                chrono::DateTime::from_timestamp_millis(at).map(crate::event::format_time);
+            Settle::Retry { at_ms: at }
+        }
+        Outcome::Retry(reason) | Outcome::Failed(reason) => {
+            if matches!(outcome, Outcome::Retry(_)) {
+                record.status = RunStatus::Dead;
+            }
+            let dl = DeadLetter {
+                id: lease.job.id,
+                job: lease.job.clone(),
+                event: lease.event.as_ref().map(|e| e.body.clone()).or_else(|| {
+                    match &lease.job.trigger {
+                        crate::queue::Trigger::Event { seq, .. } => {
+                            deps.queue.event(*seq).ok().flatten().map(|e| e.body)
+                        }
+                        crate::queue::Trigger::Schedule { .. } => None,
+                    }
+                }),
+                reason: reason.clone(),
+                run_id: record.id,
+                attempts: attempt,
+                dead_at: record.finished_at.clone(),
+            };
+            if let Err(e) = deps.dead.insert(&dl) {
+                tracing::error!(job = lease.job.id, error = %e, "Storing a dead letter failed.");
+            }
+            Settle::Done
+        }
+    };
+    tracing::debug!(
+        script = %record.script,
+        handler = %record.handler,
+        status = record.status.as_str(),
+        ms = record.duration_ms,
+        "Run finished."
+    );
+    if let Err(e) = deps.runs.insert(record) {
+        tracing::error!(job = lease.job.id, error = %e, "Storing a run record failed.");
+    }
+    if let Err(e) = deps.queue.settle(lease, settle) {
+        tracing::error!(job = lease.job.id, error = %e, "Settling a job failed; it will run again.");
+    }
+}

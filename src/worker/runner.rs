@@ -1,0 +1,312 @@
+//! One execution of one handler: find it, build its arguments, run it in the sandbox
+//! with a fresh run context, and classify the result.
+//!
+//! Classification (DESIGN.md §5): a normal return is `ok`; `skip(why)` is `skipped`;
+//! `fail(why)` is `failed`; a sandbox limit that would trip again (operations, call
+//! depth, sizes) is `failed` too; anything else — a `throw`, a runtime error, a
+//! connector error, the wall-clock limit — is retried.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rhai::{Dynamic, EvalAltResult};
+
+use super::WorkerDeps;
+use crate::event::format_time;
+use crate::host::{self, RunCtx, Signal};
+use crate::queue::{Lease, StoredEvent, Trigger};
+use crate::run::{RunError, RunRecord, RunStatus};
+use crate::script::{
+    HandlerKind, audience_of, computed_trait_of, describe_eval, set_deadline, with_thread_engine,
+};
+use crate::store::now_ms;
+
+/// How an execution ended, before retry policy is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Skipped(String),
+    Failed(String),
+    Retry(String),
+}
+
+/// A finished execution: its record (status filled for the outcome) and outcome.
+#[derive(Debug)]
+pub struct Execution {
+    pub record: RunRecord,
+    pub outcome: Outcome,
+}
+
+/// Runs `lease`'s handler once.
+pub fn execute(deps: &WorkerDeps, lease: &Lease) -> Execution {
+    let job = &lease.job;
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let mut record = blank_record(deps, lease, started_at);
+
+    let set = deps.scripts.get();
+    let Some(script) = set.script(&job.script) else {
+        return finish(
+            record,
+            clock,
+            Outcome::Skipped(format!("script {:?} is no longer loaded", job.script)),
+            None,
+        );
+    };
+    record.script_hash = Some(script.hash.clone());
+    let Some(handler) = script.handler(&job.handler) else {
+        return finish(
+            record,
+            clock,
+            Outcome::Skipped(format!(
+                "handler {} is no longer in {}",
+                job.handler, job.script
+            )),
+            None,
+        );
+    };
+
+    let args = match build_args(deps, lease, &handler.kind, &mut record) {
+        Ok(a) => a,
+        Err(why) => {
+            let err = RunError {
+                kind: "script".into(),
+                message: why.clone(),
+                file: None,
+                line: None,
+                column: None,
+            };
+            return finish(record, clock, Outcome::Failed(why), Some(err));
+        }
+    };
+
+    let limits = &deps.engine.limits;
+    host::begin_run(RunCtx::new(&script.name, limits.max_log_lines));
+    set_deadline(Some(clock + Duration::from_millis(limits.timeout_ms)));
+    let result = with_thread_engine(&set, &deps.engine, |engine| {
+        handler.func.call::<Dynamic>(engine, &script.ast, args)
+    });
+    set_deadline(None);
+    let ctx = host::end_run().unwrap_or_default();
+    record.logs = ctx.logs;
+    record.dropped_logs = ctx.dropped_logs;
+    record.calls = ctx.calls;
+
+    let file = script.path.display().to_string();
+    let (outcome, error) = match result {
+        Ok(_) => (Outcome::Ok, None),
+        Err(e) => classify(&file, &e, ctx.signal),
+    };
+    finish(record, clock, outcome, error)
+}
+
+/// The record of a run that panicked (host bug): retried like any error.
+pub(super) fn panicked(deps: &WorkerDeps, lease: &Lease) -> Execution {
+    let _ = host::end_run();
+    set_deadline(None);
+    let record = blank_record(deps, lease, Utc::now());
+    let err = RunError {
+        kind: "runtime".into(),
+        message: "internal error while running the handler".into(),
+        file: None,
+        line: None,
+        column: None,
+    };
+    finish(
+        record,
+        Instant::now(),
+        Outcome::Retry(err.message.clone()),
+        Some(err),
+    )
+}
+
+fn blank_record(deps: &WorkerDeps, lease: &Lease, started_at: chrono::DateTime<Utc>) -> RunRecord {
+    let job = &lease.job;
+    let (message_id, schedule) = match &job.trigger {
+        Trigger::Event { message_id, .. } => (Some(message_id.clone()), None),
+        Trigger::Schedule { schedule, .. } => (None, Some(schedule.clone())),
+    };
+    let due = job.not_before_ms.max(job.created_ms);
+    RunRecord {
+        id: deps.queue.store().next_id().unwrap_or(job.id),
+        job_id: job.id,
+        trigger: job.trigger.name().into(),
+        script: job.script.clone(),
+        handler: job.handler.clone(),
+        message_id,
+        event_type: None,
+        event: None,
+        user: job.user.clone(),
+        schedule,
+        attempt: job.attempt + 1,
+        status: RunStatus::Ok,
+        started_at: format_time(started_at),
+        finished_at: String::new(),
+        duration_ms: 0.0,
+        queued_ms: (now_ms() - due).max(0) as f64,
+        logs: Vec::new(),
+        dropped_logs: 0,
+        calls: Vec::new(),
+        error: None,
+        reason: None,
+        next_attempt_at: None,
+        script_hash: None,
+    }
+}
+
+fn finish(
+    mut record: RunRecord,
+    clock: Instant,
+    outcome: Outcome,
+    error: Option<RunError>,
+) -> Execution {
+    record.duration_ms = clock.elapsed().as_secs_f64() * 1000.0;
+    record.finished_at = format_time(Utc::now());
+    record.status = match &outcome {
+        Outcome::Ok => RunStatus::Ok,
+        Outcome::Skipped(_) => RunStatus::Skipped,
+        Outcome::Failed(_) => RunStatus::Failed,
+        Outcome::Retry(_) => RunStatus::Retrying,
+    };
+    record.reason = match &outcome {
+        Outcome::Skipped(r) | Outcome::Failed(r) if !r.is_empty() => Some(r.clone()),
+        _ => None,
+    };
+    record.error = error;
+    Execution { record, outcome }
+}
+
+fn load_event(
+    deps: &WorkerDeps,
+    lease: &Lease,
+    seq: u64,
+) -> Result<std::sync::Arc<StoredEvent>, String> {
+    if let Some(e) = &lease.event {
+        return Ok(std::sync::Arc::clone(e));
+    }
+    match deps.queue.event(seq) {
+        Ok(Some(e)) => Ok(std::sync::Arc::new(e)),
+        Ok(None) => Err(format!("event {seq} is no longer retained")),
+        Err(e) => Err(format!("event {seq} could not be read: {e}")),
+    }
+}
+
+fn build_args(
+    deps: &WorkerDeps,
+    lease: &Lease,
+    kind: &HandlerKind,
+    record: &mut RunRecord,
+) -> Result<Vec<Dynamic>, String> {
+    match &lease.job.trigger {
+        Trigger::Event { seq, .. } => {
+            let event = load_event(deps, lease, *seq)?;
+            let body = &event.body;
+            record.event_type = body.get("type").and_then(|v| v.as_str()).map(str::to_owned);
+            record.event = body
+                .get("event")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned);
+            let e = Dynamic::from_map(host::convert::map_to_dynamic(body));
+            match kind {
+                HandlerKind::Audience(_) => {
+                    let (_, entered) =
+                        audience_of(body).ok_or("the event is not an audience change")?;
+                    Ok(vec![e, Dynamic::from_bool(entered)])
+                }
+                HandlerKind::Trait(_) => {
+                    let (_, value) =
+                        computed_trait_of(body).ok_or("the event is not a computed trait")?;
+                    Ok(vec![e, host::convert::to_dynamic(value)])
+                }
+                _ => Ok(vec![e]),
+            }
+        }
+        Trigger::Schedule { schedule, at_ms } => {
+            let mut tick = rhai::Map::new();
+            let at = chrono::DateTime::from_timestamp_millis(*at_ms)
+                .map(format_time)
+                .unwrap_or_default();
+            tick.insert("at".into(), at.into());
+            tick.insert("at_ms".into(), Dynamic::from_int(*at_ms));
+            tick.insert("schedule".into(), schedule.clone().into());
+            tick.insert("script".into(), lease.job.script.clone().into());
+            Ok(vec![Dynamic::from_map(tick)])
+        }
+    }
+}
+
+fn classify(
+    file: &str,
+    err: &EvalAltResult,
+    signal: Option<Signal>,
+) -> (Outcome, Option<RunError>) {
+    let (pos, message) = describe_eval(err);
+    let place = |kind: &str, message: String| RunError {
+        kind: kind.into(),
+        message,
+        file: Some(file.to_owned()),
+        line: pos.line(),
+        column: pos.position(),
+    };
+    match signal {
+        Some(Signal::Skip(why)) => return (Outcome::Skipped(why), None),
+        Some(Signal::Fail(why)) => {
+            let e = place("failed", why.clone());
+            return (Outcome::Failed(why), Some(e));
+        }
+        None => {}
+    }
+    let mut inner = err;
+    while let EvalAltResult::ErrorInFunctionCall(_, _, e, _)
+    | EvalAltResult::ErrorInModule(_, e, _) = inner
+    {
+        inner = e;
+    }
+    match inner {
+        EvalAltResult::ErrorTerminated(..) => {
+            let e = place(
+                "timeout",
+                "run time limit exceeded (limits.timeout_ms)".into(),
+            );
+            (Outcome::Retry(e.message.clone()), Some(e))
+        }
+        EvalAltResult::ErrorTooManyOperations(_) => {
+            let e = place(
+                "limit",
+                "operation limit exceeded (limits.max_operations)".into(),
+            );
+            (Outcome::Failed(e.message.clone()), Some(e))
+        }
+        EvalAltResult::ErrorStackOverflow(_) => {
+            let e = place(
+                "limit",
+                "call depth limit exceeded (limits.max_call_depth)".into(),
+            );
+            (Outcome::Failed(e.message.clone()), Some(e))
+        }
+        EvalAltResult::ErrorDataTooLarge(what, _) => {
+            let e = place("limit", format!("{what} exceeds its size limit ([limits])"));
+            (Outcome::Failed(e.message.clone()), Some(e))
+        }
+        EvalAltResult::ErrorTooManyVariables(_) | EvalAltResult::ErrorTooManyModules(_) => {
+            let e = place("limit", message);
+            (Outcome::Failed(e.message.clone()), Some(e))
+        }
+        _ => {
+            let msg = hint(&message);
+            let e = place("runtime", msg);
+            (Outcome::Retry(e.message.clone()), Some(e))
+        }
+    }
+}
+
+/// Adds the fix for the most common slip (reading a field of an absent map).
+fn hint(message: &str) -> String {
+    if message.contains("()")
+        && (message.contains("Function not found") || message.contains("not found"))
+    {
+        format!("{message} (a field that is absent reads as (); use `e.properties?.total ?? 0`)")
+    } else {
+        message.to_owned()
+    }
+}
