@@ -274,7 +274,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 async fn retention_loop(app: Arc<App>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut tick = tokio::time::interval(Duration::from_mins(1));
     tick.tick().await;
     loop {
         tokio::select! {

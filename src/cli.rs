@@ -18,10 +18,10 @@ pub struct Cli {
     /// Config file (default: ./spur.toml when present).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Data directory (overrides server.data_dir).
+    /// Data directory (overrides `server.data_dir`).
     #[arg(long, global = true, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Scripts directory (overrides server.scripts_dir).
+    /// Scripts directory (overrides `server.scripts_dir`).
     #[arg(long, global = true, value_name = "DIR")]
     pub scripts: Option<PathBuf>,
     /// Listen address (overrides server.listen).

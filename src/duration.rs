@@ -1,6 +1,7 @@
 //! Human durations as scripts and config write them: `"500ms"`, `"30s"`, `"10m"`,
 //! `"48h"`, `"3d"`, `"1w"`, compound forms like `"1h30m"`, or a bare number of seconds.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 /// Parses a duration string; the error names what was wrong.
@@ -15,10 +16,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
+    if let Ok(secs) = s.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(Duration::from_secs_f64(secs));
     }
     let mut total = Duration::ZERO;
     let mut rest = s;
@@ -64,14 +66,14 @@ pub fn format(d: Duration) -> String {
     if ms == 0 {
         return "0s".into();
     }
-    if ms < 1000 || ms % 1000 != 0 {
+    if ms < 1000 || !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let mut secs = d.as_secs();
     let mut out = String::new();
     for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
         if secs >= size {
-            out.push_str(&format!("{}{unit}", secs / size));
+            let _ = write!(out, "{}{unit}", secs / size);
             secs %= size;
         }
     }
@@ -85,10 +87,10 @@ mod tests {
     #[test]
     fn parses_units_and_compounds() {
         assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse("10m").unwrap(), Duration::from_secs(600));
-        assert_eq!(parse("48h").unwrap(), Duration::from_secs(172_800));
-        assert_eq!(parse("3d").unwrap(), Duration::from_secs(259_200));
-        assert_eq!(parse("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse("10m").unwrap(), Duration::from_mins(10));
+        assert_eq!(parse("48h").unwrap(), Duration::from_hours(48));
+        assert_eq!(parse("3d").unwrap(), Duration::from_hours(72));
+        assert_eq!(parse("1h30m").unwrap(), Duration::from_mins(90));
         assert_eq!(parse("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse("1.5s").unwrap(), Duration::from_millis(1500));
     }
@@ -102,7 +104,7 @@ mod tests {
 
     #[test]
     fn formats_compactly() {
-        assert_eq!(format(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format(Duration::from_mins(90)), "1h30m");
         assert_eq!(format(Duration::from_millis(250)), "250ms");
     }
 }

@@ -199,14 +199,14 @@ pub fn normalize(
     merge_defaults(&mut body, "context", defaults.context)?;
     merge_defaults(&mut body, "integrations", defaults.integrations)?;
     for key in ["properties", "traits"] {
-        if let Some(v) = body.get(key) {
-            if !(v.is_object() || v.is_null()) {
-                return Err(InvalidEvent::new(
-                    "invalid_field",
-                    key,
-                    format!("`{key}` must be an object"),
-                ));
-            }
+        if let Some(v) = body.get(key)
+            && !(v.is_object() || v.is_null())
+        {
+            return Err(InvalidEvent::new(
+                "invalid_field",
+                key,
+                format!("`{key}` must be an object"),
+            ));
         }
     }
 
@@ -229,14 +229,12 @@ pub fn normalize(
                 ));
             }
         }
-        EventType::Delete => {
-            if !has_user {
-                return Err(InvalidEvent::new(
-                    "missing_user_id",
-                    "userId",
-                    "delete requires `userId`",
-                ));
-            }
+        EventType::Delete if !has_user => {
+            return Err(InvalidEvent::new(
+                "missing_user_id",
+                "userId",
+                "delete requires `userId`",
+            ));
         }
         _ if !has_user && !has_anon => {
             return Err(InvalidEvent::new(
@@ -272,25 +270,23 @@ pub fn normalize(
                 ));
             }
         },
-        EventType::Group => {
-            if !normalize_id(&mut body, "groupId")? {
-                return Err(InvalidEvent::new(
-                    "missing_group_id",
-                    "groupId",
-                    "group requires `groupId`",
-                ));
-            }
+        EventType::Group if !normalize_id(&mut body, "groupId")? => {
+            return Err(InvalidEvent::new(
+                "missing_group_id",
+                "groupId",
+                "group requires `groupId`",
+            ));
         }
         EventType::Page | EventType::Screen => {
             for key in ["name", "category"] {
-                if let Some(v) = body.get(key) {
-                    if !(v.is_string() || v.is_null()) {
-                        return Err(InvalidEvent::new(
-                            "invalid_field",
-                            key,
-                            format!("`{key}` must be a string"),
-                        ));
-                    }
+                if let Some(v) = body.get(key)
+                    && !(v.is_string() || v.is_null())
+                {
+                    return Err(InvalidEvent::new(
+                        "invalid_field",
+                        key,
+                        format!("`{key}` must be a string"),
+                    ));
                 }
             }
         }
@@ -422,10 +418,10 @@ fn stamp_times(
             ));
         }
     };
-    if !body.contains_key("sentAt") {
-        if let Some(s) = defaults.sent_at {
-            body.insert("sentAt".into(), s.clone());
-        }
+    if !body.contains_key("sentAt")
+        && let Some(s) = defaults.sent_at
+    {
+        body.insert("sentAt".into(), s.clone());
     }
     let sent = match body.get("sentAt") {
         Some(Value::String(s)) => Some(parse_time(s).ok_or_else(|| {

@@ -21,4 +21,6 @@ pub mod run;
 pub mod script;
 pub mod state;
 pub mod store;
+#[doc(hidden)]
+pub mod testing;
 pub mod worker;

@@ -64,7 +64,7 @@ async fn list_runs(
             .map(Duration::from_millis)
             .or_else(|_| crate::duration::parse(w))
             .map_err(|e| ApiError::bad_field("invalid_wait", "wait", e))?
-            .min(Duration::from_secs(60)),
+            .min(Duration::from_mins(1)),
     };
     // Subscribe before the first look, so a run stored in between is not missed.
     let mut settled = st.runs.subscribe();
@@ -115,20 +115,20 @@ async fn replay_dead(
         .take(id)?
         .ok_or_else(|| ApiError::NotFound(format!("no dead letter {id}")))?;
     let mut job: Job = dl.job.clone();
-    if let Trigger::Event { seq, message_id } = &job.trigger {
-        if st.queue.event(*seq)?.is_none() {
-            let Some(body) = dl.event.clone() else {
-                st.dead.restore(&dl)?;
-                return Err(ApiError::Conflict(format!(
-                    "event {message_id} of dead letter {id} is no longer retained"
-                )));
-            };
-            let seq = st.queue.append_event(body).await?;
-            job.trigger = Trigger::Event {
-                seq,
-                message_id: message_id.clone(),
-            };
-        }
+    if let Trigger::Event { seq, message_id } = &job.trigger
+        && st.queue.event(*seq)?.is_none()
+    {
+        let Some(body) = dl.event.clone() else {
+            st.dead.restore(&dl)?;
+            return Err(ApiError::Conflict(format!(
+                "event {message_id} of dead letter {id} is no longer retained"
+            )));
+        };
+        let seq = st.queue.append_event(body).await?;
+        job.trigger = Trigger::Event {
+            seq,
+            message_id: message_id.clone(),
+        };
     }
     job.attempt = 0;
     job.not_before_ms = now_ms();

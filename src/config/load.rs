@@ -107,10 +107,10 @@ pub fn load_from_str(
         cfg.server.listen = v;
     }
     if let Some(v) = s.get("data_dir", parse_string) {
-        cfg.server.data_dir = anchor(&base_dir, &v, s.from_env("data_dir"));
+        cfg.server.data_dir = anchor(&base_dir, &v, s.set_by_env("data_dir"));
     }
     if let Some(v) = s.get("scripts_dir", parse_string) {
-        cfg.server.scripts_dir = anchor(&base_dir, &v, s.from_env("scripts_dir"));
+        cfg.server.scripts_dir = anchor(&base_dir, &v, s.set_by_env("scripts_dir"));
     }
     if let Some(v) = s.get("workers", |v| parse_int(v, 1, 1024)) {
         cfg.server.workers = v as usize;
@@ -362,7 +362,7 @@ impl Section<'_, '_> {
         }
     }
 
-    fn from_env(&self, key: &str) -> bool {
+    fn set_by_env(&self, key: &str) -> bool {
         self.reader
             .origins
             .contains_key(&format!("{}.{key}", self.name))
@@ -688,7 +688,7 @@ mod tests {
     }
 
     #[test]
-    fn interpolates_and_overrides_from_env() {
+    fn interpolates_and_overrides_set_by_env() {
         let text = r#"
             [segment]
             webhook_secret = "${HOOK}"

@@ -173,9 +173,9 @@ impl Default for Config {
                 max_ms: 15 * 60 * 1000,
             },
             retention: RetentionConfig {
-                runs: Duration::from_secs(7 * 86_400),
-                events: Duration::from_secs(7 * 86_400),
-                dead_letters: Duration::from_secs(30 * 86_400),
+                runs: Duration::from_hours(168),
+                events: Duration::from_hours(168),
+                dead_letters: Duration::from_hours(720),
             },
             connections: BTreeMap::new(),
             env_allow: Vec::new(),

@@ -141,7 +141,7 @@ impl HttpClient {
         let client = reqwest::Client::builder()
             .user_agent(concat!("spur/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_mins(1))
             .redirect(reqwest::redirect::Policy::limited(5))
             .no_proxy()
             .build()
@@ -277,7 +277,7 @@ impl HttpClient {
             req.method,
             Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
         ) || req.idempotency_key.is_some();
-        let headers = self.headers(&req, conn)?;
+        let headers = Self::headers(&req, conn)?;
 
         let _slot = match conn.and_then(|c| c.slots.as_ref()) {
             Some(s) => Some(
@@ -382,10 +382,10 @@ impl HttpClient {
                 return result;
             }
             let delay = delay_hint.unwrap_or_else(|| backoff(attempt));
-            if let Some(d) = deadline {
-                if Instant::now() + delay >= d {
-                    return result;
-                }
+            if let Some(d) = deadline
+                && Instant::now() + delay >= d
+            {
+                return result;
             }
             tokio::time::sleep(delay).await;
         }
@@ -431,7 +431,6 @@ impl HttpClient {
     }
 
     fn headers(
-        &self,
         req: &OutboundRequest,
         conn: Option<&Connection>,
     ) -> Result<HeaderMap, ConnectorError> {
@@ -449,10 +448,11 @@ impl HttpClient {
         for (k, v) in &req.headers {
             put(k, v, false)?;
         }
-        if let Some(key) = &req.idempotency_key {
-            if req.method != Method::GET && req.method != Method::HEAD {
-                put("idempotency-key", key, false)?;
-            }
+        if let Some(key) = &req.idempotency_key
+            && req.method != Method::GET
+            && req.method != Method::HEAD
+        {
+            put("idempotency-key", key, false)?;
         }
         if let Some(c) = conn {
             // The connection's auth and headers win over the script's.

@@ -28,8 +28,7 @@ pub(super) async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Resul
     let encoding = headers
         .get(CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .unwrap_or("");
+        .map_or("", str::trim);
     match encoding {
         "" | "identity" => Ok(raw),
         e if e.eq_ignore_ascii_case("gzip") => {

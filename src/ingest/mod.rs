@@ -41,7 +41,7 @@ pub fn router(state: IngestState) -> Router {
             tracking::single(st, kind, headers, body)
         };
         r = r
-            .route(&format!("/v1/{long}"), post(handler.clone()))
+            .route(&format!("/v1/{long}"), post(handler))
             .route(&format!("/v1/{short}"), post(handler));
     }
     r.route("/v1/batch", post(tracking::batch))

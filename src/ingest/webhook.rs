@@ -55,12 +55,13 @@ pub(super) async fn segment(
     let mut prepared = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
     for (i, raw) in items.iter().enumerate() {
-        let item: Map<String, Value> = match serde_json::from_str::<Value>(raw.get()) {
-            Ok(Value::Object(m)) => m,
-            _ => {
-                rejected.push(json!({ "index": i, "code": "invalid_event", "error": "each event must be a JSON object" }));
-                continue;
-            }
+        let item: Map<String, Value> = if let Ok(Value::Object(m)) =
+            serde_json::from_str::<Value>(raw.get())
+        {
+            m
+        } else {
+            rejected.push(json!({ "index": i, "code": "invalid_event", "error": "each event must be a JSON object" }));
+            continue;
         };
         match normalize(
             item,

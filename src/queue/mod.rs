@@ -16,7 +16,7 @@
 //! reach the scheduler. Dedup is kept for two generations of 24 h each, so a
 //! duplicate within 24 h is always caught.
 //!
-//! Backends: this sled queue is the only one today; a NATS JetStream backend for
+//! Backends: this sled queue is the only one today; a NATS `JetStream` backend for
 //! scale-out (DESIGN.md §8) would sit beside it behind a trait extracted then.
 
 mod job;
@@ -340,10 +340,10 @@ impl Queue {
         let mut min_live = u64::MAX;
         for item in tree.scan_prefix([JOB]) {
             let (_, v) = item.map_err(StoreError::from)?;
-            if let Ok(job) = serde_json::from_slice::<Job>(&v) {
-                if let Trigger::Event { seq, .. } = job.trigger {
-                    min_live = min_live.min(seq);
-                }
+            if let Ok(job) = serde_json::from_slice::<Job>(&v)
+                && let Trigger::Event { seq, .. } = job.trigger
+            {
+                min_live = min_live.min(seq);
             }
         }
         let mut removed = 0;

@@ -97,14 +97,13 @@ impl Scheduler {
     pub(super) fn done(&self, user: Option<&str>) {
         let mut inner = self.inner.lock();
         inner.in_flight = inner.in_flight.saturating_sub(1);
-        if let Some(u) = user {
-            if let Some(key) = inner.running.take(u) {
-                if inner.lines.get(&key).is_some_and(|l| !l.is_empty()) {
-                    inner.ready.push_back(key);
-                    drop(inner);
-                    self.wake.notify_one();
-                }
-            }
+        if let Some(u) = user
+            && let Some(key) = inner.running.take(u)
+            && inner.lines.get(&key).is_some_and(|l| !l.is_empty())
+        {
+            inner.ready.push_back(key);
+            drop(inner);
+            self.wake.notify_one();
         }
     }
 
@@ -164,10 +163,10 @@ impl Inner {
 
     fn take_next(&mut self) -> Option<Lease> {
         self.prefer_free = !self.prefer_free;
-        if self.prefer_free {
-            if let Some(l) = self.free.pop_front() {
-                return Some(l);
-            }
+        if self.prefer_free
+            && let Some(l) = self.free.pop_front()
+        {
+            return Some(l);
         }
         while let Some(user) = self.ready.pop_front() {
             let Some(line) = self.lines.get_mut(&user) else {

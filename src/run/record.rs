@@ -225,7 +225,7 @@ fn decode(k: &[u8], v: &[u8]) -> Result<RunRecord, StoreError> {
 pub(super) fn purge_before(tree: &sled::Tree, cutoff_ms: i64) -> Result<usize, StoreError> {
     let mut n = 0;
     let mut batch = sled::Batch::default();
-    for item in tree.iter() {
+    for item in tree {
         let (k, v) = item?;
         let at = v.get(..8).map_or(0, key_id) as i64;
         if at >= cutoff_ms {

@@ -169,13 +169,13 @@ fn compile_modules(
             Err(e) => {
                 errors.push(e);
                 // A broken override falls back to the built-in module of that name.
-                if let Some((_, text)) = stdlib::MODULES.iter().find(|(n, _)| *n == name) {
-                    if !builtin {
-                        let fallback = format!("stdlib/{name}.rhai");
-                        if let Ok(m) = compile_module(&engine, &fallback, text) {
-                            modules.push((name, m));
-                            sources.push((fallback.clone(), fallback));
-                        }
+                if let Some((_, text)) = stdlib::MODULES.iter().find(|(n, _)| *n == name)
+                    && !builtin
+                {
+                    let fallback = format!("stdlib/{name}.rhai");
+                    if let Ok(m) = compile_module(&engine, &fallback, text) {
+                        modules.push((name, m));
+                        sources.push((fallback.clone(), fallback));
                     }
                 }
             }

@@ -75,17 +75,13 @@ impl ScriptError {
 pub fn describe_eval(err: &EvalAltResult) -> (Position, String) {
     let mut cur = err;
     let mut pos = err.position();
-    loop {
-        match cur {
-            EvalAltResult::ErrorInFunctionCall(_, _, inner, p)
-            | EvalAltResult::ErrorInModule(_, inner, p) => {
-                if !p.is_none() {
-                    pos = *p;
-                }
-                cur = inner;
-            }
-            _ => break,
+    while let EvalAltResult::ErrorInFunctionCall(_, _, inner, p)
+    | EvalAltResult::ErrorInModule(_, inner, p) = cur
+    {
+        if !p.is_none() {
+            pos = *p;
         }
+        cur = inner;
     }
     if !cur.position().is_none() {
         pos = cur.position();
@@ -243,7 +239,7 @@ impl ScriptSet {
                             .push(at);
                     }
                     HandlerKind::Track(None) => {
-                        index.by_type.entry(EventType::Track).or_default().push(at)
+                        index.by_type.entry(EventType::Track).or_default().push(at);
                     }
                     HandlerKind::Identify => index
                         .by_type
@@ -252,20 +248,20 @@ impl ScriptSet {
                         .push(at),
                     HandlerKind::Page => index.by_type.entry(EventType::Page).or_default().push(at),
                     HandlerKind::Screen => {
-                        index.by_type.entry(EventType::Screen).or_default().push(at)
+                        index.by_type.entry(EventType::Screen).or_default().push(at);
                     }
                     HandlerKind::Group => {
-                        index.by_type.entry(EventType::Group).or_default().push(at)
+                        index.by_type.entry(EventType::Group).or_default().push(at);
                     }
                     HandlerKind::Alias => {
-                        index.by_type.entry(EventType::Alias).or_default().push(at)
+                        index.by_type.entry(EventType::Alias).or_default().push(at);
                     }
                     HandlerKind::Delete => {
-                        index.by_type.entry(EventType::Delete).or_default().push(at)
+                        index.by_type.entry(EventType::Delete).or_default().push(at);
                     }
                     HandlerKind::Event => index.every_event.push(at),
                     HandlerKind::Audience(k) => {
-                        index.audiences.entry(k.clone()).or_default().push(at)
+                        index.audiences.entry(k.clone()).or_default().push(at);
                     }
                     HandlerKind::Trait(k) => index.traits.entry(k.clone()).or_default().push(at),
                     HandlerKind::Schedule(_) => {}
@@ -298,25 +294,23 @@ impl ScriptSet {
         if let Some(v) = ix.by_type.get(&event.kind) {
             hits.extend_from_slice(v);
         }
-        if event.kind == EventType::Track {
-            if let Some(v) = event.name().and_then(|n| ix.by_track_name.get(n)) {
-                hits.extend_from_slice(v);
-            }
+        if event.kind == EventType::Track
+            && let Some(v) = event.name().and_then(|n| ix.by_track_name.get(n))
+        {
+            hits.extend_from_slice(v);
         }
         hits.extend_from_slice(&ix.every_event);
-        if !ix.audiences.is_empty() {
-            if let Some((key, _)) = audience_of(&event.body) {
-                if let Some(v) = ix.audiences.get(key) {
-                    hits.extend_from_slice(v);
-                }
-            }
+        if !ix.audiences.is_empty()
+            && let Some((key, _)) = audience_of(&event.body)
+            && let Some(v) = ix.audiences.get(key)
+        {
+            hits.extend_from_slice(v);
         }
-        if !ix.traits.is_empty() {
-            if let Some((key, _)) = computed_trait_of(&event.body) {
-                if let Some(v) = ix.traits.get(key) {
-                    hits.extend_from_slice(v);
-                }
-            }
+        if !ix.traits.is_empty()
+            && let Some((key, _)) = computed_trait_of(&event.body)
+            && let Some(v) = ix.traits.get(key)
+        {
+            hits.extend_from_slice(v);
         }
         if hits.len() > 1 {
             hits.sort_unstable();

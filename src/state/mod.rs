@@ -202,9 +202,13 @@ impl StateStore {
                 v: next.clone(),
                 exp,
             });
-            match self.tree.compare_and_swap(&k, current, Some(bytes))? {
-                Ok(()) => return Ok(next),
-                Err(_) => continue,
+            // Lost a race with another writer: read again and retry.
+            if self
+                .tree
+                .compare_and_swap(&k, current, Some(bytes))?
+                .is_ok()
+            {
+                return Ok(next);
             }
         }
     }
@@ -243,9 +247,8 @@ impl StateStore {
                     exp: expiry(ttl),
                 })
             });
-            match self.tree.compare_and_swap(&k, current, bytes)? {
-                Ok(()) => return Ok(true),
-                Err(_) => continue,
+            if self.tree.compare_and_swap(&k, current, bytes)?.is_ok() {
+                return Ok(true);
             }
         }
     }
@@ -307,16 +310,16 @@ impl StateStore {
         let mut n = 0;
         for item in &self.tree {
             let (k, v) = item?;
-            if let Some(Entry { exp: Some(exp), .. }) = decode(&v) {
-                if exp <= now {
-                    // Only if unchanged since read, so a fresh set is never lost.
-                    if self
-                        .tree
-                        .compare_and_swap(&k, Some(v), None::<&[u8]>)?
-                        .is_ok()
-                    {
-                        n += 1;
-                    }
+            if let Some(Entry { exp: Some(exp), .. }) = decode(&v)
+                && exp <= now
+            {
+                // Only if unchanged since read, so a fresh set is never lost.
+                if self
+                    .tree
+                    .compare_and_swap(&k, Some(v), None::<&[u8]>)?
+                    .is_ok()
+                {
+                    n += 1;
                 }
             }
         }
@@ -325,15 +328,14 @@ impl StateStore {
 }
 
 fn add(base: &Value, by: &serde_json::Number) -> Value {
-    match (base.as_i64(), by.as_i64()) {
-        (Some(a), Some(b)) => match a.checked_add(b) {
+    if let (Some(a), Some(b)) = (base.as_i64(), by.as_i64()) {
+        match a.checked_add(b) {
             Some(n) => Value::from(n),
             None => Value::from(a as f64 + b as f64),
-        },
-        _ => {
-            let sum = base.as_f64().unwrap_or(0.0) + by.as_f64().unwrap_or(0.0);
-            serde_json::Number::from_f64(sum).map_or(Value::Null, Value::Number)
         }
+    } else {
+        let sum = base.as_f64().unwrap_or(0.0) + by.as_f64().unwrap_or(0.0);
+        serde_json::Number::from_f64(sum).map_or(Value::Null, Value::Number)
     }
 }
 
@@ -378,7 +380,7 @@ mod tests {
         let s = store();
         s.set("a", "gone", json!("x"), Some(Duration::ZERO))
             .unwrap();
-        s.set("a", "kept", json!("y"), Some(Duration::from_secs(60)))
+        s.set("a", "kept", json!("y"), Some(Duration::from_mins(1)))
             .unwrap();
         assert_eq!(s.get("a", "gone").unwrap(), None);
         assert_eq!(s.keys("a", "").unwrap(), vec!["kept".to_owned()]);

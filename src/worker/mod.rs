@@ -61,14 +61,13 @@ impl WorkerPool {
 
 fn work(deps: &WorkerDeps) {
     while let Some(lease) = deps.queue.lease() {
-        let exec = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            execute(deps, &lease)
-        })) {
-            Ok(e) => e,
-            Err(_) => {
-                tracing::error!(job = lease.job.id, "A run panicked; it will be retried.");
-                runner::panicked(deps, &lease)
-            }
+        let exec = if let Ok(e) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(deps, &lease)))
+        {
+            e
+        } else {
+            tracing::error!(job = lease.job.id, "A run panicked; it will be retried.");
+            runner::panicked(deps, &lease)
         };
         settle(deps, &lease, exec);
     }

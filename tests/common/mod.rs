@@ -1,0 +1,257 @@
+//! Test harness: `TestApp` runs the daemon in-process on a loopback port with a temp
+//! dir (fast; tests await run records through a subscription, never sleep);
+//! `Daemon` runs the real binary as a child process (for crash tests).
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use spur::app::App;
+use spur::run::{RunFilter, RunRecord};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "test-admin-token";
+
+/// A fixture from `tests/fixtures/segment/`.
+pub fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/segment")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+pub fn fixture_json(name: &str) -> Value {
+    serde_json::from_str(&fixture(name)).expect("fixture is JSON")
+}
+
+/// Builds a `TestApp`.
+#[derive(Default)]
+pub struct TestAppBuilder {
+    scripts: Vec<(String, String)>,
+    config: String,
+}
+
+impl TestAppBuilder {
+    pub fn script(mut self, file: &str, source: &str) -> Self {
+        self.scripts.push((file.to_owned(), source.to_owned()));
+        self
+    }
+
+    /// Extra TOML appended to the generated config.
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config.push_str(toml);
+        self.config.push('\n');
+        self
+    }
+
+    pub async fn start(self) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let scripts = dir.path().join("scripts");
+        std::fs::create_dir_all(&scripts).unwrap();
+        for (file, src) in &self.scripts {
+            std::fs::write(scripts.join(file), src).unwrap();
+        }
+        let text = base_config(dir.path(), &self.config);
+        let cfg = spur::config::load_from_str(&text, None, &BTreeMap::new())
+            .unwrap_or_else(|e| panic!("test config: {e}"));
+        let app = App::start(cfg).await.expect("app starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let router = app.router();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(s.cancelled_owned())
+                .await
+                .unwrap();
+        });
+        TestApp {
+            dir,
+            base,
+            app,
+            stop,
+            client: reqwest::Client::new(),
+        }
+    }
+}
+
+/// Config pointing at `dir` with the test admin token.
+pub fn base_config(dir: &Path, extra: &str) -> String {
+    format!(
+        "[server]\ndata_dir = {:?}\nscripts_dir = {:?}\nlisten = \"127.0.0.1:0\"\nworkers = 4\n\n[admin]\ntoken = {TOKEN:?}\n\n{extra}",
+        dir.join("data").display().to_string(),
+        dir.join("scripts").display().to_string(),
+    )
+}
+
+/// The daemon in-process.
+pub struct TestApp {
+    pub dir: TempDir,
+    pub base: String,
+    pub app: Arc<App>,
+    stop: CancellationToken,
+    pub client: reqwest::Client,
+}
+
+impl TestApp {
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder::default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs JSON; returns status and parsed body.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs raw bytes with headers.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut req = self.client.post(self.url(path)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs an admin path with the token.
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn admin_post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits (bounded) until the run records satisfy `done`; returns them, newest first.
+    pub async fn wait_runs(
+        &self,
+        secs: u64,
+        done: impl Fn(&[RunRecord]) -> bool,
+    ) -> Vec<RunRecord> {
+        let mut rx = self.app.runs.subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let runs = self.app.runs.list(&RunFilter::default(), 100_000).unwrap();
+            if done(&runs) {
+                return runs;
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "timed out after {secs}s waiting for runs; have {}: {:#?}",
+                    runs.len(),
+                    runs.iter().take(5).collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+
+    /// Waits for `n` runs in total.
+    pub async fn wait_run_count(&self, n: usize, secs: u64) -> Vec<RunRecord> {
+        self.wait_runs(secs, |r| r.len() >= n).await
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.app.shutdown().await;
+    }
+}
+
+/// The real binary as a child process, for crash tests.
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub base: String,
+    child: Child,
+}
+
+impl Daemon {
+    /// Starts `spur serve` on `dir` (which holds `spur.toml`), waiting for its
+    /// "listening" line.
+    pub fn start(dir: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spur"))
+            .arg("--config")
+            .arg(dir.join("spur.toml"))
+            .arg("serve")
+            .env("RUST_LOG", "spur=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning spur");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("spur listening on ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("spur did not report its address");
+        Self {
+            dir: dir.to_path_buf(),
+            base,
+            child,
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
