@@ -616,7 +616,8 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(jittered)
 }
 
-fn install_crypto_provider() {
+/// Installs rustls' ring provider once per process (reqwest is built without one).
+pub fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -95,7 +95,7 @@ pub fn execute(deps: &WorkerDeps, lease: &Lease) -> Execution {
     let file = script.path.display().to_string();
     let (outcome, error) = match result {
         Ok(_) => (Outcome::Ok, None),
-        Err(e) => classify(&file, &e, ctx.signal),
+        Err(e) => classify(&file, handler.line, &e, ctx.signal),
     };
     finish(record, clock, outcome, error)
 }
@@ -235,8 +235,11 @@ fn build_args(
     }
 }
 
+/// Classifies a failed call; errors without a position (a time-out) are placed at
+/// the handler's registration line.
 fn classify(
     file: &str,
+    handler_line: usize,
     err: &EvalAltResult,
     signal: Option<Signal>,
 ) -> (Outcome, Option<RunError>) {
@@ -245,7 +248,7 @@ fn classify(
         kind: kind.into(),
         message,
         file: Some(file.to_owned()),
-        line: pos.line(),
+        line: pos.line().or(Some(handler_line).filter(|l| *l > 0)),
         column: pos.position(),
     };
     match signal {

@@ -18,6 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "test-admin-token";
 
+/// An HTTP client for tests (TLS provider installed).
+pub fn client() -> reqwest::Client {
+    spur::connectors::http::install_crypto_provider();
+    reqwest::Client::new()
+}
+
 /// A fixture from `tests/fixtures/segment/`.
 pub fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -77,7 +83,7 @@ impl TestAppBuilder {
             base,
             app,
             stop,
-            client: reqwest::Client::new(),
+            client: client(),
         }
     }
 }

@@ -1,0 +1,261 @@
+//! Workers and the admin API: per-user order, outcomes (ok, skip, fail, retry, dead),
+//! dead-letter replay, and the admin endpoints behind the token.
+//! Run with: cargo nextest run --test workers
+
+mod common;
+
+use common::{TOKEN, TestApp};
+use serde_json::json;
+use spur::run::{RunRecord, RunStatus};
+
+fn of<'a>(runs: &'a [RunRecord], handler: &str) -> Vec<&'a RunRecord> {
+    let mut v: Vec<&RunRecord> = runs.iter().filter(|r| r.handler == handler).collect();
+    v.sort_by_key(|r| r.id);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_one_user_start_in_order_and_never_overlap() {
+    let t = TestApp::builder()
+        .script(
+            "slow.rhai",
+            r#"on_track(|e| { let stop = time::unix_ms() + 15; while time::unix_ms() < stop { } });"#,
+        )
+        .start()
+        .await;
+    let mut batch = Vec::new();
+    for i in 0..6 {
+        for user in ["ann", "bob", "cat"] {
+            batch.push(json!({"type": "track", "userId": user, "event": "Step", "properties": {"i": i}, "messageId": format!("{user}-{i}")}));
+        }
+    }
+    let (status, _) = t.post("/v1/batch", &json!({ "batch": batch })).await;
+    assert_eq!(status, 200);
+    let runs = t.wait_run_count(18, 20).await;
+    let ms = |s: &str| spur::event::parse_time(s).unwrap().timestamp_millis();
+    let mut overlapped_across_users = false;
+    for user in ["ann", "bob", "cat"] {
+        let mut mine: Vec<&RunRecord> = runs
+            .iter()
+            .filter(|r| r.user.as_deref() == Some(user))
+            .collect();
+        mine.sort_by_key(|r| r.job_id);
+        let order: Vec<String> = mine.iter().map(|r| r.message_id.clone().unwrap()).collect();
+        let expected: Vec<String> = (0..6).map(|i| format!("{user}-{i}")).collect();
+        assert_eq!(order, expected, "jobs in arrival order");
+        for pair in mine.windows(2) {
+            assert!(
+                ms(&pair[1].started_at) >= ms(&pair[0].finished_at),
+                "{user}: runs overlapped"
+            );
+            assert!(pair[1].id > pair[0].id, "{user}: started out of order");
+        }
+        for r in &mine {
+            overlapped_across_users |= runs.iter().any(|o| {
+                o.user.as_deref() != Some(user)
+                    && ms(&o.started_at) < ms(&r.finished_at)
+                    && ms(&r.started_at) < ms(&o.finished_at)
+            });
+        }
+    }
+    assert!(overlapped_across_users, "different users ran in parallel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_with_backoff_and_never_reruns_succeeded_handlers() {
+    let t = TestApp::builder()
+        .script(
+            "flaky.rhai",
+            r#"
+            on_track("Flaky", |e| {
+                let n = state::incr("flaky");
+                if n < 3 { throw `not yet (${n})`; }
+                log::info("done");
+            });
+            on_track("Flaky", |e| { log::info("steady"); });
+            "#,
+        )
+        .config("[retry]\nbase_ms = 20\nmax_attempts = 4")
+        .start()
+        .await;
+    let (status, _) = t
+        .post("/v1/track", &json!({"userId": "u", "event": "Flaky"}))
+        .await;
+    assert_eq!(status, 200);
+    let runs = t
+        .wait_runs(20, |r| {
+            r.iter()
+                .any(|r| r.status == RunStatus::Ok && r.handler == "on_track(Flaky)#0")
+        })
+        .await;
+    let flaky = of(&runs, "on_track(Flaky)#0");
+    let statuses: Vec<_> = flaky.iter().map(|r| (r.attempt, r.status)).collect();
+    assert_eq!(
+        statuses,
+        [
+            (1, RunStatus::Retrying),
+            (2, RunStatus::Retrying),
+            (3, RunStatus::Ok)
+        ]
+    );
+    assert_eq!(flaky[0].error.as_ref().unwrap().message, "not yet (1)");
+    assert_eq!(flaky[0].error.as_ref().unwrap().line, Some(4));
+    assert!(flaky[0].next_attempt_at.is_some());
+    assert_eq!(
+        of(&runs, "on_track(Flaky)#1").len(),
+        1,
+        "the handler that succeeded ran once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_fail_and_dead_letters_with_replay() {
+    let t = TestApp::builder()
+        .script(
+            "outcomes.rhai",
+            r#"
+            on_track("Skip", |e| { skip("not for us"); });
+            on_track("Fail", |e| { fail("bad payload"); });
+            on_track("Doomed", |e| { let n = state::incr("doomed"); if n <= 2 { throw "service down"; } });
+            "#,
+        )
+        .config("[retry]\nbase_ms = 10\nmax_attempts = 2")
+        .start()
+        .await;
+    for (user, event) in [("a", "Skip"), ("b", "Fail"), ("c", "Doomed")] {
+        assert_eq!(
+            t.post("/v1/track", &json!({"userId": user, "event": event}))
+                .await
+                .0,
+            200
+        );
+    }
+    let runs = t
+        .wait_runs(20, |r| r.iter().any(|r| r.status == RunStatus::Dead))
+        .await;
+    let runs = t.wait_run_count(runs.len().max(4), 10).await;
+    let skip = of(&runs, "on_track(Skip)#0");
+    assert_eq!((skip.len(), skip[0].status), (1, RunStatus::Skipped));
+    assert_eq!(skip[0].reason.as_deref(), Some("not for us"));
+    let failed = of(&runs, "on_track(Fail)#0");
+    assert_eq!(
+        (failed.len(), failed[0].status),
+        (1, RunStatus::Failed),
+        "fail() is never retried"
+    );
+    assert_eq!(failed[0].reason.as_deref(), Some("bad payload"));
+    let doomed = of(&runs, "on_track(Doomed)#0");
+    assert_eq!(
+        doomed.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [RunStatus::Retrying, RunStatus::Dead]
+    );
+
+    let (status, dead) = t.admin_get("/api/dead-letters").await;
+    assert_eq!(status, 200);
+    let dead = dead["dead_letters"].as_array().unwrap().clone();
+    assert_eq!(dead.len(), 2, "failed and dead, not skipped");
+    let doomed_dl = dead
+        .iter()
+        .find(|d| d["job"]["handler"] == "on_track(Doomed)#0")
+        .unwrap();
+    assert_eq!(doomed_dl["reason"], "service down");
+    assert_eq!(doomed_dl["event"]["event"], "Doomed");
+
+    let id = doomed_dl["id"].as_u64().unwrap();
+    let (status, body) = t
+        .admin_post(&format!("/api/dead-letters/{id}/replay"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let runs = t
+        .wait_runs(10, |r| {
+            r.iter()
+                .any(|r| r.handler == "on_track(Doomed)#0" && r.status == RunStatus::Ok)
+        })
+        .await;
+    let replayed = of(&runs, "on_track(Doomed)#0");
+    assert_eq!(replayed.last().unwrap().attempt, 1, "a replay starts over");
+    let (status, _) = t
+        .admin_post(&format!("/api/dead-letters/{id}/replay"), &json!({}))
+        .await;
+    assert_eq!(status, 404, "a dead letter is replayed once");
+    let (_, dead) = t.admin_get("/api/dead-letters").await;
+    assert_eq!(dead["dead_letters"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_needs_the_token_and_filters_runs() {
+    let t = TestApp::builder()
+        .script(
+            "good.rhai",
+            r#"on_track("A", |e| { print("a"); }); on_track("B", |e| { skip("b"); });"#,
+        )
+        .script("broken.rhai", "on_track(\"X\", |e| {\n  let x = ;\n});")
+        .start()
+        .await;
+    let plain = common::client();
+    let r = plain.get(t.url("/api/runs")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("admin token"));
+    let r = plain
+        .get(t.url("/api/runs"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = plain.get(t.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["status"], "ok");
+    let r = plain
+        .get(t.url("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.text().await.unwrap().contains("spur_runs_finished_total"));
+
+    let (_, scripts) = t.admin_get("/api/scripts").await;
+    assert_eq!(scripts["scripts"][0]["name"], "good");
+    assert_eq!(
+        scripts["scripts"][0]["handlers"].as_array().unwrap().len(),
+        2
+    );
+    let err = &scripts["errors"][0];
+    assert!(
+        err["file"].as_str().unwrap().ends_with("broken.rhai"),
+        "{scripts}"
+    );
+    assert_eq!(
+        (err["line"].as_u64(), err["column"].as_u64()),
+        (Some(2), Some(11)),
+        "{err}"
+    );
+
+    for e in ["A", "B", "A"] {
+        t.post("/v1/track", &json!({"userId": "u", "event": e}))
+            .await;
+    }
+    t.wait_run_count(3, 10).await;
+    let (_, all) = t.admin_get("/api/runs").await;
+    assert_eq!(all["runs"].as_array().unwrap().len(), 3);
+    let (_, skipped) = t.admin_get("/api/runs?status=skipped").await;
+    assert_eq!(skipped["runs"].as_array().unwrap().len(), 1);
+    let (_, one) = t.admin_get("/api/runs?script=good&limit=1").await;
+    let one = one["runs"].as_array().unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(
+        one[0]["logs"][0]["message"], "a",
+        "newest first, with captured print output"
+    );
+    let (status, bad) = t.admin_get("/api/runs?status=exploded").await;
+    assert_eq!((status, bad["field"].as_str()), (400, Some("status")));
+    let id = one[0]["id"].as_u64().unwrap();
+    let (status, run) = t.admin_get(&format!("/api/runs/{id}")).await;
+    assert_eq!((status, run["id"].as_u64()), (200, Some(id)));
+    // Long-poll: `wait` returns as soon as a newer run exists.
+    let (status, later) = t
+        .admin_get(&format!("/api/runs?after={}&wait=100ms", id + 1000))
+        .await;
+    assert_eq!((status, later["runs"].as_array().unwrap().len()), (200, 0));
+}
