@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use rhai::{Dynamic, Engine, EvalAltResult, Map, Module};
+use rhai::{Dynamic, Engine, EvalAltResult, Map, Module, NativeCallContext};
 
 use super::convert::{to_dynamic, to_json, to_text};
 use super::ctx::with_run;
-use super::{Host, error};
+use super::{Host, error, placed};
 use crate::connectors::http::{Body, Destination, OutboundRequest, OutboundResponse};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
@@ -33,71 +33,62 @@ const OPTION_KEYS: &[&str] = &["connection", "headers", "query", "timeout_ms"];
 pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
     let mut m = Module::new();
     let h = Arc::clone(host);
-    m.set_native_fn("request", move |spec: Map| {
-        let req = parse_request("http::request", &spec)?;
-        call(&h, req)
+    m.set_native_fn("request", move |ctx: NativeCallContext, spec: Map| {
+        placed(
+            &ctx,
+            parse_request("http::request", &spec).and_then(|req| call(&h, req)),
+        )
     });
-    for (name, method) in [("get", Method::GET), ("delete", Method::DELETE)] {
-        let h = Arc::clone(host);
-        let meth = method.clone();
-        m.set_native_fn(name, move |url: &str| {
-            call(
-                &h,
-                simple(
-                    &format!("http::{}", meth.as_str().to_lowercase()),
-                    meth.clone(),
-                    url,
-                    None,
-                    &Map::new(),
-                )?,
-            )
-        });
-        let h = Arc::clone(host);
-        m.set_native_fn(name, move |url: &str, opts: Map| {
-            call(
-                &h,
-                simple(
-                    &format!("http::{}", method.as_str().to_lowercase()),
-                    method.clone(),
-                    url,
-                    None,
-                    &opts,
-                )?,
-            )
-        });
-    }
-    for (name, method) in [
-        ("post", Method::POST),
-        ("put", Method::PUT),
-        ("patch", Method::PATCH),
+    for method in [
+        Method::GET,
+        Method::DELETE,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
     ] {
-        let h = Arc::clone(host);
-        let meth = method.clone();
-        m.set_native_fn(name, move |url: &str, body: Dynamic| {
-            call(
-                &h,
-                simple(
-                    &format!("http::{}", meth.as_str().to_lowercase()),
-                    meth.clone(),
-                    url,
-                    Some(body),
-                    &Map::new(),
-                )?,
-            )
-        });
-        let h = Arc::clone(host);
-        m.set_native_fn(name, move |url: &str, body: Dynamic, opts: Map| {
-            call(
-                &h,
-                simple(
-                    &format!("http::{}", method.as_str().to_lowercase()),
-                    method.clone(),
-                    url,
-                    Some(body),
-                    &opts,
-                )?,
-            )
-        });
+        let name = method.as_str().to_lowercase();
+        let what = format!("http::{name}");
+        let with_body = matches!(method, Method::POST | Method::PUT | Method::PATCH);
+        let (h, w, meth) = (Arc::clone(host), what.clone(), method.clone());
+        if with_body {
+            m.set_native_fn(
+                &name,
+                move |ctx: NativeCallContext, url: &str, body: Dynamic| {
+                    placed(
+                        &ctx,
+                        simple(&w, meth.clone(), url, Some(body), &Map::new())
+                            .and_then(|r| call(&h, r)),
+                    )
+                },
+            );
+            let (h, w, meth) = (Arc::clone(host), what, method);
+            m.set_native_fn(
+                &name,
+                move |ctx: NativeCallContext, url: &str, body: Dynamic, opts: Map| {
+                    placed(
+                        &ctx,
+                        simple(&w, meth.clone(), url, Some(body), &opts).and_then(|r| call(&h, r)),
+                    )
+                },
+            );
+        } else {
+            m.set_native_fn(&name, move |ctx: NativeCallContext, url: &str| {
+                placed(
+                    &ctx,
+                    simple(&w, meth.clone(), url, None, &Map::new()).and_then(|r| call(&h, r)),
+                )
+            });
+            let (h, w, meth) = (Arc::clone(host), what, method);
+            m.set_native_fn(
+                &name,
+                move |ctx: NativeCallContext, url: &str, opts: Map| {
+                    placed(
+                        &ctx,
+                        simple(&w, meth.clone(), url, None, &opts).and_then(|r| call(&h, r)),
+                    )
+                },
+            );
+        }
     }
     engine.register_static_module("http", m.into());
 }

@@ -18,7 +18,7 @@ mod util;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rhai::{Engine, EvalAltResult, Position};
+use rhai::{Engine, EvalAltResult, NativeCallContext, Position};
 
 pub use ctx::{LogLevel, LogLine, RunCtx, Signal, begin_run, end_run, in_run, with_run};
 
@@ -49,4 +49,18 @@ pub fn error(message: impl Into<String>) -> Box<EvalAltResult> {
         message.into().into(),
         Position::NONE,
     ))
+}
+
+/// Places a host error at the script's call site: rhai leaves errors of
+/// module-qualified calls (`http::get`) without a position.
+pub(crate) fn placed<T>(
+    ctx: &NativeCallContext,
+    result: Result<T, Box<EvalAltResult>>,
+) -> Result<T, Box<EvalAltResult>> {
+    result.map_err(|mut e| {
+        if e.position().is_none() {
+            e.set_position(ctx.call_position());
+        }
+        e
+    })
 }

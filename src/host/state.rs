@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Module};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Module, NativeCallContext};
 
 use super::convert::{to_dynamic, to_json, to_text};
 use super::ctx::with_run;
-use super::{Host, error};
+use super::{Host, error, placed};
 use crate::state::SHARED;
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
@@ -54,88 +54,113 @@ fn module(host: &Arc<Host>, shared: bool) -> Module {
     let mut m = Module::new();
     let st = || host.state.clone();
     let fail = |e: crate::state::StateError| error(e.to_string());
+    let ns = move || namespace(shared);
 
     let s = st();
-    m.set_native_fn("get", move |key: Dynamic| -> Res<Dynamic> {
-        let v = s.get(&namespace(shared)?, &to_text(&key)).map_err(fail)?;
-        Ok(v.as_ref().map_or(Dynamic::UNIT, to_dynamic))
+    m.set_native_fn("get", move |ctx: NativeCallContext, key: Dynamic| {
+        placed(&ctx, s.get(&ns()?, &to_text(&key)).map_err(fail))
+            .map(|v| v.as_ref().map_or(Dynamic::UNIT, to_dynamic))
     });
     let s = st();
     m.set_native_fn(
         "get",
-        move |key: Dynamic, default: Dynamic| -> Res<Dynamic> {
-            let v = s.get(&namespace(shared)?, &to_text(&key)).map_err(fail)?;
-            Ok(v.as_ref().map_or(default, to_dynamic))
+        move |ctx: NativeCallContext, key: Dynamic, default: Dynamic| {
+            placed(&ctx, s.get(&ns()?, &to_text(&key)).map_err(fail))
+                .map(|v| v.as_ref().map_or(default, to_dynamic))
         },
     );
-    let s = st();
-    m.set_native_fn("set", move |key: Dynamic, value: Dynamic| -> Res<()> {
-        let v = json_of("state::set", &value)?;
-        s.set(&namespace(shared)?, &to_text(&key), v, None)
-            .map_err(fail)
-    });
     let s = st();
     m.set_native_fn(
         "set",
-        move |key: Dynamic, value: Dynamic, ttl: Dynamic| -> Res<()> {
-            let v = json_of("state::set", &value)?;
-            s.set(&namespace(shared)?, &to_text(&key), v, ttl_of(&ttl)?)
-                .map_err(fail)
+        move |ctx: NativeCallContext, key: Dynamic, value: Dynamic| {
+            placed(
+                &ctx,
+                (|| {
+                    let v = json_of("state::set", &value)?;
+                    s.set(&ns()?, &to_text(&key), v, None).map_err(fail)
+                })(),
+            )
         },
     );
     let s = st();
-    m.set_native_fn("del", move |key: Dynamic| -> Res<bool> {
-        s.del(&namespace(shared)?, &to_text(&key)).map_err(fail)
+    m.set_native_fn(
+        "set",
+        move |ctx: NativeCallContext, key: Dynamic, value: Dynamic, ttl: Dynamic| {
+            placed(
+                &ctx,
+                (|| {
+                    let v = json_of("state::set", &value)?;
+                    s.set(&ns()?, &to_text(&key), v, ttl_of(&ttl)?)
+                        .map_err(fail)
+                })(),
+            )
+        },
+    );
+    let s = st();
+    m.set_native_fn("del", move |ctx: NativeCallContext, key: Dynamic| {
+        placed(&ctx, s.del(&ns()?, &to_text(&key)).map_err(fail))
     });
     let s = st();
-    m.set_native_fn("incr", move |key: Dynamic| -> Res<Dynamic> {
-        let v = s
-            .incr(&namespace(shared)?, &to_text(&key), &1.into())
-            .map_err(fail)?;
-        Ok(to_dynamic(&v))
-    });
-    let s = st();
-    m.set_native_fn("incr", move |key: Dynamic, by: Dynamic| -> Res<Dynamic> {
-        let by = match json_of("state::incr", &by)? {
-            serde_json::Value::Number(n) => n,
-            other => {
-                return Err(error(format!(
-                    "state::incr: `by` must be a number, got {other}"
-                )));
-            }
-        };
-        let v = s
-            .incr(&namespace(shared)?, &to_text(&key), &by)
-            .map_err(fail)?;
-        Ok(to_dynamic(&v))
+    m.set_native_fn("incr", move |ctx: NativeCallContext, key: Dynamic| {
+        placed(
+            &ctx,
+            s.incr(&ns()?, &to_text(&key), &1.into()).map_err(fail),
+        )
+        .map(|v| to_dynamic(&v))
     });
     let s = st();
     m.set_native_fn(
-        "cas",
-        move |key: Dynamic, old: Dynamic, new: Dynamic| -> Res<bool> {
-            let old = if old.is_unit() {
-                None
-            } else {
-                Some(json_of("state::cas", &old)?)
-            };
-            let new = if new.is_unit() {
-                None
-            } else {
-                Some(json_of("state::cas", &new)?)
-            };
-            s.cas(&namespace(shared)?, &to_text(&key), old.as_ref(), new, None)
-                .map_err(fail)
+        "incr",
+        move |ctx: NativeCallContext, key: Dynamic, by: Dynamic| {
+            placed(
+                &ctx,
+                (|| {
+                    let by = match json_of("state::incr", &by)? {
+                        serde_json::Value::Number(n) => n,
+                        other => {
+                            return Err(error(format!(
+                                "state::incr: `by` must be a number, got {other}"
+                            )));
+                        }
+                    };
+                    s.incr(&ns()?, &to_text(&key), &by).map_err(fail)
+                })(),
+            )
+            .map(|v| to_dynamic(&v))
         },
     );
     let s = st();
-    m.set_native_fn("keys", move |prefix: &str| -> Res<Array> {
-        let keys = s.keys(&namespace(shared)?, prefix).map_err(fail)?;
-        Ok(keys.into_iter().map(Dynamic::from).collect())
+    m.set_native_fn(
+        "cas",
+        move |ctx: NativeCallContext, key: Dynamic, old: Dynamic, new: Dynamic| {
+            placed(
+                &ctx,
+                (|| {
+                    let old = if old.is_unit() {
+                        None
+                    } else {
+                        Some(json_of("state::cas", &old)?)
+                    };
+                    let new = if new.is_unit() {
+                        None
+                    } else {
+                        Some(json_of("state::cas", &new)?)
+                    };
+                    s.cas(&ns()?, &to_text(&key), old.as_ref(), new, None)
+                        .map_err(fail)
+                })(),
+            )
+        },
+    );
+    let s = st();
+    m.set_native_fn("keys", move |ctx: NativeCallContext, prefix: &str| {
+        placed(&ctx, s.keys(&ns()?, prefix).map_err(fail))
+            .map(|keys| keys.into_iter().map(Dynamic::from).collect::<Array>())
     });
     let s = st();
-    m.set_native_fn("keys", move || -> Res<Array> {
-        let keys = s.keys(&namespace(shared)?, "").map_err(fail)?;
-        Ok(keys.into_iter().map(Dynamic::from).collect())
+    m.set_native_fn("keys", move |ctx: NativeCallContext| {
+        placed(&ctx, s.keys(&ns()?, "").map_err(fail))
+            .map(|keys| keys.into_iter().map(Dynamic::from).collect::<Array>())
     });
     m
 }

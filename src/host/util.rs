@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
-use rhai::{Dynamic, Engine, EvalAltResult, Module};
+use rhai::{Dynamic, Engine, EvalAltResult, Module, NativeCallContext};
 use sha2::{Digest, Sha256};
 
 use super::convert::{to_dynamic, to_json, to_text};
 use super::ctx::{Signal, with_run};
-use super::{Host, error};
+use super::{Host, error, placed};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
@@ -36,42 +36,69 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_fn("uuid", || uuid::Uuid::new_v4().to_string());
 
     let mut json = Module::new();
-    json.set_native_fn("parse", |text: &str| -> Res<Dynamic> {
-        let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| error(format!("json::parse: {e}")))?;
-        Ok(to_dynamic(&v))
-    });
-    json.set_native_fn("stringify", |v: Dynamic| -> Res<String> {
-        let j = to_json(&v).map_err(|e| error(format!("json::stringify: {e}")))?;
-        Ok(j.to_string())
-    });
-    json.set_native_fn("pretty", |v: Dynamic| -> Res<String> {
-        let j = to_json(&v).map_err(|e| error(format!("json::pretty: {e}")))?;
-        Ok(serde_json::to_string_pretty(&j).unwrap_or_default())
-    });
+    json.set_native_fn(
+        "parse",
+        |ctx: NativeCallContext, text: &str| -> Res<Dynamic> {
+            placed(
+                &ctx,
+                (|| -> Res<Dynamic> {
+                    let v: serde_json::Value = serde_json::from_str(text)
+                        .map_err(|e| error(format!("json::parse: {e}")))?;
+                    Ok(to_dynamic(&v))
+                })(),
+            )
+        },
+    );
+    json.set_native_fn(
+        "stringify",
+        |ctx: NativeCallContext, v: Dynamic| -> Res<String> {
+            placed(
+                &ctx,
+                (|| -> Res<String> {
+                    let j = to_json(&v).map_err(|e| error(format!("json::stringify: {e}")))?;
+                    Ok(j.to_string())
+                })(),
+            )
+        },
+    );
+    json.set_native_fn(
+        "pretty",
+        |ctx: NativeCallContext, v: Dynamic| -> Res<String> {
+            placed(
+                &ctx,
+                (|| -> Res<String> {
+                    let j = to_json(&v).map_err(|e| error(format!("json::pretty: {e}")))?;
+                    Ok(serde_json::to_string_pretty(&j).unwrap_or_default())
+                })(),
+            )
+        },
+    );
     engine.register_static_module("json", json.into());
 
     let mut time = Module::new();
     time.set_native_fn("now", || Ok(crate::event::format_time(chrono::Utc::now())));
     time.set_native_fn("unix_ms", || Ok(chrono::Utc::now().timestamp_millis()));
-    time.set_native_fn("parse", |text: &str| -> Res<i64> {
-        crate::event::parse_time(text)
+    time.set_native_fn("parse", |ctx: NativeCallContext, text: &str| {
+        let parsed = crate::event::parse_time(text)
             .map(|t| t.timestamp_millis())
             .ok_or_else(|| {
                 error(format!(
                     "time::parse: {text:?} is not an ISO-8601 date-time"
                 ))
-            })
+            });
+        placed(&ctx, parsed)
     });
-    time.set_native_fn("format", |ms: i64| -> Res<String> {
-        chrono::DateTime::from_timestamp_millis(ms)
+    time.set_native_fn("format", |ctx: NativeCallContext, ms: i64| {
+        let text = chrono::DateTime::from_timestamp_millis(ms)
             .map(crate::event::format_time)
-            .ok_or_else(|| error(format!("time::format: {ms} is out of range")))
+            .ok_or_else(|| error(format!("time::format: {ms} is out of range")));
+        placed(&ctx, text)
     });
-    time.set_native_fn("duration_ms", |text: &str| -> Res<i64> {
-        crate::duration::parse(text)
+    time.set_native_fn("duration_ms", |ctx: NativeCallContext, text: &str| {
+        let ms = crate::duration::parse(text)
             .map(|d| d.as_millis() as i64)
-            .map_err(|e| error(format!("time::duration_ms: {e}")))
+            .map_err(|e| error(format!("time::duration_ms: {e}")));
+        placed(&ctx, ms)
     });
     engine.register_static_module("time", time.into());
 
@@ -79,24 +106,33 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
     crypto.set_native_fn("sha256", |text: &str| {
         Ok(hex::encode(Sha256::digest(text.as_bytes())))
     });
-    crypto.set_native_fn("hmac_sha256", |key: &str, text: &str| -> Res<String> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes())
-            .map_err(|e| error(format!("crypto::hmac_sha256: {e}")))?;
-        mac.update(text.as_bytes());
-        Ok(hex::encode(mac.finalize().into_bytes()))
-    });
+    crypto.set_native_fn(
+        "hmac_sha256",
+        |ctx: NativeCallContext, key: &str, text: &str| -> Res<String> {
+            placed(
+                &ctx,
+                (|| -> Res<String> {
+                    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes())
+                        .map_err(|e| error(format!("crypto::hmac_sha256: {e}")))?;
+                    mac.update(text.as_bytes());
+                    Ok(hex::encode(mac.finalize().into_bytes()))
+                })(),
+            )
+        },
+    );
     crypto.set_native_fn("uuid", || Ok(uuid::Uuid::new_v4().to_string()));
     engine.register_static_module("crypto", crypto.into());
 
     let mut env = Module::new();
     let h = Arc::clone(host);
-    env.set_native_fn("secret", move |name: Dynamic| -> Res<String> {
+    env.set_native_fn("secret", move |ctx: NativeCallContext, name: Dynamic| {
         let name = to_text(&name);
-        h.env.get(&name).cloned().ok_or_else(|| {
+        let value = h.env.get(&name).cloned().ok_or_else(|| {
             error(format!(
                 "env::secret({name:?}): not allowed or not set (list it in [env] allow = [...])"
             ))
-        })
+        });
+        placed(&ctx, value)
     });
     engine.register_static_module("env", env.into());
 }

@@ -58,6 +58,13 @@ pub fn build_engine(opts: &EngineOptions, modules: &Modules) -> Engine {
         .set_max_expr_depths(128, 64)
         .set_max_modules(256)
         .set_module_resolver(StaticResolver(Arc::clone(modules)));
+    // `shared` is reserved by Rhai for future use; DESIGN.md's `state::shared::…`
+    // needs it as a name. (`on_parse_token` is marked volatile upstream.)
+    #[allow(deprecated)]
+    engine.on_parse_token(|token, _, _| match token {
+        rhai::Token::Reserved(s) if s.as_str() == "shared" => rhai::Token::Identifier(s),
+        t => t,
+    });
     engine.on_progress(|ops| {
         if ops & 0x3ff == 0 && deadline_exceeded() {
             Some("run time limit exceeded".into())

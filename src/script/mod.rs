@@ -57,7 +57,7 @@ impl ScriptError {
     /// From a runtime error, placed at the innermost position (inside the closure
     /// that failed, not at the call site).
     pub fn from_eval(file: &str, err: &EvalAltResult) -> Self {
-        let (pos, message) = describe_eval(err);
+        let (pos, message) = describe_eval(err, file);
         Self::at(file, pos, message)
     }
 
@@ -71,27 +71,42 @@ impl ScriptError {
     }
 }
 
-/// The innermost position of an error and its message without position text.
-pub fn describe_eval(err: &EvalAltResult) -> (Position, String) {
+/// Where an error happened in `file` and its message without position text.
+///
+/// The position is the deepest one inside `file` (for an error raised inside a
+/// connector module, the line of the script that called into it); the message then
+/// names the module function and its own place, e.g.
+/// `slack answered 404: channel_not_found (in slack::post, stdlib/slack.rhai:12:9)`.
+pub fn describe_eval(err: &EvalAltResult, file: &str) -> (Position, String) {
     let mut cur = err;
     let mut pos = err.position();
-    while let EvalAltResult::ErrorInFunctionCall(_, _, inner, p)
-    | EvalAltResult::ErrorInModule(_, inner, p) = cur
-    {
-        if !p.is_none() {
+    let mut inside: Option<(String, String)> = None;
+    while let EvalAltResult::ErrorInFunctionCall(name, source, inner, p) = cur {
+        if inside.is_none() {
+            if !p.is_none() {
+                pos = *p;
+            }
+            if !source.is_empty() && source != file {
+                inside = Some((name.clone(), source.clone()));
+            }
+        }
+        cur = inner;
+    }
+    if let EvalAltResult::ErrorInModule(_, inner, p) = cur {
+        if !p.is_none() && inside.is_none() {
             pos = *p;
         }
         cur = inner;
     }
-    if !cur.position().is_none() {
-        pos = cur.position();
+    let inner_pos = cur.position();
+    if inside.is_none() && !inner_pos.is_none() {
+        pos = inner_pos;
     }
-    let message = match cur {
+    let mut message = match cur {
         EvalAltResult::ErrorRuntime(v, _) if v.is_string() => v.to_string(),
         other => {
             let text = other.to_string();
-            let p = other.position();
-            match (p.line(), p.position()) {
+            match (inner_pos.line(), inner_pos.position()) {
                 (Some(l), Some(c)) => text
                     .strip_suffix(&format!(" (line {l}, position {c})"))
                     .map_or(text.clone(), str::to_owned),
@@ -102,6 +117,18 @@ pub fn describe_eval(err: &EvalAltResult) -> (Position, String) {
             }
         }
     };
+    if let Some((name, source)) = inside {
+        let module = std::path::Path::new(&source)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        match (inner_pos.line(), inner_pos.position()) {
+            (Some(l), Some(c)) => {
+                message = format!("{message} (in {module}::{name}, {source}:{l}:{c})");
+            }
+            _ => message = format!("{message} (in {module}::{name}, {source})"),
+        }
+    }
     (pos, message)
 }
 

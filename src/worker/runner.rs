@@ -243,7 +243,7 @@ fn classify(
     err: &EvalAltResult,
     signal: Option<Signal>,
 ) -> (Outcome, Option<RunError>) {
-    let (pos, message) = describe_eval(err);
+    let (pos, message) = describe_eval(err, file);
     let place = |kind: &str, message: String| RunError {
         kind: kind.into(),
         message,
@@ -305,9 +305,7 @@ fn classify(
 
 /// Adds the fix for the most common slip (reading a field of an absent map).
 fn hint(message: &str) -> String {
-    if message.contains("()")
-        && (message.contains("Function not found") || message.contains("not found"))
-    {
+    if message.contains("'()'") || (message.contains("()") && message.contains("not found")) {
         format!("{message} (a field that is absent reads as (); use `e.properties?.total ?? 0`)")
     } else {
         message.to_owned()

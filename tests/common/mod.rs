@@ -183,14 +183,13 @@ impl TestApp {
             if done(&runs) {
                 return runs;
             }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "timed out after {secs}s waiting for runs; have {}: {:#?}",
-                    runs.len(),
-                    runs.iter().take(5).collect::<Vec<_>>()
-                ),
-            }
+            let woke = tokio::time::timeout_at(deadline, rx.recv()).await;
+            assert!(
+                woke.is_ok(),
+                "timed out after {secs}s waiting for runs; have {}: {:#?}",
+                runs.len(),
+                runs.iter().take(5).collect::<Vec<_>>()
+            );
         }
     }
 
