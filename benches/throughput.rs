@@ -53,7 +53,14 @@ async fn start(workers: usize, with_script: bool) -> (Arc<App>, String, tempfile
 }
 
 /// Runs `conns` clients for `secs`, each looping `body_fn`; returns completed units.
-async fn load(base: &str, path: &str, conns: usize, secs: u64, per_request: u64, batch: bool) -> (u64, f64) {
+async fn load(
+    base: &str,
+    path: &str,
+    conns: usize,
+    secs: u64,
+    per_request: u64,
+    batch: bool,
+) -> (u64, f64) {
     spur::connectors::http::install_crypto_provider();
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -73,7 +80,13 @@ async fn load(base: &str, path: &str, conns: usize, secs: u64, per_request: u64,
                     event(first)
                 };
                 let bytes = serde_json::to_vec(&body).unwrap();
-                let r = client.post(&url).header("content-type", "application/json").body(bytes).send().await.unwrap();
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(bytes)
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status(), 200);
                 let _ = r.bytes().await;
                 done.fetch_add(per_request, Ordering::Relaxed);
@@ -85,7 +98,10 @@ async fn load(base: &str, path: &str, conns: usize, secs: u64, per_request: u64,
     for t in tasks {
         t.await.unwrap();
     }
-    (done.load(Ordering::Relaxed), started.elapsed().as_secs_f64())
+    (
+        done.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64(),
+    )
 }
 
 fn main() {
@@ -94,20 +110,32 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        println!("spur throughput, {secs}s per phase, {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
+        println!(
+            "spur throughput, {secs}s per phase, {} cores",
+            std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+        );
 
         // 1. Durable batched ingest (no handlers: ingest alone).
         let (app, base, _dir) = start(1, false).await;
         let (n, t) = load(&base, "/v1/batch", 8, secs, 100, true).await;
-        println!("batched ingest (/v1/batch, 100 events/request, 8 clients): {:>9.0} events/s", n as f64 / t);
+        println!(
+            "batched ingest (/v1/batch, 100 events/request, 8 clients): {:>9.0} events/s",
+            n as f64 / t
+        );
         app.shutdown().await;
 
         // 2. Durable single-event ingest.
         let (app, base, _dir) = start(1, false).await;
         let (n, t) = load(&base, "/v1/track", 64, secs, 1, false).await;
-        println!("single-event ingest (/v1/track, 64 clients):              {:>9.0} requests/s", n as f64 / t);
+        println!(
+            "single-event ingest (/v1/track, 64 clients):              {:>9.0} requests/s",
+            n as f64 / t
+        );
         app.shutdown().await;
 
         // 3. Handler runs: ingest a backlog, then time the workers draining it.
@@ -119,11 +147,20 @@ fn main() {
         let t0 = Instant::now();
         while sent < backlog {
             let body = json!({ "batch": (sent..sent + 500).map(event).collect::<Vec<_>>() });
-            let r = client.post(format!("{base}/v1/batch")).json(&body).send().await.unwrap();
+            let r = client
+                .post(format!("{base}/v1/batch"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200);
             sent += 500;
         }
-        let mut seen = app.runs.list(&spur::run::RunFilter::default(), usize::MAX).unwrap().len() as u64;
+        let mut seen = app
+            .runs
+            .list(&spur::run::RunFilter::default(), usize::MAX)
+            .unwrap()
+            .len() as u64;
         while seen < backlog {
             match rx.recv().await {
                 Ok(_) => seen += 1,
@@ -132,7 +169,10 @@ fn main() {
             }
         }
         let t = t0.elapsed().as_secs_f64();
-        println!("handler runs (ingest + run {backlog} events, 4 workers):    {:>9.0} runs/s", backlog as f64 / t);
+        println!(
+            "handler runs (ingest + run {backlog} events, 4 workers):    {:>9.0} runs/s",
+            backlog as f64 / t
+        );
         app.shutdown().await;
     });
 }

@@ -17,6 +17,7 @@ use crate::config::{Auth, Config, Secret};
 use crate::connectors::http::HttpClient;
 use crate::connectors::recorder::Recorder;
 use crate::connectors::redact::Redactor;
+use crate::connectors::segment;
 use crate::host::Host;
 use crate::ingest::{self, IngestState};
 use crate::queue::Queue;
@@ -81,9 +82,12 @@ pub fn build_host(
 ) -> anyhow::Result<Arc<Host>> {
     let env = allowed_env(config);
     let redactor = Arc::new(redactor(config, &env));
-    let http = HttpClient::new(&config.connections, redactor, recorder)?;
+    let connections = segment::with_segment_connections(&config.connections, &config.segment);
+    let http = HttpClient::new(&connections, redactor, recorder)?;
     Ok(Arc::new(Host {
         rt,
+        segment: segment::SegmentApi::new(http.clone(), config.segment.clone()),
+        outbox: Arc::new(segment::Outbox::open(store, &config.segment)?),
         http,
         state: StateStore::new(store),
         env,
@@ -146,6 +150,8 @@ impl App {
             started: Instant::now(),
         });
         tokio::spawn(retention_loop(Arc::clone(&app)));
+        let host = &app.engine.host;
+        tokio::spawn(Arc::clone(&host.outbox).run(host.http.clone(), app.tasks.child_token()));
         Ok(app)
     }
 

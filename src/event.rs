@@ -103,6 +103,9 @@ pub enum Origin {
     Tracking,
     /// Already processed by Segment (Webhooks destination): times are kept.
     Delivered,
+    /// Written back to Segment by a script: validated, `timestamp` set if absent,
+    /// nothing else stamped (Segment stamps on receipt).
+    Outbound,
 }
 
 /// Request-level values that apply to every item of a batch.
@@ -160,7 +163,7 @@ pub fn normalize(
         Some(t) => t,
         None => match body.get("type") {
             Some(Value::String(s)) => match EventType::parse(s) {
-                Some(EventType::Delete) if origin == Origin::Tracking => {
+                Some(EventType::Delete) if origin != Origin::Delivered => {
                     return Err(InvalidEvent::new(
                         "invalid_type",
                         "type",
@@ -389,6 +392,12 @@ fn stamp_times(
     now: DateTime<Utc>,
 ) -> Result<(), InvalidEvent> {
     let received = format_time(now);
+    if origin == Origin::Outbound {
+        if !body.get("timestamp").is_some_and(Value::is_string) {
+            body.insert("timestamp".into(), Value::String(received));
+        }
+        return Ok(());
+    }
     if origin == Origin::Delivered {
         body.entry("receivedAt")
             .or_insert_with(|| Value::String(received.clone()));

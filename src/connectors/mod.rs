@@ -5,6 +5,7 @@
 pub mod http;
 pub mod recorder;
 pub mod redact;
+pub mod segment;
 
 use std::fmt;
 

@@ -45,12 +45,17 @@ pub struct RunCtx {
     pub signal: Option<Signal>,
     /// Print logs and calls as they happen (`spur run`, the REPL).
     pub echo: bool,
+    /// Identifies the run across retries (the job id); derived ids build on it.
+    pub run_key: String,
+    /// Effects made so far in this execution (numbers derived ids).
+    pub effects: u32,
 }
 
 impl RunCtx {
-    pub fn new(namespace: impl Into<String>, max_logs: usize) -> Self {
+    pub fn new(namespace: impl Into<String>, run_key: impl Into<String>, max_logs: usize) -> Self {
         Self {
             namespace: namespace.into(),
+            run_key: run_key.into(),
             max_logs,
             ..Self::default()
         }

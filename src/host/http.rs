@@ -268,6 +268,20 @@ pub(crate) fn call(host: &Host, req: OutboundRequest) -> Res<Map> {
     }
 }
 
+/// Prints calls as they happen when the run echoes (`spur run`, the REPL).
+pub(crate) fn echo_calls(calls: &[crate::connectors::CallRecord]) {
+    if with_run(|ctx| ctx.echo) != Some(true) {
+        return;
+    }
+    for a in calls {
+        let status = a
+            .status
+            .map_or_else(|| a.error.clone().unwrap_or_default(), |s| s.to_string());
+        let tag = if a.dry_run { " (dry run)" } else { "" };
+        println!("→ {} {} {status}{tag}", a.method, a.url);
+    }
+}
+
 /// `#{status, ok, headers, body, json}`.
 pub(crate) fn response_map(resp: OutboundResponse) -> Map {
     let mut m = Map::new();

@@ -12,6 +12,7 @@ pub mod convert;
 mod ctx;
 mod http;
 pub mod log;
+mod segment;
 mod state;
 mod util;
 
@@ -31,6 +32,8 @@ pub struct Host {
     pub rt: tokio::runtime::Handle,
     pub http: HttpClient,
     pub state: StateStore,
+    pub segment: crate::connectors::segment::SegmentApi,
+    pub outbox: Arc<crate::connectors::segment::Outbox>,
     /// Names `env::secret(name)` may read, with their values.
     pub env: BTreeMap<String, String>,
 }
@@ -40,6 +43,7 @@ pub fn register_all(engine: &mut Engine, host: &Arc<Host>) {
     log::register(engine);
     http::register(engine, host);
     state::register(engine, host);
+    segment::register(engine, host);
     util::register(engine, host);
 }
 

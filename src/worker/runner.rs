@@ -81,7 +81,11 @@ pub fn execute(deps: &WorkerDeps, lease: &Lease) -> Execution {
     };
 
     let limits = &deps.engine.limits;
-    host::begin_run(RunCtx::new(&script.name, limits.max_log_lines));
+    host::begin_run(RunCtx::new(
+        &script.name,
+        job.id.to_string(),
+        limits.max_log_lines,
+    ));
     set_deadline(Some(clock + Duration::from_millis(limits.timeout_ms)));
     let result = with_thread_engine(&set, &deps.engine, |engine| {
         handler.func.call::<Dynamic>(engine, &script.ast, args)

@@ -215,13 +215,24 @@ impl Daemon {
     /// Starts `spur serve` on `dir` (which holds `spur.toml`), waiting for its
     /// "listening" line.
     pub fn start(dir: &Path) -> Self {
+        Self::spawn(dir, "spur=warn", Stdio::inherit())
+    }
+
+    /// Starts with `RUST_LOG=rust_log`, the daemon's log going to `dir/daemon.log`.
+    pub fn start_logging(dir: &Path, rust_log: &str) -> Self {
+        let log = std::fs::File::create(dir.join("daemon.log")).expect("creating the log file");
+        Self::spawn(dir, rust_log, Stdio::from(log))
+    }
+
+    fn spawn(dir: &Path, rust_log: &str, stderr: Stdio) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_spur"))
             .arg("--config")
             .arg(dir.join("spur.toml"))
             .arg("serve")
-            .env("RUST_LOG", "spur=warn")
+            .env("RUST_LOG", rust_log)
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawning spur");
         let stdout = child.stdout.take().unwrap();
