@@ -13,6 +13,7 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
+use crate::approval::{ApprovalStore, Approvals, DecideError};
 use crate::config::{Auth, Config, Secret};
 use crate::connectors::http::HttpClient;
 use crate::connectors::recorder::Recorder;
@@ -21,7 +22,9 @@ use crate::connectors::segment;
 use crate::host::Host;
 use crate::ingest::{self, IngestState};
 use crate::queue::Queue;
+use crate::run::timers::{Due, OnDue, Timers};
 use crate::run::{DeadLetters, RunStore};
+use crate::script::pinned::Versions;
 use crate::script::{EngineOptions, Live, load_dir};
 use crate::state::StateStore;
 use crate::store::{Store, now_ms};
@@ -39,9 +42,35 @@ pub struct App {
     pub state: StateStore,
     pub engine: EngineOptions,
     pub admin_token: Secret,
+    pub approvals: Approvals,
+    pub timers: Timers,
+    pub versions: Arc<Versions>,
     workers: parking_lot::Mutex<Option<WorkerPool>>,
     tasks: CancellationToken,
     started: Instant,
+}
+
+/// What a due timer does: expire an approval, or wake a sleeping/waiting run.
+fn on_due(queue: Queue, approvals: Approvals) -> OnDue {
+    Arc::new(move |due: Due| {
+        let (queue, approvals) = (queue.clone(), approvals.clone());
+        Box::pin(async move {
+            let result = match &due.approval {
+                Some(id) => match approvals.expire(id).await {
+                    Ok(_) | Err(DecideError::AlreadyDecided { .. }) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                },
+                None => queue
+                    .resume(due.job_id, &due.key, serde_json::Value::Null)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            };
+            if let Err(e) = result {
+                tracing::error!(job = due.job_id, error = %e, "Waking a parked run failed.");
+            }
+        })
+    })
 }
 
 /// The secrets redaction must cover: the configuration's and allowed env values.
@@ -88,6 +117,8 @@ pub fn build_host(
         rt,
         segment: segment::SegmentApi::new(http.clone(), config.segment.clone()),
         outbox: Arc::new(segment::Outbox::open(store, &config.segment)?),
+        approvals: ApprovalStore::open(store)?,
+        approvals_cfg: config.approvals.clone(),
         http,
         state: StateStore::new(store),
         env,
@@ -126,13 +157,44 @@ impl App {
         let runs = RunStore::new(&store);
         let dead = DeadLetters::new(&store);
         let state = StateStore::new(&store);
+        let versions = Arc::new(Versions::open(&store)?);
+        versions.remember(&scripts.get())?;
+        let tasks = CancellationToken::new();
+        let approvals = Approvals::new(
+            engine.host.approvals.clone(),
+            queue.clone(),
+            engine.host.http.clone(),
+            config.approvals.clone(),
+        );
+        let decided = approvals.store.clone();
+        queue.set_settled_check(Arc::new(move |w| match &w.kind {
+            crate::queue::WaitKind::Approval { approval_id, .. } => decided
+                .get(approval_id)
+                .ok()
+                .flatten()
+                .filter(|a| a.status != crate::approval::Status::Pending)
+                .map(|a| a.decision()),
+            _ => None,
+        }));
+        let timers = Timers::start(
+            on_due(queue.clone(), approvals.clone()),
+            tasks.child_token(),
+        );
+        let parked = queue.waiting_jobs()?;
+        timers.add_parked(&parked);
+        let reconciled = approvals.reconcile().await?;
+        if !parked.is_empty() {
+            tracing::info!(parked = parked.len(), reconciled, "Parked runs restored.");
+        }
         let deps = Arc::new(WorkerDeps {
             queue: queue.clone(),
             scripts: Arc::clone(&scripts),
+            versions: Arc::clone(&versions),
             engine: engine.clone(),
             runs: runs.clone(),
             dead: dead.clone(),
             retry: RetryPolicy::from(&config.retry),
+            timers: timers.clone(),
         });
         let workers = WorkerPool::start(&deps, config.server.workers);
         let app = Arc::new(Self {
@@ -146,8 +208,11 @@ impl App {
             engine,
             admin_token,
             workers: parking_lot::Mutex::new(Some(workers)),
-            tasks: CancellationToken::new(),
+            tasks,
             started: Instant::now(),
+            approvals,
+            timers,
+            versions,
         });
         tokio::spawn(retention_loop(Arc::clone(&app)));
         let host = &app.engine.host;
@@ -169,9 +234,12 @@ impl App {
             dead: self.dead.clone(),
             scripts: Arc::clone(&self.scripts),
             state: self.state.clone(),
+            approvals: self.approvals.clone(),
             started: self.started,
         });
-        ingest.merge(admin)
+        ingest
+            .merge(admin)
+            .merge(crate::approval::slack::router(self.approvals.clone()))
     }
 
     /// Stops workers after their current run and flushes the store.

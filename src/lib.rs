@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod api_error;
 pub mod app;
+pub mod approval;
 pub mod cli;
 pub mod config;
 pub mod connectors;
@@ -18,6 +19,7 @@ pub mod host;
 pub mod ingest;
 pub mod queue;
 pub mod run;
+pub mod schedule;
 pub mod script;
 pub mod state;
 pub mod store;

@@ -61,19 +61,33 @@ async fn runs_of_one_user_start_in_order_and_never_overlap() {
     assert!(overlapped_across_users, "different users ran in parallel");
 }
 
+/// A service that answers `{"ready": false}` to the first `n` reads.
+async fn ready_after(n: usize) -> spur::testing::FakeHttp {
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    spur::testing::FakeHttp::start(move |_| {
+        let k = hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        spur::testing::Reply::json(200, &json!({ "ready": k > n, "n": k }))
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_with_backoff_and_never_reruns_succeeded_handlers() {
+    let fake = ready_after(2).await;
     let t = TestApp::builder()
         .script(
             "flaky.rhai",
-            r#"
-            on_track("Flaky", |e| {
-                let n = state::incr("flaky");
-                if n < 3 { throw `not yet (${n})`; }
+            &format!(
+                r#"
+            on_track("Flaky", |e| {{
+                let r = http::get("{}/ready").json;
+                if !r.ready {{ throw `not yet (${{r.n}})`; }}
                 log::info("done");
-            });
-            on_track("Flaky", |e| { log::info("steady"); });
+            }});
+            on_track("Flaky", |e| {{ log::info("steady"); }});
             "#,
+                fake.base_url
+            ),
         )
         .config("[retry]\nbase_ms = 20\nmax_attempts = 4")
         .start()
@@ -100,6 +114,11 @@ async fn retries_with_backoff_and_never_reruns_succeeded_handlers() {
     );
     assert_eq!(flaky[0].error.as_ref().unwrap().message, "not yet (1)");
     assert_eq!(flaky[0].error.as_ref().unwrap().line, Some(4));
+    assert_eq!(
+        flaky[1].error.as_ref().unwrap().message,
+        "not yet (2)",
+        "reads run live on every attempt"
+    );
     assert!(flaky[0].next_attempt_at.is_some());
     assert_eq!(
         of(&runs, "on_track(Flaky)#1").len(),
@@ -110,14 +129,18 @@ async fn retries_with_backoff_and_never_reruns_succeeded_handlers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skip_fail_and_dead_letters_with_replay() {
+    let fake = ready_after(2).await;
     let t = TestApp::builder()
         .script(
             "outcomes.rhai",
-            r#"
-            on_track("Skip", |e| { skip("not for us"); });
-            on_track("Fail", |e| { fail("bad payload"); });
-            on_track("Doomed", |e| { let n = state::incr("doomed"); if n <= 2 { throw "service down"; } });
+            &format!(
+                r#"
+            on_track("Skip", |e| {{ skip("not for us"); }});
+            on_track("Fail", |e| {{ fail("bad payload"); }});
+            on_track("Doomed", |e| {{ if !http::get("{}/up").json.ready {{ throw "service down"; }} }});
             "#,
+                fake.base_url
+            ),
         )
         .config("[retry]\nbase_ms = 10\nmax_attempts = 2")
         .start()
@@ -258,4 +281,29 @@ async fn admin_api_needs_the_token_and_filters_runs() {
         .admin_get(&format!("/api/runs?after={}&wait=100ms", id + 1000))
         .await;
     assert_eq!((status, later["runs"].as_array().unwrap().len()), (200, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caught_fail_does_not_decide_a_later_error() {
+    let t = TestApp::builder()
+        .script(
+            "caught.rhai",
+            r#"on_track(|e| {
+                try { fail("first problem"); } catch (err) { log::info(`caught: ${err}`); }
+                throw "second problem";
+            });"#,
+        )
+        .config("[retry]\nmax_attempts = 1")
+        .start()
+        .await;
+    t.post("/v1/track", &json!({"userId": "u", "event": "E"}))
+        .await;
+    let runs = t.wait_run_count(1, 10).await;
+    assert_eq!(runs[0].logs[0].message, "caught: failed: first problem");
+    assert_eq!(
+        runs[0].status,
+        RunStatus::Dead,
+        "the error that ended the run was retryable"
+    );
+    assert_eq!(runs[0].error.as_ref().unwrap().message, "second problem");
 }

@@ -28,6 +28,7 @@ pub static RUNS_SKIPPED: Counter = Counter::new();
 pub static RUNS_FAILED: Counter = Counter::new();
 pub static RUNS_RETRYING: Counter = Counter::new();
 pub static RUNS_DEAD: Counter = Counter::new();
+pub static RUNS_WAITING: Counter = Counter::new();
 
 /// Counts a finished run by status.
 pub fn count_run(status: crate::run::RunStatus) {
@@ -38,6 +39,7 @@ pub fn count_run(status: crate::run::RunStatus) {
         S::Failed => RUNS_FAILED.add(1),
         S::Retrying => RUNS_RETRYING.add(1),
         S::Dead => RUNS_DEAD.add(1),
+        S::Waiting => RUNS_WAITING.add(1),
     }
 }
 
@@ -72,6 +74,7 @@ pub fn render(gauges: &[(&str, &str, u64)]) -> String {
             ("status=\"failed\"", RUNS_FAILED.get()),
             ("status=\"retrying\"", RUNS_RETRYING.get()),
             ("status=\"dead\"", RUNS_DEAD.get()),
+            ("status=\"waiting\"", RUNS_WAITING.get()),
         ],
     );
     for (name, help, v) in gauges {

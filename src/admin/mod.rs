@@ -2,6 +2,7 @@
 //! `/api/` (bearer token, compared in constant time). One router module per
 //! resource.
 
+mod approvals;
 mod auth;
 pub mod metrics;
 mod runs;
@@ -32,6 +33,7 @@ pub struct AdminState {
     pub dead: DeadLetters,
     pub scripts: Arc<Live>,
     pub state: StateStore,
+    pub approvals: crate::approval::Approvals,
     pub started: Instant,
 }
 
@@ -40,6 +42,7 @@ pub fn router(state: AdminState) -> Router {
     let api = Router::new()
         .merge(runs::router())
         .merge(scripts::router())
+        .merge(approvals::router())
         .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -47,6 +50,7 @@ pub fn router(state: AdminState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(health))
+        .merge(approvals::page_router())
         .merge(api)
         .with_state(state)
 }

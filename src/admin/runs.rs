@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::AdminState;
 use crate::api_error::ApiError;
 use crate::queue::{Job, Trigger};
-use crate::run::{RunFilter, RunStatus};
+use crate::run::{RunFilter, RunRecord, RunStatus};
 use crate::store::now_ms;
 
 pub(super) fn router() -> Router<AdminState> {
@@ -45,18 +45,10 @@ async fn list_runs(
             ApiError::bad_field(
                 "invalid_status",
                 "status",
-                format!("status {s:?} is not one of ok, skipped, failed, retrying, dead"),
+                format!("status {s:?} is not one of ok, skipped, failed, retrying, dead, waiting"),
             )
         })?),
     };
-    let filter = RunFilter {
-        status,
-        script: q.script,
-        message_id: q.message_id,
-        after: q.after,
-        before: q.before,
-    };
-    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     let wait = match q.wait.as_deref() {
         None => Duration::ZERO,
         Some(w) => w
@@ -64,23 +56,75 @@ async fn list_runs(
             .map(Duration::from_millis)
             .or_else(|_| crate::duration::parse(w))
             .map_err(|e| ApiError::bad_field("invalid_wait", "wait", e))?
-            .min(Duration::from_mins(1)),
+            .min(Duration::from_secs(60)),
     };
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     // Subscribe before the first look, so a run stored in between is not missed.
     let mut settled = st.runs.subscribe();
     let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let runs = st.runs.list(&filter, limit)?;
-        if !runs.is_empty() || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(json!({ "runs": runs })));
-        }
-        match tokio::time::timeout_at(deadline, settled.recv()).await {
-            Ok(Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
-            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) | Err(_) => {
-                return Ok(Json(json!({ "runs": st.runs.list(&filter, limit)? })));
+    if status == Some(RunStatus::Waiting) {
+        loop {
+            let runs = waiting(&st, q.script.as_deref(), q.after, limit)?;
+            if !runs.is_empty() || !next_run(&mut settled, deadline).await {
+                return Ok(Json(json!({ "runs": runs })));
             }
         }
     }
+    let filter = RunFilter {
+        status,
+        script: q.script,
+        message_id: q.message_id,
+        after: q.after,
+        before: q.before,
+    };
+    loop {
+        let runs = st.runs.list(&filter, limit)?;
+        if !runs.is_empty() || !next_run(&mut settled, deadline).await {
+            return Ok(Json(json!({ "runs": runs })));
+        }
+    }
+}
+
+/// Waits for the next stored run until `deadline`; false when the time is up.
+async fn next_run(
+    settled: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::run::RunRecord>>,
+    deadline: tokio::time::Instant,
+) -> bool {
+    use tokio::sync::broadcast::error::RecvError;
+    matches!(
+        tokio::time::timeout_at(deadline, settled.recv()).await,
+        Ok(Ok(_) | Err(RecvError::Lagged(_)))
+    )
+}
+
+/// Runs parked now (not every record that once said "waiting"), newest first.
+fn waiting(
+    st: &AdminState,
+    script: Option<&str>,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Vec<crate::run::RunRecord>, ApiError> {
+    let mut runs = Vec::new();
+    for job in st.queue.waiting_jobs()? {
+        if script.is_some_and(|s| s != job.script) {
+            continue;
+        }
+        let Some(w) = &job.waiting else { continue };
+        if after.is_some_and(|a| w.run_id <= a) {
+            continue;
+        }
+        // The record may be lost in a crash (records are flushed lazily); the job is not.
+        let mut r = st
+            .runs
+            .get(w.run_id)?
+            .unwrap_or_else(|| RunRecord::parked(&job));
+        r.status = RunStatus::Waiting;
+        r.waiting_for = Some(serde_json::to_value(w).expect("a wait serialises"));
+        runs.push(r);
+    }
+    runs.sort_by_key(|r| std::cmp::Reverse(r.id));
+    runs.truncate(limit);
+    Ok(runs)
 }
 
 async fn get_run(

@@ -1,7 +1,9 @@
 //! The command line: `spur serve`, `spur check`, … (DESIGN.md §3).
 
+mod remote;
+
 use std::collections::BTreeMap;
-use std::io::Write as _;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +48,40 @@ pub enum Command {
         /// Scripts directory (default: the configured one).
         dir: Option<PathBuf>,
     },
+    /// List and decide approval requests of a running daemon.
+    Approvals {
+        #[command(subcommand)]
+        action: ApprovalsCmd,
+        /// The daemon's URL (default: http://<server.listen>).
+        #[arg(long, global = true)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCmd {
+    /// List requests (pending by default).
+    List {
+        /// pending, approved, rejected, expired or all.
+        #[arg(long, default_value = "pending")]
+        status: String,
+    },
+    /// Approve a request.
+    Approve(Decision),
+    /// Reject a request.
+    Reject(Decision),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Decision {
+    /// The request's id (`apr_…`).
+    pub id: String,
+    /// Who decides (default: the login name).
+    #[arg(long)]
+    pub by: Option<String>,
+    /// Why.
+    #[arg(long)]
+    pub comment: Option<String>,
 }
 
 /// Entry point of the binary.
@@ -116,7 +152,81 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { dir } => check(&cfg, dir),
+        Command::Approvals { action, url } => {
+            runtime()?.block_on(approvals(&cfg, url.as_deref(), action))
+        }
     }
+}
+
+async fn approvals(
+    cfg: &Config,
+    url: Option<&str>,
+    action: ApprovalsCmd,
+) -> anyhow::Result<ExitCode> {
+    let remote = remote::Remote::new(cfg, url)?;
+    let mut out = std::io::stdout().lock();
+    match action {
+        ApprovalsCmd::List { status } => {
+            let body = remote
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/approvals?status={status}"),
+                    None,
+                )
+                .await?;
+            let list = body["approvals"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                writeln!(out, "no {status} approvals")?;
+            }
+            for a in list {
+                let who = a["decided_by"]
+                    .as_str()
+                    .map(|b| format!(" by {b}"))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{}  {}{who}  {}  {}  ({} {})",
+                    a["id"].as_str().unwrap_or_default(),
+                    a["status"].as_str().unwrap_or_default(),
+                    a["created_at"].as_str().unwrap_or_default(),
+                    a["title"].as_str().unwrap_or_default(),
+                    a["script"].as_str().unwrap_or_default(),
+                    a["handler"].as_str().unwrap_or_default(),
+                )?;
+            }
+        }
+
+        ApprovalsCmd::Approve(d) => decide(&remote, &mut out, "approve", d).await?,
+        ApprovalsCmd::Reject(d) => decide(&remote, &mut out, "reject", d).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn decide(
+    remote: &remote::Remote,
+    out: &mut impl Write,
+    verb: &str,
+    d: Decision,
+) -> anyhow::Result<()> {
+    let by =
+        d.by.or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "cli".into());
+    let body = serde_json::json!({ "by": by, "comment": d.comment });
+    let r = remote
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/approvals/{}/{verb}", d.id),
+            Some(body),
+        )
+        .await?;
+    writeln!(
+        out,
+        "{} {} by {}",
+        r["approval"]["id"].as_str().unwrap_or(&d.id),
+        r["approval"]["status"].as_str().unwrap_or(verb),
+        r["approval"]["decided_by"].as_str().unwrap_or(&by)
+    )?;
+    Ok(())
 }
 
 fn check(cfg: &Config, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {

@@ -36,6 +36,7 @@ const SECTIONS: &[&str] = &[
     "retention",
     "connections",
     "env",
+    "approvals",
 ];
 
 /// Loads the configuration: `path` if given (it must exist), else `./spur.toml` if
@@ -206,6 +207,18 @@ pub fn load_from_str(
             *slot = v;
         }
     }
+    s.finish();
+
+    let mut s = r.section(&table, "approvals");
+    if let Some(v) = s.get("slack_connection", parse_string) {
+        cfg.approvals.slack_connection = v;
+    }
+    cfg.approvals.slack_signing_secret = s.get("slack_signing_secret", parse_secret);
+    cfg.approvals.public_url = s.get("public_url", parse_url);
+    if let Some(v) = s.get("default_expires", parse_duration) {
+        cfg.approvals.default_expires = v;
+    }
+    cfg.approvals.channel = s.get("channel", parse_string);
     s.finish();
 
     let mut s = r.section(&table, "env");

@@ -31,6 +31,22 @@ pub struct Config {
     pub connections: BTreeMap<String, ConnectionConfig>,
     /// Names `env::secret(name)` may read (`[env] allow = [...]`).
     pub env_allow: Vec<String>,
+    pub approvals: ApprovalsConfig,
+}
+
+/// `[approvals]`: where people decide, and defaults of requests.
+#[derive(Debug, Clone)]
+pub struct ApprovalsConfig {
+    /// The connection that posts approval messages to Slack.
+    pub slack_connection: String,
+    /// Slack's signing secret, to verify button clicks (`/webhooks/slack/interactivity`).
+    pub slack_signing_secret: Option<Secret>,
+    /// This daemon's public URL, for links in messages (optional).
+    pub public_url: Option<String>,
+    /// How long a request waits when `expires` is not given.
+    pub default_expires: Duration,
+    /// Slack channel for approvals of connection calls (`require_approval`).
+    pub channel: Option<String>,
 }
 
 /// `[server]`: where the daemon listens and keeps its files.
@@ -179,6 +195,13 @@ impl Default for Config {
             },
             connections: BTreeMap::new(),
             env_allow: Vec::new(),
+            approvals: ApprovalsConfig {
+                slack_connection: "slack".into(),
+                slack_signing_secret: None,
+                public_url: None,
+                default_expires: Duration::from_secs(7 * 86_400),
+                channel: None,
+            },
         }
     }
 }
@@ -199,6 +222,7 @@ impl Config {
             &self.segment.profile_token,
             &self.segment.public_api_token,
             &self.admin.token,
+            &self.approvals.slack_signing_secret,
         ]
         .into_iter()
         .flatten()

@@ -273,10 +273,12 @@ impl HttpClient {
             .timeout
             .or_else(|| conn.and_then(|c| c.config.timeout_ms.map(Duration::from_millis)))
             .unwrap_or(DEFAULT_TIMEOUT);
+        // Only methods that are idempotent by definition are re-sent after a 500 or
+        // a read time-out: many services ignore Idempotency-Key (Slack, Jira, HubSpot).
         let idempotent = matches!(
             req.method,
             Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
-        ) || req.idempotency_key.is_some();
+        );
         let headers = Self::headers(&req, conn)?;
 
         let _slot = match conn.and_then(|c| c.slots.as_ref()) {

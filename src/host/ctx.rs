@@ -2,10 +2,13 @@
 //! a handler runs on a worker thread.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::connectors::CallRecord;
+use crate::queue::{Queue, Wait};
 
 /// Log levels of captured lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,22 +36,68 @@ pub enum Signal {
     Fail(String),
 }
 
+/// How waits (approvals, sleeps, `wait_for`) behave in this run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WaitMode {
+    /// A daemon run: waits park the run durably.
+    #[default]
+    Durable,
+    /// `spur run` / the REPL: sleeps return at once, `wait_for` times out, and
+    /// approvals are answered "approved" — each printed.
+    Immediate,
+}
+
+/// The journal of one durable run.
+#[derive(Clone)]
+pub struct JournalRef {
+    pub queue: Queue,
+    pub job: u64,
+}
+
 /// What belongs to one run.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RunCtx {
     /// State namespace: the script's name.
     pub namespace: String,
+    /// The script and handler (for approval records).
+    pub script: String,
+    pub handler: String,
     pub logs: Vec<LogLine>,
     pub dropped_logs: usize,
     pub max_logs: usize,
     pub calls: Vec<CallRecord>,
-    pub signal: Option<Signal>,
+    /// An explicit outcome and the exact error text that carried it: honoured only
+    /// if that error is what ended the run (a script may catch it and go on).
+    pub signal: Option<(Signal, String)>,
     /// Print logs and calls as they happen (`spur run`, the REPL).
     pub echo: bool,
-    /// Identifies the run across retries (the job id); derived ids build on it.
+    /// Identifies the run across retries and wake-ups (the job id); derived ids
+    /// (idempotency keys, write-back messageIds) build on it.
     pub run_key: String,
+    /// The run record id of this execution.
+    pub run_id: u64,
     /// Effects made so far in this execution (numbers derived ids).
     pub effects: u32,
+    /// Where effects are journaled; `None` runs them directly (dry runs).
+    pub journal: Option<JournalRef>,
+    pub wait_mode: WaitMode,
+    /// Occurrences of each effect (op + argument digest) in this execution.
+    pub occurrences: HashMap<String, u32>,
+    /// Set when the run must park; the handler is unwound.
+    pub park: Option<Wait>,
+    /// Approval decisions this execution received (shown in the run record).
+    pub decisions: Vec<Value>,
+}
+
+impl std::fmt::Debug for RunCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunCtx")
+            .field("namespace", &self.namespace)
+            .field("run_key", &self.run_key)
+            .field("logs", &self.logs.len())
+            .field("calls", &self.calls.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunCtx {

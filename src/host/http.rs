@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use rhai::{Dynamic, Engine, EvalAltResult, Map, Module, NativeCallContext};
 
+use serde_json::{Value, json};
+
 use super::convert::{to_dynamic, to_json, to_text};
 use super::ctx::with_run;
 use super::{Host, error, placed};
@@ -240,32 +242,80 @@ fn parse_request(what: &str, spec: &Map) -> Res<OutboundRequest> {
 }
 
 /// Sends `req` from a blocking worker thread and records its attempts.
-pub(crate) fn call(host: &Host, req: OutboundRequest) -> Res<Map> {
+/// Sends `req` from a blocking worker thread and records its attempts.
+///
+/// Reads (GET, HEAD, OPTIONS) run live every time. Anything else is an effect: it
+/// first waits for an approval when a `require_approval` pattern of its connection
+/// matches, then runs once per run through the journal, carrying an
+/// `Idempotency-Key` derived from the run and the effect.
+pub(crate) fn call(host: &Host, mut req: OutboundRequest) -> Res<Map> {
     if !super::in_run() {
         return Err(error(
             "http calls are only allowed inside a handler, not while a script loads",
         ));
     }
+    if matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return send(host, req).map(|v| response_dynamic(&v));
+    }
+    if let Destination::Connection { name, path } = &req.destination {
+        let method = req.method.as_str();
+        let patterns = host.http.approval_patterns(name);
+        if let Some(pattern) = super::approval::matching_pattern(patterns, method, path) {
+            let body = match &req.body {
+                Body::Json(v) => v.clone(),
+                Body::Text(t) => Value::String(t.clone()),
+                Body::Form(f) => Value::Object(
+                    f.iter()
+                        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                        .collect(),
+                ),
+                Body::None => Value::Null,
+            };
+            super::approval::require_for_call(host, name, method, path, &pattern, body)?;
+        }
+    }
+    let args = json!({
+        "method": req.method.as_str(),
+        "to": match &req.destination {
+            Destination::Url(u) => json!(u),
+            Destination::Connection { name, path } => json!([name, path]),
+        },
+        "query": req.query,
+        "body": match &req.body {
+            Body::None => Value::Null,
+            Body::Json(v) => v.clone(),
+            Body::Text(t) => Value::String(t.clone()),
+            Body::Form(f) => json!(f),
+        },
+    });
+    let v = super::journal::effect(
+        "http",
+        &args,
+        |key| {
+            req.idempotency_key = Some(super::journal::idempotency_key(key));
+            send(host, req)
+        },
+        |v| v["status"].as_u64().is_some_and(|s| s != 429 && s < 500),
+    )?;
+    Ok(response_dynamic(&v))
+}
+
+/// Sends and records; the response as JSON (`status, ok, headers, body, json`).
+fn send(host: &Host, req: OutboundRequest) -> Res<Value> {
     let deadline = crate::script::remaining().map(|d| Instant::now() + d);
     let exchange = host.rt.block_on(host.http.send(req, deadline));
-    with_run(|ctx| {
-        if ctx.echo {
-            for a in &exchange.attempts {
-                let status = a
-                    .status
-                    .map_or_else(|| "error".to_owned(), |s| s.to_string());
-                let tag = if a.dry_run { " (dry run)" } else { "" };
-                println!("→ {} {} {status}{tag}", a.method, a.url);
-            }
-        }
-        ctx.calls.extend(exchange.attempts);
-    });
+    echo_calls(&exchange.attempts);
+    with_run(|ctx| ctx.calls.extend(exchange.attempts));
     match exchange.result {
-        Ok(resp) => Ok(response_map(resp)),
+        Ok(resp) => Ok(response_json(&resp)),
         Err(e) => Err(error(
             host.http.redactor().redact(&e.to_string()).into_owned(),
         )),
     }
+}
+
+fn response_dynamic(v: &Value) -> Map {
+    to_dynamic(v).try_cast::<Map>().unwrap_or_default()
 }
 
 /// Prints calls as they happen when the run echoes (`spur run`, the REPL).
@@ -282,21 +332,18 @@ pub(crate) fn echo_calls(calls: &[crate::connectors::CallRecord]) {
     }
 }
 
-/// `#{status, ok, headers, body, json}`.
-pub(crate) fn response_map(resp: OutboundResponse) -> Map {
-    let mut m = Map::new();
-    m.insert("status".into(), Dynamic::from_int(i64::from(resp.status)));
-    m.insert("ok".into(), Dynamic::from_bool(resp.ok()));
-    let headers: Map = resp
+/// `{status, ok, headers, body, json}`: what scripts get, and what the journal keeps.
+pub(crate) fn response_json(resp: &OutboundResponse) -> Value {
+    let headers: serde_json::Map<String, Value> = resp
         .headers
         .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase().into(), Dynamic::from(v.clone())))
+        .map(|(k, v)| (k.to_ascii_lowercase(), Value::String(v.clone())))
         .collect();
-    m.insert("headers".into(), Dynamic::from_map(headers));
-    m.insert(
-        "json".into(),
-        resp.json.as_ref().map_or(Dynamic::UNIT, to_dynamic),
-    );
-    m.insert("body".into(), Dynamic::from(resp.body));
-    m
+    json!({
+        "status": resp.status,
+        "ok": resp.ok(),
+        "headers": headers,
+        "body": resp.body,
+        "json": resp.json.clone().unwrap_or(Value::Null),
+    })
 }

@@ -8,9 +8,11 @@
 //! scripts as runtime errors with a plain message (catchable), and never carry
 //! secrets.
 
+mod approval;
 pub mod convert;
 mod ctx;
 mod http;
+mod journal;
 pub mod log;
 mod segment;
 mod state;
@@ -21,7 +23,9 @@ use std::sync::Arc;
 
 use rhai::{Engine, EvalAltResult, NativeCallContext, Position};
 
-pub use ctx::{LogLevel, LogLine, RunCtx, Signal, begin_run, end_run, in_run, with_run};
+pub use ctx::{
+    JournalRef, LogLevel, LogLine, RunCtx, Signal, WaitMode, begin_run, end_run, in_run, with_run,
+};
 
 use crate::connectors::http::HttpClient;
 use crate::state::StateStore;
@@ -34,6 +38,8 @@ pub struct Host {
     pub state: StateStore,
     pub segment: crate::connectors::segment::SegmentApi,
     pub outbox: Arc<crate::connectors::segment::Outbox>,
+    pub approvals: crate::approval::ApprovalStore,
+    pub approvals_cfg: crate::config::ApprovalsConfig,
     /// Names `env::secret(name)` may read, with their values.
     pub env: BTreeMap<String, String>,
 }
@@ -44,6 +50,7 @@ pub fn register_all(engine: &mut Engine, host: &Arc<Host>) {
     http::register(engine, host);
     state::register(engine, host);
     segment::register(engine, host);
+    approval::register(engine, host);
     util::register(engine, host);
 }
 
@@ -53,6 +60,13 @@ pub fn error(message: impl Into<String>) -> Box<EvalAltResult> {
         message.into().into(),
         Position::NONE,
     ))
+}
+
+/// An error that ends the run with `signal` (skipped or failed) if the script does
+/// not catch it.
+pub(crate) fn outcome(signal: Signal, text: String) -> Box<EvalAltResult> {
+    with_run(|ctx| ctx.signal = Some((signal, text.clone())));
+    error(text)
 }
 
 /// Places a host error at the script's call site: rhai leaves errors of

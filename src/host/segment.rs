@@ -46,7 +46,7 @@ fn connector_error(host: &Host, what: &str, e: &ConnectorError) -> Box<EvalAltRe
         && s.status != 429
         && s.status != 408
     {
-        with_run(|ctx| ctx.signal = Some(Signal::Fail(msg.clone())));
+        return super::outcome(Signal::Fail(msg.clone()), msg);
     }
     error(msg)
 }
@@ -55,8 +55,22 @@ fn record_calls(calls: Vec<crate::connectors::CallRecord>) {
     with_run(|ctx| ctx.calls.extend(calls));
 }
 
-/// Builds, validates and queues one write-back message; returns its `messageId`.
+/// Queues one write-back message once per run (journaled); returns its `messageId`.
 fn write(host: &Host, kind: EventType, msg: &Map) -> Res<String> {
+    let what = format!("segment::{kind}");
+    let args =
+        to_json(&Dynamic::from_map(msg.clone())).map_err(|e| error(format!("{what}: {e}")))?;
+    let v = super::journal::effect(
+        &format!("segment.{kind}"),
+        &args,
+        |_| write_now(host, kind, msg).map(Value::String),
+        |_| true,
+    )?;
+    Ok(v.as_str().unwrap_or_default().to_owned())
+}
+
+/// Builds, validates and queues one write-back message; returns its `messageId`.
+fn write_now(host: &Host, kind: EventType, msg: &Map) -> Res<String> {
     let what = format!("segment::{kind}");
     in_run(&what)?;
     let Value::Object(mut body) =
@@ -86,8 +100,7 @@ fn write(host: &Host, kind: EventType, msg: &Map) -> Res<String> {
     )
     .map_err(|e| {
         let msg = format!("{what}: {e}");
-        with_run(|ctx| ctx.signal = Some(Signal::Fail(msg.clone())));
-        error(msg)
+        super::outcome(Signal::Fail(msg.clone()), msg)
     })?;
     let message = Value::Object(event.body);
     if host.http.is_dry_run() {
@@ -186,18 +199,44 @@ fn public(
     body: Option<Value>,
     list: Option<&'static str>,
 ) -> Res<Dynamic> {
-    read(host, what, move |api, d| async move {
-        let mut calls = Vec::new();
-        let call = segment::PublicCall {
-            method,
-            path,
-            query,
-            body,
-            list,
-        };
-        let r = api.public(call, d, &mut calls).await;
-        (r.map(Some), calls)
-    })
+    let call = segment::PublicCall {
+        method: method.clone(),
+        path: path.clone(),
+        query,
+        body: body.clone(),
+        list,
+    };
+    let fetch = move || {
+        read(host, what, move |api, d| async move {
+            let mut calls = Vec::new();
+            let r = api.public(call, d, &mut calls).await;
+            (r.map(Some), calls)
+        })
+    };
+    if method == Method::GET {
+        return fetch();
+    }
+    // A change (regulation, tracking-plan rules): approval gate, then once per run.
+    in_run(what)?;
+    let patterns = host.http.approval_patterns(segment::PUBLIC);
+    if let Some(pattern) = super::approval::matching_pattern(patterns, method.as_str(), &path) {
+        super::approval::require_for_call(
+            host,
+            segment::PUBLIC,
+            method.as_str(),
+            &path,
+            &pattern,
+            body.clone().unwrap_or(Value::Null),
+        )?;
+    }
+    let args = json!({ "method": method.as_str(), "path": path, "body": body });
+    let v = super::journal::effect(
+        "segment.public",
+        &args,
+        |_| fetch().and_then(|d| to_json(&d).map_err(|e| error(format!("{what}: {e}")))),
+        |_| true,
+    )?;
+    Ok(to_dynamic(&v))
 }
 
 fn query_of(opts: &serde_json::Map<String, Value>, skip: &[&str]) -> Vec<(String, String)> {

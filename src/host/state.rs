@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Module, NativeCallContext};
 
+use serde_json::{Value, json};
+
 use super::convert::{to_dynamic, to_json, to_text};
 use super::ctx::with_run;
 use super::{Host, error, placed};
@@ -50,6 +52,27 @@ fn json_of(what: &str, v: &Dynamic) -> Res<serde_json::Value> {
     to_json(v).map_err(|e| error(format!("{what}: {e}")))
 }
 
+/// A state write is an effect: journaled, so a re-execution of the run does not
+/// apply it twice (an `incr` returns the value it returned the first time).
+fn write(op: &str, args: Value, perform: impl FnOnce() -> Res<Value>) -> Res<Value> {
+    super::journal::effect(op, &args, |_| perform(), |_| true)
+}
+
+fn number(what: &str, v: &Dynamic) -> Res<serde_json::Number> {
+    match json_of(what, v)? {
+        Value::Number(n) => Ok(n),
+        other => Err(error(format!("{what}: `by` must be a number, got {other}"))),
+    }
+}
+
+fn optional(what: &str, v: &Dynamic) -> Res<Option<Value>> {
+    if v.is_unit() {
+        Ok(None)
+    } else {
+        json_of(what, v).map(Some)
+    }
+}
+
 fn module(host: &Arc<Host>, shared: bool) -> Module {
     let mut m = Module::new();
     let st = || host.state.clone();
@@ -69,87 +92,80 @@ fn module(host: &Arc<Host>, shared: bool) -> Module {
                 .map(|v| v.as_ref().map_or(default, to_dynamic))
         },
     );
-    let s = st();
-    m.set_native_fn(
-        "set",
-        move |ctx: NativeCallContext, key: Dynamic, value: Dynamic| {
-            placed(
-                &ctx,
-                (|| {
-                    let v = json_of("state::set", &value)?;
-                    s.set(&ns()?, &to_text(&key), v, None).map_err(fail)
-                })(),
-            )
-        },
-    );
-    let s = st();
-    m.set_native_fn(
-        "set",
-        move |ctx: NativeCallContext, key: Dynamic, value: Dynamic, ttl: Dynamic| {
-            placed(
-                &ctx,
-                (|| {
-                    let v = json_of("state::set", &value)?;
-                    s.set(&ns()?, &to_text(&key), v, ttl_of(&ttl)?)
-                        .map_err(fail)
-                })(),
-            )
-        },
-    );
+    for with_ttl in [false, true] {
+        let s = st();
+        let set = move |ctx: NativeCallContext, key: Dynamic, value: Dynamic, ttl: Dynamic| {
+            let r = (|| {
+                let (ns, key) = (ns()?, to_text(&key));
+                let v = json_of("state::set", &value)?;
+                let ttl = ttl_of(&ttl)?;
+                let args = json!(["set", ns, key, v, ttl.map(|t| t.as_millis() as u64)]);
+                write("state.set", args, || {
+                    s.set(&ns, &key, v, ttl).map(|()| Value::Null).map_err(fail)
+                })
+            })();
+            placed(&ctx, r).map(|_| ())
+        };
+        if with_ttl {
+            m.set_native_fn("set", set);
+        } else {
+            m.set_native_fn(
+                "set",
+                move |ctx: NativeCallContext, key: Dynamic, value: Dynamic| {
+                    set(ctx, key, value, Dynamic::UNIT)
+                },
+            );
+        }
+    }
     let s = st();
     m.set_native_fn("del", move |ctx: NativeCallContext, key: Dynamic| {
-        placed(&ctx, s.del(&ns()?, &to_text(&key)).map_err(fail))
+        let r = (|| {
+            let (ns, key) = (ns()?, to_text(&key));
+            write("state.del", json!([ns, key]), || {
+                s.del(&ns, &key).map(Value::Bool).map_err(fail)
+            })
+        })();
+        placed(&ctx, r).map(|v| v.as_bool().unwrap_or(false))
     });
-    let s = st();
-    m.set_native_fn("incr", move |ctx: NativeCallContext, key: Dynamic| {
-        placed(
-            &ctx,
-            s.incr(&ns()?, &to_text(&key), &1.into()).map_err(fail),
-        )
-        .map(|v| to_dynamic(&v))
-    });
-    let s = st();
-    m.set_native_fn(
-        "incr",
-        move |ctx: NativeCallContext, key: Dynamic, by: Dynamic| {
-            placed(
-                &ctx,
-                (|| {
-                    let by = match json_of("state::incr", &by)? {
-                        serde_json::Value::Number(n) => n,
-                        other => {
-                            return Err(error(format!(
-                                "state::incr: `by` must be a number, got {other}"
-                            )));
-                        }
-                    };
-                    s.incr(&ns()?, &to_text(&key), &by).map_err(fail)
-                })(),
-            )
-            .map(|v| to_dynamic(&v))
-        },
-    );
+    for with_by in [false, true] {
+        let s = st();
+        let incr = move |ctx: NativeCallContext, key: Dynamic, by: Dynamic| {
+            let r = (|| {
+                let (ns, key) = (ns()?, to_text(&key));
+                let by = if by.is_unit() {
+                    1.into()
+                } else {
+                    number("state::incr", &by)?
+                };
+                write("state.incr", json!([ns, key, by]), || {
+                    s.incr(&ns, &key, &by).map_err(fail)
+                })
+            })();
+            placed(&ctx, r).map(|v| to_dynamic(&v))
+        };
+        if with_by {
+            m.set_native_fn("incr", incr);
+        } else {
+            m.set_native_fn("incr", move |ctx: NativeCallContext, key: Dynamic| {
+                incr(ctx, key, Dynamic::UNIT)
+            });
+        }
+    }
     let s = st();
     m.set_native_fn(
         "cas",
         move |ctx: NativeCallContext, key: Dynamic, old: Dynamic, new: Dynamic| {
-            placed(
-                &ctx,
-                (|| {
-                    let old = if old.is_unit() {
-                        None
-                    } else {
-                        Some(json_of("state::cas", &old)?)
-                    };
-                    let new = if new.is_unit() {
-                        None
-                    } else {
-                        Some(json_of("state::cas", &new)?)
-                    };
-                    s.cas(&ns()?, &to_text(&key), old.as_ref(), new, None)
+            let r = (|| {
+                let (ns, key) = (ns()?, to_text(&key));
+                let (old, new) = (optional("state::cas", &old)?, optional("state::cas", &new)?);
+                let args = json!([ns, key, old, new]);
+                write("state.cas", args, || {
+                    s.cas(&ns, &key, old.as_ref(), new, None)
+                        .map(Value::Bool)
                         .map_err(fail)
-                })(),
-            )
+                })
+            })();
+            placed(&ctx, r).map(|v| v.as_bool().unwrap_or(false))
         },
     );
     let s = st();

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
 use rhai::{Dynamic, Engine, EvalAltResult, Module, NativeCallContext};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::convert::{to_dynamic, to_json, to_text};
-use super::ctx::{Signal, with_run};
+use super::ctx::Signal;
 use super::{Host, error, placed};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
@@ -19,8 +20,20 @@ fn signal(sig: Signal) -> Box<EvalAltResult> {
         Signal::Skip(why) => format!("skipped: {why}"),
         Signal::Fail(why) => format!("failed: {why}"),
     };
-    with_run(|ctx| ctx.signal = Some(sig));
-    error(text)
+    super::outcome(sig, text)
+}
+
+/// A value that differs per execution (clock, random), journaled by occurrence so a
+/// re-execution sees the same one.
+fn once(op: &str, make: impl FnOnce() -> serde_json::Value) -> Res<serde_json::Value> {
+    super::journal::value(op, make)
+}
+
+fn uuid_once() -> String {
+    once("uuid", || json!(uuid::Uuid::new_v4().to_string()))
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
@@ -33,7 +46,7 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_fn("fail", |why: &str| -> Res<()> {
         Err(signal(Signal::Fail(why.into())))
     });
-    engine.register_fn("uuid", || uuid::Uuid::new_v4().to_string());
+    engine.register_fn("uuid", uuid_once);
 
     let mut json = Module::new();
     json.set_native_fn(
@@ -76,8 +89,21 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_static_module("json", json.into());
 
     let mut time = Module::new();
-    time.set_native_fn("now", || Ok(crate::event::format_time(chrono::Utc::now())));
-    time.set_native_fn("unix_ms", || Ok(chrono::Utc::now().timestamp_millis()));
+    time.set_native_fn("now", || {
+        let v = once("time.now", || {
+            json!(crate::event::format_time(chrono::Utc::now()))
+        })?;
+        Ok(v.as_str().unwrap_or_default().to_owned())
+    });
+    time.set_native_fn("unix_ms", || {
+        let v = once("time.unix_ms", || {
+            json!(chrono::Utc::now().timestamp_millis())
+        })?;
+        Ok(v.as_i64().unwrap_or_default())
+    });
+    time.set_native_fn("sleep", |ctx: NativeCallContext, d: Dynamic| {
+        placed(&ctx, super::approval::sleep(&d))
+    });
     time.set_native_fn("parse", |ctx: NativeCallContext, text: &str| {
         let parsed = crate::event::parse_time(text)
             .map(|t| t.timestamp_millis())
@@ -120,7 +146,7 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
             )
         },
     );
-    crypto.set_native_fn("uuid", || Ok(uuid::Uuid::new_v4().to_string()));
+    crypto.set_native_fn("uuid", || Ok(uuid_once()));
     engine.register_static_module("crypto", crypto.into());
 
     let mut env = Module::new();

@@ -20,6 +20,51 @@ pub struct Job {
     pub attempt: u32,
     pub not_before_ms: i64,
     pub created_ms: i64,
+    /// The script version (source hash) the run started on; it keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
+    /// Times the run was woken from a wait.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wakeups: u32,
+    /// Set while the run is parked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Wait>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What a parked run waits for; its wake-up journals a result under `key`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Wait {
+    /// The journal key of the waiting effect.
+    pub key: String,
+    #[serde(flatten)]
+    pub kind: WaitKind,
+    /// When a timer ends the wait (sleep end, `wait_for` time-out, approval expiry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at_ms: Option<i64>,
+    pub since_ms: i64,
+    /// The run record of the execution that parked.
+    pub run_id: u64,
+}
+
+/// The kinds of waits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "for", rename_all = "snake_case")]
+pub enum WaitKind {
+    /// A human decision on approval `approval_id`.
+    Approval { approval_id: String, title: String },
+    /// `time::sleep`: only the timer.
+    Sleep,
+    /// `wait_for`: the first event after `since_seq` matching `filter`, or the timer.
+    Event {
+        filter: Map<String, Value>,
+        #[serde(default)]
+        since_seq: u64,
+    },
 }
 
 /// What made the job.

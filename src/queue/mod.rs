@@ -1,51 +1,55 @@
-//! The durable job queue: the event log, `messageId` dedup, jobs, and the run order.
+//! The durable job queue: the event log, `messageId` dedup, jobs, parked runs and
+//! their effect journal, and the run order.
 //!
-//! Layout (one sled tree, so a single batch commits an event, its dedup entry and
-//! its jobs atomically; a crash keeps all of them or none):
+//! Layout (one sled tree, so one batch commits an event, its dedup entry and its
+//! jobs — or a wake-up's journal entry and the job's new state — atomically; a crash
+//! keeps all of it or none):
 //!
 //! | key | value |
 //! | --- | --- |
 //! | `e` + seq (u64 BE) | received ms (i64 BE) + the event's JSON |
 //! | `d` + generation (u32 BE) + messageId | seq |
-//! | `j` + job id (u64 BE) | the [`Job`] as JSON |
+//! | `j` + job id (u64 BE) | the [`Job`] as JSON (with its [`Wait`] while parked) |
+//! | `r` + job id + effect key | the effect's journaled result (JSON) |
 //!
-//! Accepting events goes through one writer thread: it drains every request that
-//! arrived while the previous round was being flushed, checks dedup, matches each
-//! new event against the handler table ([`Dispatch`]), applies one batch, then asks
-//! for one shared fsync; only after it do the HTTP answers go out and the new jobs
-//! reach the scheduler. Dedup is kept for two generations of 24 h each, so a
-//! duplicate within 24 h is always caught.
+//! Writes that decide what runs next go through one writer thread (`writer.rs`):
+//! accepting events (dedup, dispatch to handlers, matching parked `wait_for`s),
+//! enqueueing, parking and waking runs. It drains every request that arrived while
+//! the previous round was being flushed, applies one batch and asks for one shared
+//! fsync; answers go out and jobs reach the scheduler only after it. Dedup is kept
+//! for two generations of 24 h each, so a duplicate within 24 h is always caught.
 //!
-//! Backends: this sled queue is the only one today; a NATS `JetStream` backend for
+//! Backends: this sled queue is the only one today; a NATS JetStream backend for
 //! scale-out (DESIGN.md §8) would sit beside it behind a trait extracted then.
 
 mod job;
 mod scheduler;
+mod waits;
+mod writer;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
-use std::thread;
 
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
-pub use job::{Job, Lease, StoredEvent, Target, Trigger};
+pub use job::{Job, Lease, StoredEvent, Target, Trigger, Wait, WaitKind};
 pub use scheduler::SchedulerStats;
+pub use waits::matches as wait_matches;
 
 use crate::event::Event;
 use crate::store::{Store, StoreError, id_key, key_id, now_ms};
 use scheduler::Scheduler;
+use writer::WriteCmd;
 
 const EVENT: u8 = b'e';
 const DEDUP: u8 = b'd';
 const JOB: u8 = b'j';
+const JOURNAL: u8 = b'r';
 const META_DEDUP_GEN: &[u8] = b"dedup_generation";
 const META_DEDUP_ROTATED: &[u8] = b"dedup_rotated_ms";
 const DEDUP_GENERATION_MS: i64 = 24 * 3600 * 1000;
-/// Requests drained into one writer round at most.
-const MAX_ROUND: usize = 512;
 
 /// Errors of the queue.
 #[derive(Debug, thiserror::Error)]
@@ -109,21 +113,11 @@ pub struct IngestReceipt {
 /// How a leased job ends.
 #[derive(Debug, Clone, Copy)]
 pub enum Settle {
-    /// Finished (ok, skipped, failed or dead): the job is removed.
-    Done,
+    /// Finished: the job is removed; its journal too unless `keep_journal` (a dead
+    /// letter keeps it, so a replay does not repeat effects that succeeded).
+    Done { keep_journal: bool },
     /// Run again at `at_ms`, counting one more attempt.
     Retry { at_ms: i64 },
-}
-
-enum WriteCmd {
-    Ingest {
-        events: Vec<PreparedEvent>,
-        reply: tokio::sync::oneshot::Sender<Result<IngestReceipt, QueueError>>,
-    },
-    Enqueue {
-        jobs: Vec<Job>,
-        reply: Box<dyn FnOnce(Result<Vec<u64>, QueueError>) + Send>,
-    },
 }
 
 /// The queue; cheap to clone.
@@ -137,10 +131,18 @@ struct Inner {
     sched: Scheduler,
     tx: Mutex<Option<mpsc::Sender<WriteCmd>>>,
     dedup_gen: AtomicU32,
+    settled_waits: Mutex<Option<SettledCheck>>,
 }
 
+/// Tells whether a wait is already over when its run parks (e.g. the approval was
+/// decided between its creation and the park): its result, to wake at once.
+pub type SettledCheck = Arc<dyn Fn(&Wait) -> Option<Value> + Send + Sync>;
+
+type Reply<T> = Box<dyn FnOnce(Result<T, QueueError>) + Send>;
+
 impl Queue {
-    /// Opens the queue on `store`, reloading every pending job.
+    /// Opens the queue on `store`, reloading every pending job (parked runs stay
+    /// parked, their `wait_for`s re-indexed).
     ///
     /// # Errors
     /// When the store cannot be read or a stored job is corrupt.
@@ -164,40 +166,54 @@ impl Queue {
             sched: Scheduler::default(),
             tx: Mutex::new(Some(tx)),
             dedup_gen: AtomicU32::new(generation),
+            settled_waits: Mutex::new(None),
         });
-        let mut pending = Vec::new();
-        for item in inner.store.queue_tree().scan_prefix([JOB]) {
-            let (key, value) = item.map_err(StoreError::from)?;
-            let job: Job = serde_json::from_slice(&value).map_err(|e| QueueError::Corrupt {
-                id: key_id(&key),
-                reason: e.to_string(),
-            })?;
-            pending.push(Lease { job, event: None });
+        let mut ready = Vec::new();
+        let mut parked = Vec::new();
+        for job in all_jobs(inner.store.queue_tree())? {
+            if job.waiting.is_some() {
+                parked.push(job);
+            } else {
+                ready.push(Lease { job, event: None });
+            }
         }
-        if !pending.is_empty() {
-            tracing::info!(jobs = pending.len(), "Recovered pending jobs.");
+        if !ready.is_empty() || !parked.is_empty() {
+            tracing::info!(
+                ready = ready.len(),
+                parked = parked.len(),
+                "Recovered pending jobs."
+            );
         }
-        inner.sched.push_all(pending);
-        let writer = Arc::clone(&inner);
-        thread::Builder::new()
-            .name("spur-writer".into())
-            .spawn(move || writer_loop(&writer, &rx, dispatch.as_ref()))
-            .expect("spawning the writer thread must succeed at start-up");
+        inner.sched.push_all(ready);
+        writer::start(Arc::clone(&inner), rx, dispatch, &parked);
         Ok(Self { inner })
     }
 
-    /// Stores `events` durably (deduplicated by `messageId`) and queues their jobs.
-    /// Returns once everything accepted is on disk.
+    fn send(&self, cmd: WriteCmd) -> Result<(), QueueError> {
+        let guard = self.inner.tx.lock();
+        let tx = guard.as_ref().ok_or(QueueError::Closed)?;
+        tx.send(cmd).map_err(|_| QueueError::Closed)
+    }
+
+    /// Stores `events` durably (deduplicated by `messageId`) and queues their jobs;
+    /// wakes parked runs whose `wait_for` an event matches. Returns once everything
+    /// accepted is on disk.
     ///
     /// # Errors
     /// When the store fails or the queue is shut down.
     pub async fn ingest(&self, events: Vec<PreparedEvent>) -> Result<IngestReceipt, QueueError> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.send(WriteCmd::Ingest { events, reply })?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(WriteCmd::Ingest {
+            events,
+            reply: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })?;
         rx.await.map_err(|_| QueueError::Closed)?
     }
 
-    /// Stores `jobs` durably (ids are assigned) and queues them.
+    /// Stores `jobs` durably and queues them. A job with id 0 gets a fresh id; a
+    /// job with an id keeps it (a replay keeps its journal).
     ///
     /// # Errors
     /// When the store fails or the queue is shut down.
@@ -217,20 +233,23 @@ impl Queue {
     /// # Errors
     /// When the store fails or the queue is shut down.
     pub fn enqueue_blocking(&self, jobs: Vec<Job>) -> Result<Vec<u64>, QueueError> {
+        self.blocking(|reply| WriteCmd::Enqueue { jobs, reply })
+    }
+
+    fn blocking<T: Send + 'static>(
+        &self,
+        cmd: impl FnOnce(Reply<T>) -> WriteCmd,
+    ) -> Result<T, QueueError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.send(WriteCmd::Enqueue {
-            jobs,
-            reply: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        })?;
+        self.send(cmd(Box::new(move |r| {
+            let _ = tx.send(r);
+        })))?;
         rx.recv().map_err(|_| QueueError::Closed)?
     }
 
-    fn send(&self, cmd: WriteCmd) -> Result<(), QueueError> {
-        let guard = self.inner.tx.lock();
-        let tx = guard.as_ref().ok_or(QueueError::Closed)?;
-        tx.send(cmd).map_err(|_| QueueError::Closed)
+    /// Installs the check consulted when a run parks (see [`SettledCheck`]).
+    pub fn set_settled_check(&self, check: SettledCheck) {
+        *self.inner.settled_waits.lock() = Some(check);
     }
 
     /// Blocks until a job may run; `None` once the queue is shut down.
@@ -246,7 +265,13 @@ impl Queue {
         let tree = self.inner.store.queue_tree();
         let key = job_key(lease.job.id);
         let result = match settle {
-            Settle::Done => tree.remove(key).map(|_| ()),
+            Settle::Done { keep_journal } => tree.remove(key).map(|_| ()).and_then(|()| {
+                if keep_journal {
+                    Ok(())
+                } else {
+                    self.clear_journal(lease.job.id)
+                }
+            }),
             Settle::Retry { at_ms } => {
                 let mut job = lease.job.clone();
                 job.attempt += 1;
@@ -262,6 +287,143 @@ impl Queue {
         };
         self.inner.sched.done(lease.job.user.as_deref());
         result.map_err(|e| QueueError::Store(e.into()))
+    }
+
+    /// Parks a leased run until its `job.waiting` is resolved; frees its user's
+    /// line. Blocking; returns once the parked state is durable.
+    ///
+    /// # Errors
+    /// When the store fails or the queue is shut down.
+    pub fn park(&self, lease: &Lease, job: Job) -> Result<(), QueueError> {
+        debug_assert!(job.waiting.is_some(), "parking needs a wait");
+        let result = self.blocking(|reply| WriteCmd::Park {
+            job: Box::new(job),
+            reply,
+        });
+        self.inner.sched.done(lease.job.user.as_deref());
+        result
+    }
+
+    /// Wakes `job_id` if it is parked on `key`, journaling `result` as the waiting
+    /// effect's outcome. Returns whether it woke (false: not parked on that key, e.g.
+    /// already woken by something else).
+    ///
+    /// # Errors
+    /// When the store fails or the queue is shut down.
+    pub async fn resume(&self, job_id: u64, key: &str, result: Value) -> Result<bool, QueueError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(WriteCmd::Resume {
+            job_id,
+            key: key.to_owned(),
+            result,
+            reply: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })?;
+        rx.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// Persists a change to a leased job (its script pin); the writer never touches a
+    /// job while a worker holds it.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn update_leased(&self, job: &Job) -> Result<(), QueueError> {
+        let bytes = serde_json::to_vec(job).expect("a Job always serialises");
+        self.inner
+            .store
+            .queue_tree()
+            .insert(job_key(job.id), bytes)?;
+        Ok(())
+    }
+
+    /// A job as stored.
+    ///
+    /// # Errors
+    /// When the store fails or the record is corrupt.
+    pub fn job(&self, id: u64) -> Result<Option<Job>, QueueError> {
+        self.inner
+            .store
+            .queue_tree()
+            .get(job_key(id))?
+            .map(|v| decode_job(id, &v))
+            .transpose()
+    }
+
+    /// Every parked run.
+    ///
+    /// # Errors
+    /// When the store fails or a record is corrupt.
+    pub fn waiting_jobs(&self) -> Result<Vec<Job>, QueueError> {
+        Ok(all_jobs(self.inner.store.queue_tree())?
+            .into_iter()
+            .filter(|j| j.waiting.is_some())
+            .collect())
+    }
+
+    /// The journaled result of `job`'s effect `key`.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn journal_get(&self, job: u64, key: &str) -> Result<Option<Value>, QueueError> {
+        Ok(self
+            .inner
+            .store
+            .queue_tree()
+            .get(journal_key(job, key))?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    /// Journals `job`'s effect `key`; with `durable`, waits until it is on disk
+    /// (shared fsync, which also covers every entry journaled before). Blocking.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn journal_put(
+        &self,
+        job: u64,
+        key: &str,
+        value: &Value,
+        durable: bool,
+    ) -> Result<(), QueueError> {
+        let bytes = serde_json::to_vec(value).expect("a JSON value always serialises");
+        self.inner
+            .store
+            .queue_tree()
+            .insert(journal_key(job, key), bytes)?;
+        if durable {
+            self.inner.store.sync_blocking()?;
+        }
+        Ok(())
+    }
+
+    /// Forgets `job`'s journal (it finished).
+    fn clear_journal(&self, job: u64) -> Result<(), sled::Error> {
+        let tree = self.inner.store.queue_tree();
+        let mut prefix = vec![JOURNAL];
+        prefix.extend_from_slice(&id_key(job));
+        let mut batch = sled::Batch::default();
+        for k in tree.scan_prefix(&prefix).keys() {
+            batch.remove(k?);
+        }
+        tree.apply_batch(batch)
+    }
+
+    /// Journal entries of `job` (for inspection and tests).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn journal(&self, job: u64) -> Result<Vec<(String, Value)>, QueueError> {
+        let tree = self.inner.store.queue_tree();
+        let mut prefix = vec![JOURNAL];
+        prefix.extend_from_slice(&id_key(job));
+        let mut out = Vec::new();
+        for item in tree.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let key = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push((key, serde_json::from_slice(&v).unwrap_or(Value::Null)));
+        }
+        Ok(out)
     }
 
     /// An event of the log, if still retained.
@@ -322,14 +484,6 @@ impl Queue {
         self.inner.sched.stats()
     }
 
-    /// Pending jobs as stored (for the admin API).
-    ///
-    /// # Errors
-    /// When the store fails.
-    pub fn pending_jobs(&self) -> Result<usize, QueueError> {
-        Ok(self.inner.store.queue_tree().scan_prefix([JOB]).count())
-    }
-
     /// Deletes events older than `cutoff_ms` that no pending job needs, and dedup
     /// generations past the window. Returns the number of events removed.
     ///
@@ -337,15 +491,14 @@ impl Queue {
     /// When the store fails.
     pub fn purge(&self, cutoff_ms: i64) -> Result<usize, QueueError> {
         let tree = self.inner.store.queue_tree();
-        let mut min_live = u64::MAX;
-        for item in tree.scan_prefix([JOB]) {
-            let (_, v) = item.map_err(StoreError::from)?;
-            if let Ok(job) = serde_json::from_slice::<Job>(&v)
-                && let Trigger::Event { seq, .. } = job.trigger
-            {
-                min_live = min_live.min(seq);
-            }
-        }
+        let min_live = all_jobs(tree)?
+            .iter()
+            .filter_map(|j| match j.trigger {
+                Trigger::Event { seq, .. } => Some(seq),
+                Trigger::Schedule { .. } => None,
+            })
+            .min()
+            .unwrap_or(u64::MAX);
         let mut removed = 0;
         let mut batch = sled::Batch::default();
         for item in tree.scan_prefix([EVENT]) {
@@ -387,6 +540,22 @@ impl Queue {
     }
 }
 
+fn all_jobs(tree: &sled::Tree) -> Result<Vec<Job>, QueueError> {
+    tree.scan_prefix([JOB])
+        .map(|item| {
+            let (k, v) = item?;
+            decode_job(key_id(&k), &v)
+        })
+        .collect()
+}
+
+fn decode_job(id: u64, v: &[u8]) -> Result<Job, QueueError> {
+    serde_json::from_slice(v).map_err(|e| QueueError::Corrupt {
+        id,
+        reason: e.to_string(),
+    })
+}
+
 fn event_key(seq: u64) -> [u8; 9] {
     let mut k = [EVENT; 9];
     k[1..].copy_from_slice(&id_key(seq));
@@ -396,6 +565,14 @@ fn event_key(seq: u64) -> [u8; 9] {
 fn job_key(id: u64) -> [u8; 9] {
     let mut k = [JOB; 9];
     k[1..].copy_from_slice(&id_key(id));
+    k
+}
+
+fn journal_key(job: u64, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + key.len());
+    k.push(JOURNAL);
+    k.extend_from_slice(&id_key(job));
+    k.extend_from_slice(key.as_bytes());
     k
 }
 
@@ -425,172 +602,4 @@ fn decode_event(seq: u64, v: &[u8]) -> Result<StoredEvent, QueueError> {
         received_ms,
         body,
     })
-}
-
-fn writer_loop(inner: &Arc<Inner>, rx: &mpsc::Receiver<WriteCmd>, dispatch: &dyn Dispatch) {
-    while let Ok(first) = rx.recv() {
-        let mut cmds = vec![first];
-        while cmds.len() < MAX_ROUND {
-            match rx.try_recv() {
-                Ok(c) => cmds.push(c),
-                Err(_) => break,
-            }
-        }
-        maybe_rotate_dedup(inner);
-        round(inner, cmds, dispatch);
-    }
-}
-
-fn maybe_rotate_dedup(inner: &Inner) {
-    let meta = inner.store.meta_tree();
-    let rotated = meta
-        .get(META_DEDUP_ROTATED)
-        .ok()
-        .flatten()
-        .map_or(0, |v| key_id(&v) as i64);
-    let now = now_ms();
-    if now - rotated < DEDUP_GENERATION_MS {
-        return;
-    }
-    let next = inner.dedup_gen.load(Ordering::Acquire) + 1;
-    let ok = meta
-        .insert(META_DEDUP_GEN, &u64::from(next).to_be_bytes())
-        .and_then(|_| meta.insert(META_DEDUP_ROTATED, &now.to_be_bytes()));
-    match ok {
-        Ok(_) => inner.dedup_gen.store(next, Ordering::Release),
-        Err(e) => tracing::error!(error = %e, "Rotating the dedup generation failed."),
-    }
-}
-
-type IngestReply = tokio::sync::oneshot::Sender<Result<IngestReceipt, QueueError>>;
-type EnqueueReply = Box<dyn FnOnce(Result<Vec<u64>, QueueError>) + Send>;
-
-fn round(inner: &Arc<Inner>, cmds: Vec<WriteCmd>, dispatch: &dyn Dispatch) {
-    let tree = inner.store.queue_tree();
-    let generation = inner.dedup_gen.load(Ordering::Acquire);
-    let mut batch = sled::Batch::default();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut leases: Vec<Lease> = Vec::new();
-    let mut ingest_replies: Vec<(IngestReply, IngestReceipt)> = Vec::new();
-    let mut enqueue_replies: Vec<(EnqueueReply, Vec<u64>)> = Vec::new();
-    let now = now_ms();
-
-    let result: Result<(), QueueError> = (|| {
-        for cmd in cmds {
-            match cmd {
-                WriteCmd::Ingest { events, reply } => {
-                    let mut receipt = IngestReceipt::default();
-                    for (i, prepared) in events.into_iter().enumerate() {
-                        let id = prepared.event.message_id.as_str();
-                        if seen.contains(id) || is_duplicate(tree, generation, id)? {
-                            receipt.duplicates.push(i);
-                            continue;
-                        }
-                        seen.insert(id.to_owned());
-                        let seq = inner.store.next_id()?;
-                        batch.insert(&event_key(seq), prepared.bytes.as_slice());
-                        batch.insert(dedup_key(generation, id), &id_key(seq));
-                        receipt.accepted += 1;
-                        let targets = dispatch.targets(&prepared.event);
-                        if targets.is_empty() {
-                            continue;
-                        }
-                        let user = prepared.event.user_key().map(str::to_owned);
-                        let message_id = prepared.event.message_id.clone();
-                        let stored = Arc::new(StoredEvent {
-                            seq,
-                            received_ms: prepared.received_ms,
-                            body: prepared.event.body,
-                        });
-                        for t in targets {
-                            let job = Job {
-                                id: inner.store.next_id()?,
-                                trigger: Trigger::Event {
-                                    seq,
-                                    message_id: message_id.clone(),
-                                },
-                                script: t.script,
-                                handler: t.handler,
-                                user: user.clone(),
-                                attempt: 0,
-                                not_before_ms: now,
-                                created_ms: now,
-                            };
-                            let bytes = serde_json::to_vec(&job).expect("a Job always serialises");
-                            batch.insert(&job_key(job.id), bytes);
-                            leases.push(Lease {
-                                job,
-                                event: Some(Arc::clone(&stored)),
-                            });
-                        }
-                    }
-                    ingest_replies.push((reply, receipt));
-                }
-                WriteCmd::Enqueue { jobs, reply } => {
-                    let mut ids = Vec::with_capacity(jobs.len());
-                    for mut job in jobs {
-                        job.id = inner.store.next_id()?;
-                        if job.created_ms == 0 {
-                            job.created_ms = now;
-                        }
-                        let bytes = serde_json::to_vec(&job).expect("a Job always serialises");
-                        batch.insert(&job_key(job.id), bytes);
-                        ids.push(job.id);
-                        leases.push(Lease { job, event: None });
-                    }
-                    enqueue_replies.push((reply, ids));
-                }
-            }
-        }
-        tree.apply_batch(batch)?;
-        Ok(())
-    })();
-
-    if let Err(e) = result {
-        tracing::error!(error = %e, "Writing to the queue failed.");
-        let msg = e.to_string();
-        for (reply, _) in ingest_replies {
-            let _ = reply.send(Err(QueueError::Write(msg.clone())));
-        }
-        for (reply, _) in enqueue_replies {
-            reply(Err(QueueError::Write(msg.clone())));
-        }
-        return;
-    }
-
-    let inner = Arc::clone(inner);
-    inner.store.clone().after_sync(Box::new(move |synced| {
-        // Pushed even when the flush failed: the jobs are in the tree either way,
-        // and holding them back would only strand them until a restart.
-        inner.sched.push_all(leases);
-        for (reply, receipt) in ingest_replies {
-            let _ = reply.send(match &synced {
-                Ok(()) => Ok(receipt),
-                Err(e) => Err(QueueError::Write(e.to_string())),
-            });
-        }
-        for (reply, ids) in enqueue_replies {
-            reply(match &synced {
-                Ok(()) => Ok(ids),
-                Err(e) => Err(QueueError::Write(e.to_string())),
-            });
-        }
-    }));
-}
-
-fn is_duplicate(tree: &sled::Tree, generation: u32, id: &str) -> Result<bool, QueueError> {
-    if tree
-        .contains_key(dedup_key(generation, id))
-        .map_err(StoreError::from)?
-    {
-        return Ok(true);
-    }
-    if generation > 0
-        && tree
-            .contains_key(dedup_key(generation - 1, id))
-            .map_err(StoreError::from)?
-    {
-        return Ok(true);
-    }
-    Ok(false)
 }

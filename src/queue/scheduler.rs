@@ -205,6 +205,9 @@ mod tests {
                 attempt: 0,
                 not_before_ms,
                 created_ms: 0,
+                pinned: None,
+                wakeups: 0,
+                waiting: None,
             },
             event: None,
         }

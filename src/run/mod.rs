@@ -1,8 +1,11 @@
 //! Runs: the record every execution leaves (status, timings, logs, outbound calls,
-//! error with line and column) and dead letters, with retention.
+//! error with line and column), dead letters with retention, and the timers that
+//! wake parked runs. (The effect journal lives in the queue's tree, so a wake-up
+//! and its journal entry commit together; see `queue` and `host::journal`.)
 
 mod dead_letter;
 mod record;
+pub mod timers;
 
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use record::{RunError, RunFilter, RunRecord, RunStatus, RunStore};

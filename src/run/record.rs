@@ -24,6 +24,8 @@ pub enum RunStatus {
     Retrying,
     /// Out of attempts; dead-lettered.
     Dead,
+    /// Parked: waits for an approval, a timer or an event (`waiting_for`).
+    Waiting,
 }
 
 impl RunStatus {
@@ -34,6 +36,7 @@ impl RunStatus {
             Self::Failed => "failed",
             Self::Retrying => "retrying",
             Self::Dead => "dead",
+            Self::Waiting => "waiting",
         }
     }
 
@@ -44,6 +47,7 @@ impl RunStatus {
             "failed" => Self::Failed,
             "retrying" => Self::Retrying,
             "dead" => Self::Dead,
+            "waiting" => Self::Waiting,
             _ => return None,
         })
     }
@@ -103,6 +107,65 @@ pub struct RunRecord {
     pub next_attempt_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script_hash: Option<String>,
+    /// What the run parked on (status `waiting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<serde_json::Value>,
+    /// Approval decisions this execution received: who, when, comment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<serde_json::Value>,
+    /// Wake-ups before this execution.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub wakeups: u32,
+}
+
+impl RunRecord {
+    /// A record for a parked job whose own record was lost (a crash before sled's
+    /// lazy flush): what the job itself knows.
+    pub fn parked(job: &crate::queue::Job) -> Self {
+        let (message_id, schedule) = match &job.trigger {
+            crate::queue::Trigger::Event { message_id, .. } => (Some(message_id.clone()), None),
+            crate::queue::Trigger::Schedule { schedule, .. } => (None, Some(schedule.clone())),
+        };
+        let since = job
+            .waiting
+            .as_ref()
+            .and_then(|w| chrono::DateTime::from_timestamp_millis(w.since_ms))
+            .map(crate::event::format_time)
+            .unwrap_or_default();
+        Self {
+            id: job.waiting.as_ref().map_or(0, |w| w.run_id),
+            job_id: job.id,
+            trigger: job.trigger.name().into(),
+            script: job.script.clone(),
+            handler: job.handler.clone(),
+            message_id,
+            event_type: None,
+            event: None,
+            user: job.user.clone(),
+            schedule,
+            attempt: job.attempt + 1,
+            status: RunStatus::Waiting,
+            started_at: since.clone(),
+            finished_at: since,
+            duration_ms: 0.0,
+            queued_ms: 0.0,
+            logs: Vec::new(),
+            dropped_logs: 0,
+            calls: Vec::new(),
+            error: None,
+            reason: None,
+            next_attempt_at: None,
+            script_hash: job.pinned.clone(),
+            waiting_for: None,
+            decisions: Vec::new(),
+            wakeups: job.wakeups,
+        }
+    }
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)]

@@ -96,37 +96,40 @@ pub fn load_sources(
     let engine = build_engine(opts, &modules);
     let mut loaded = Vec::new();
     for file in scripts {
-        let label = file.path.display().to_string();
-        let mut ast = match engine.compile(&file.text) {
-            Ok(ast) => ast,
-            Err(e) => {
-                errors.push(ScriptError::from_parse(&label, &e));
-                continue;
-            }
-        };
-        ast.set_source(label.as_str());
-        registry::begin();
-        let ran = engine.run_ast(&ast);
-        let handlers = registry::finish();
-        if let Err(e) = ran {
-            errors.push(ScriptError::from_eval(&label, &e));
-            continue;
+        match compile_script(&engine, file) {
+            Ok(script) => loaded.push(Arc::new(script)),
+            Err(mut e) => errors.append(&mut e),
         }
-        let arity_errors = check_arity(&label, &ast, &handlers);
-        if !arity_errors.is_empty() {
-            errors.extend(arity_errors);
-            continue;
-        }
-        loaded.push(Arc::new(Script {
-            name: file.name,
-            path: file.path,
-            hash: hash_source(&file.text),
-            source: Arc::from(file.text),
-            ast,
-            handlers,
-        }));
     }
     ScriptSet::new(loaded, modules, module_sources, errors)
+}
+
+/// Compiles one handler script and runs its top level to collect its handlers.
+///
+/// # Errors
+/// Every problem, placed at file, line and column.
+pub fn compile_script(engine: &rhai::Engine, file: SourceFile) -> Result<Script, Vec<ScriptError>> {
+    let label = file.path.display().to_string();
+    let mut ast = engine
+        .compile(&file.text)
+        .map_err(|e| vec![ScriptError::from_parse(&label, &e)])?;
+    ast.set_source(label.as_str());
+    registry::begin();
+    let ran = engine.run_ast(&ast);
+    let handlers = registry::finish();
+    ran.map_err(|e| vec![ScriptError::from_eval(&label, &e)])?;
+    let arity_errors = check_arity(&label, &ast, &handlers);
+    if !arity_errors.is_empty() {
+        return Err(arity_errors);
+    }
+    Ok(Script {
+        name: file.name,
+        path: file.path,
+        hash: hash_source(&file.text),
+        source: Arc::from(file.text),
+        ast,
+        handlers,
+    })
 }
 
 /// The content hash runs are pinned to.

@@ -8,6 +8,7 @@
 
 mod engine;
 mod loader;
+pub mod pinned;
 mod registry;
 pub mod stdlib;
 
@@ -25,7 +26,9 @@ use serde_json::Value;
 pub use engine::{
     EngineOptions, build_engine, deadline_exceeded, remaining, set_deadline, with_thread_engine,
 };
-pub use loader::{LoadOptions, SourceFile, hash_source, load_dir, load_sources, read_dir};
+pub use loader::{
+    LoadOptions, SourceFile, compile_script, hash_source, load_dir, load_sources, read_dir,
+};
 
 use crate::event::{Event, EventType};
 use crate::queue::{Dispatch, Target};

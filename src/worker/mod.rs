@@ -2,7 +2,9 @@
 //!
 //! Workers are OS threads (handlers block on HTTP; the async runtime never waits for
 //! a script). Each thread keeps its own engine (see `script::with_thread_engine`).
-//! The run order per user comes from the queue's scheduler.
+//! The run order per user comes from the queue's scheduler. A run that waits is
+//! parked — stored with what it waits for, its timer registered — and its thread
+//! goes back to work.
 
 pub mod retry;
 mod runner;
@@ -12,8 +14,10 @@ use std::thread::JoinHandle;
 
 pub use runner::{Execution, Outcome, execute};
 
-use crate::queue::{Lease, Queue, Settle};
+use crate::queue::{Lease, Queue, Settle, Trigger};
+use crate::run::timers::{Due, Timers};
 use crate::run::{DeadLetter, DeadLetters, RunStatus, RunStore};
+use crate::script::pinned::Versions;
 use crate::script::{EngineOptions, Live};
 use retry::RetryPolicy;
 
@@ -24,10 +28,12 @@ const WORKER_STACK: usize = 16 << 20;
 pub struct WorkerDeps {
     pub queue: Queue,
     pub scripts: Arc<Live>,
+    pub versions: Arc<Versions>,
     pub engine: EngineOptions,
     pub runs: RunStore,
     pub dead: DeadLetters,
     pub retry: RetryPolicy,
+    pub timers: Timers,
 }
 
 /// The running worker threads.
@@ -60,28 +66,28 @@ impl WorkerPool {
 }
 
 fn work(deps: &WorkerDeps) {
-    while let Some(lease) = deps.queue.lease() {
-        let exec = if let Ok(e) =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(deps, &lease)))
-        {
-            e
-        } else {
+    while let Some(mut lease) = deps.queue.lease() {
+        let run =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(deps, &mut lease)));
+        let exec = run.unwrap_or_else(|_| {
             tracing::error!(job = lease.job.id, "A run panicked; it will be retried.");
             runner::panicked(deps, &lease)
-        };
+        });
         settle(deps, &lease, exec);
     }
 }
 
-/// Records the run and settles its job: ack, retry later, or dead-letter.
+/// Records the run and settles its job: ack, retry later, park, or dead-letter.
 fn settle(deps: &WorkerDeps, lease: &Lease, exec: Execution) {
     let Execution {
         mut record,
         outcome,
     } = exec;
     let attempt = record.attempt;
-    let settle = match &outcome {
-        Outcome::Ok | Outcome::Skipped(_) => Settle::Done,
+    let settle = match outcome {
+        Outcome::Ok | Outcome::Skipped(_) => Settle::Done {
+            keep_journal: false,
+        },
         Outcome::Retry(_) if deps.retry.allows_another(attempt) => {
             let at = crate::store::now_ms() + deps.retry.delay_ms(attempt) as i64;
             record.status = RunStatus::Retrying;
@@ -90,31 +96,38 @@ fn settle(deps: &WorkerDeps, lease: &Lease, exec: Execution) {
             Settle::Retry { at_ms: at }
         }
         Outcome::Retry(reason) | Outcome::Failed(reason) => {
-            if matches!(outcome, Outcome::Retry(_)) {
+            if record.status == RunStatus::Retrying {
                 record.status = RunStatus::Dead;
             }
-            let dl = DeadLetter {
-                id: lease.job.id,
-                job: lease.job.clone(),
-                event: lease.event.as_ref().map(|e| e.body.clone()).or_else(|| {
-                    match &lease.job.trigger {
-                        crate::queue::Trigger::Event { seq, .. } => {
-                            deps.queue.event(*seq).ok().flatten().map(|e| e.body)
-                        }
-                        crate::queue::Trigger::Schedule { .. } => None,
+            dead_letter(deps, lease, &record, reason);
+            Settle::Done { keep_journal: true }
+        }
+        Outcome::Park(wait) => {
+            let mut job = lease.job.clone();
+            let due = Due::of(job.id, &wait);
+            job.waiting = Some(wait);
+            match deps.queue.park(lease, job) {
+                Ok(()) => {
+                    if let Some(d) = due {
+                        deps.timers.add(d);
                     }
-                }),
-                reason: reason.clone(),
-                run_id: record.id,
-                attempts: attempt,
-                dead_at: record.finished_at.clone(),
-            };
-            if let Err(e) = deps.dead.insert(&dl) {
-                tracing::error!(job = lease.job.id, error = %e, "Storing a dead letter failed.");
+                }
+                Err(e) => {
+                    tracing::error!(job = lease.job.id, error = %e, "Parking a run failed; it will run again.");
+                }
             }
-            Settle::Done
+            // After the park, so a `waiting` record always means a parked run.
+            store_record(deps, lease, record);
+            return;
         }
     };
+    store_record(deps, lease, record);
+    if let Err(e) = deps.queue.settle(lease, settle) {
+        tracing::error!(job = lease.job.id, error = %e, "Settling a job failed; it will run again.");
+    }
+}
+
+fn store_record(deps: &WorkerDeps, lease: &Lease, record: crate::run::RunRecord) {
     tracing::debug!(
         script = %record.script,
         handler = %record.handler,
@@ -122,10 +135,31 @@ fn settle(deps: &WorkerDeps, lease: &Lease, exec: Execution) {
         ms = record.duration_ms,
         "Run finished."
     );
+    crate::admin::metrics::count_run(record.status);
     if let Err(e) = deps.runs.insert(record) {
         tracing::error!(job = lease.job.id, error = %e, "Storing a run record failed.");
     }
-    if let Err(e) = deps.queue.settle(lease, settle) {
-        tracing::error!(job = lease.job.id, error = %e, "Settling a job failed; it will run again.");
+}
+
+fn dead_letter(deps: &WorkerDeps, lease: &Lease, record: &crate::run::RunRecord, reason: String) {
+    let event = lease
+        .event
+        .as_ref()
+        .map(|e| e.body.clone())
+        .or_else(|| match &lease.job.trigger {
+            Trigger::Event { seq, .. } => deps.queue.event(*seq).ok().flatten().map(|e| e.body),
+            Trigger::Schedule { .. } => None,
+        });
+    let dl = DeadLetter {
+        id: lease.job.id,
+        job: lease.job.clone(),
+        event,
+        reason,
+        run_id: record.id,
+        attempts: record.attempt,
+        dead_at: record.finished_at.clone(),
+    };
+    if let Err(e) = deps.dead.insert(&dl) {
+        tracing::error!(job = lease.job.id, error = %e, "Storing a dead letter failed.");
     }
 }

@@ -13,21 +13,26 @@ use rhai::{Dynamic, EvalAltResult};
 
 use super::WorkerDeps;
 use crate::event::format_time;
-use crate::host::{self, RunCtx, Signal};
-use crate::queue::{Lease, StoredEvent, Trigger};
+use std::sync::Arc;
+
+use crate::host::{self, JournalRef, RunCtx, Signal};
+use crate::queue::{Lease, StoredEvent, Trigger, Wait};
 use crate::run::{RunError, RunRecord, RunStatus};
 use crate::script::{
-    HandlerKind, audience_of, computed_trait_of, describe_eval, set_deadline, with_thread_engine,
+    HandlerKind, Script, ScriptSet, audience_of, computed_trait_of, describe_eval, set_deadline,
+    with_thread_engine,
 };
 use crate::store::now_ms;
 
 /// How an execution ended, before retry policy is applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Ok,
     Skipped(String),
     Failed(String),
     Retry(String),
+    /// The run waits (approval, timer, event) and must be parked.
+    Park(Wait),
 }
 
 /// A finished execution: its record (status filled for the outcome) and outcome.
@@ -37,23 +42,21 @@ pub struct Execution {
     pub outcome: Outcome,
 }
 
-/// Runs `lease`'s handler once.
-pub fn execute(deps: &WorkerDeps, lease: &Lease) -> Execution {
-    let job = &lease.job;
+/// Runs `lease`'s handler once. On its first execution the run is pinned to the
+/// current version of its script (`lease.job.pinned`); later executions use that
+/// version even if the file changed.
+pub fn execute(deps: &WorkerDeps, lease: &mut Lease) -> Execution {
     let started_at = Utc::now();
     let clock = Instant::now();
     let mut record = blank_record(deps, lease, started_at);
-
     let set = deps.scripts.get();
-    let Some(script) = set.script(&job.script) else {
-        return finish(
-            record,
-            clock,
-            Outcome::Skipped(format!("script {:?} is no longer loaded", job.script)),
-            None,
-        );
+
+    let script = match resolve_script(deps, &set, lease) {
+        Ok(s) => s,
+        Err(why) => return finish(record, clock, Outcome::Skipped(why), None),
     };
     record.script_hash = Some(script.hash.clone());
+    let job = &lease.job;
     let Some(handler) = script.handler(&job.handler) else {
         return finish(
             record,
@@ -81,11 +84,16 @@ pub fn execute(deps: &WorkerDeps, lease: &Lease) -> Execution {
     };
 
     let limits = &deps.engine.limits;
-    host::begin_run(RunCtx::new(
-        &script.name,
-        job.id.to_string(),
-        limits.max_log_lines,
-    ));
+    let job = &lease.job;
+    let mut ctx = RunCtx::new(&script.name, job.id.to_string(), limits.max_log_lines);
+    ctx.script.clone_from(&job.script);
+    ctx.handler.clone_from(&job.handler);
+    ctx.run_id = record.id;
+    ctx.journal = Some(JournalRef {
+        queue: deps.queue.clone(),
+        job: job.id,
+    });
+    host::begin_run(ctx);
     set_deadline(Some(clock + Duration::from_millis(limits.timeout_ms)));
     let result = with_thread_engine(&set, &deps.engine, |engine| {
         handler.func.call::<Dynamic>(engine, &script.ast, args)
@@ -95,13 +103,51 @@ pub fn execute(deps: &WorkerDeps, lease: &Lease) -> Execution {
     record.logs = ctx.logs;
     record.dropped_logs = ctx.dropped_logs;
     record.calls = ctx.calls;
+    record.decisions = ctx.decisions;
 
+    // A park wins even if the script caught the unwinding error.
+    if let Some(wait) = ctx.park {
+        record.waiting_for = Some(serde_json::to_value(&wait).expect("a wait serialises"));
+        return finish(record, clock, Outcome::Park(wait), None);
+    }
     let file = script.path.display().to_string();
     let (outcome, error) = match result {
         Ok(_) => (Outcome::Ok, None),
         Err(e) => classify(&file, handler.line, &e, ctx.signal),
     };
     finish(record, clock, outcome, error)
+}
+
+/// The script version this run executes: its pinned one, or (first execution) the
+/// current one, which it is then pinned to.
+fn resolve_script(
+    deps: &WorkerDeps,
+    set: &ScriptSet,
+    lease: &mut Lease,
+) -> Result<Arc<Script>, String> {
+    let job = &mut lease.job;
+    let current = set.script(&job.script);
+    match (&job.pinned, current) {
+        (Some(h), Some(c)) if *h == c.hash => Ok(Arc::clone(c)),
+        (Some(h), _) => {
+            with_thread_engine(set, &deps.engine, |engine| deps.versions.get(h, engine)).ok_or_else(
+                || {
+                    format!(
+                        "version {h} of script {:?} is no longer available",
+                        job.script
+                    )
+                },
+            )
+        }
+        (None, Some(c)) => {
+            job.pinned = Some(c.hash.clone());
+            if let Err(e) = deps.queue.update_leased(job) {
+                tracing::warn!(job = job.id, error = %e, "Pinning the script version failed.");
+            }
+            Ok(Arc::clone(c))
+        }
+        (None, None) => Err(format!("script {:?} is no longer loaded", job.script)),
+    }
 }
 
 /// The record of a run that panicked (host bug): retried like any error.
@@ -155,6 +201,9 @@ fn blank_record(deps: &WorkerDeps, lease: &Lease, started_at: chrono::DateTime<U
         reason: None,
         next_attempt_at: None,
         script_hash: None,
+        waiting_for: None,
+        decisions: Vec::new(),
+        wakeups: job.wakeups,
     }
 }
 
@@ -171,6 +220,7 @@ fn finish(
         Outcome::Skipped(_) => RunStatus::Skipped,
         Outcome::Failed(_) => RunStatus::Failed,
         Outcome::Retry(_) => RunStatus::Retrying,
+        Outcome::Park(_) => RunStatus::Waiting,
     };
     record.reason = match &outcome {
         Outcome::Skipped(r) | Outcome::Failed(r) if !r.is_empty() => Some(r.clone()),
@@ -245,7 +295,7 @@ fn classify(
     file: &str,
     handler_line: usize,
     err: &EvalAltResult,
-    signal: Option<Signal>,
+    signal: Option<(Signal, String)>,
 ) -> (Outcome, Option<RunError>) {
     let (pos, message) = describe_eval(err, file);
     let place = |kind: &str, message: String| RunError {
@@ -255,7 +305,15 @@ fn classify(
         line: pos.line().or(Some(handler_line).filter(|l| *l > 0)),
         column: pos.position(),
     };
-    match signal {
+    let mut inner = err;
+    while let EvalAltResult::ErrorInFunctionCall(_, _, e, _)
+    | EvalAltResult::ErrorInModule(_, e, _) = inner
+    {
+        inner = e;
+    }
+    // The explicit outcome counts only if its error is the one that ended the run.
+    let ended_by = |text: &str| matches!(inner, EvalAltResult::ErrorRuntime(v, _) if v.is_string() && v.to_string() == text);
+    match signal.filter(|(_, text)| ended_by(text)).map(|(s, _)| s) {
         Some(Signal::Skip(why)) => return (Outcome::Skipped(why), None),
         Some(Signal::Fail(why)) => {
             let e = place("failed", why.clone());

@@ -1,0 +1,370 @@
+//! Approvals: a run asks a person, parks, and resumes with the decision.
+//!
+//! A request is durable (tree `approvals`) and is decided once: deciding is a
+//! compare-and-swap from `pending`, so a second decision is refused (409). When the
+//! request names `approvers`, only they may decide. Unanswered requests expire at
+//! `expires_at` and take `on_expiry` ("reject" unless asked otherwise). Every
+//! decision (who, when, comment) is kept on the request and journaled into the run,
+//! which shows it in its record.
+//!
+//! People decide through the admin API, `spur approvals`, the web page at
+//! `/approvals`, or Slack buttons (`slack.rs`).
+
+pub mod service;
+pub mod slack;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::store::{Store, StoreError};
+
+pub use service::Approvals;
+
+const TREE: &str = "approvals";
+
+/// Where a request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Approved,
+    Rejected,
+    Expired,
+}
+
+impl Status {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "approved" => Self::Approved,
+            "rejected" => Self::Rejected,
+            "expired" => Self::Expired,
+            _ => return None,
+        })
+    }
+}
+
+/// A Slack message that carries the buttons of a request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SlackMessage {
+    pub channel: String,
+    pub ts: String,
+}
+
+/// One approval request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: String,
+    /// The run (job) waiting for it and the journal key its decision goes to.
+    pub job_id: u64,
+    pub key: String,
+    pub script: String,
+    pub handler: String,
+    /// `ask` (from `approval::ask`) or `connection` (a `require_approval` call).
+    pub kind: String,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub data: Value,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    pub status: Status,
+    /// Whether an expired request counts as approved.
+    pub approve_on_expiry: bool,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackMessage>,
+}
+
+impl Approval {
+    /// What `approval::ask` returns: `#{approved, status, by, comment, data, at}`.
+    pub fn decision(&self) -> Value {
+        let approved = match self.status {
+            Status::Approved => true,
+            Status::Expired => self.approve_on_expiry,
+            Status::Rejected | Status::Pending => false,
+        };
+        json!({
+            "id": self.id,
+            "approved": approved,
+            "status": self.status,
+            "by": self.decided_by,
+            "comment": self.comment,
+            "at": self.decided_at,
+            "data": self.data,
+        })
+    }
+
+    /// Whether `who` may decide (anyone when no approvers are named).
+    pub fn allows(&self, who: &str) -> bool {
+        self.approvers.is_empty()
+            || self
+                .approvers
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(who.trim()))
+    }
+}
+
+/// Why a decision was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("no approval {0}")]
+    NotFound(String),
+    #[error("approval {id} is already {status:?}")]
+    AlreadyDecided { id: String, status: Status },
+    #[error("{who:?} may not decide approval {id} (approvers: {approvers})")]
+    NotAllowed {
+        id: String,
+        who: String,
+        approvers: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The stored requests; cheap to clone.
+#[derive(Clone)]
+pub struct ApprovalStore {
+    tree: sled::Tree,
+}
+
+impl ApprovalStore {
+    /// # Errors
+    /// When the tree cannot be opened.
+    pub fn open(store: &Store) -> Result<Self, StoreError> {
+        Ok(Self {
+            tree: store.tree(TREE)?,
+        })
+    }
+
+    /// Stores `a` unless a request with its id exists; returns the stored one and
+    /// whether it was created now.
+    ///
+    /// # Errors
+    /// On store failure.
+    pub fn create_if_absent(&self, a: &Approval) -> Result<(Approval, bool), StoreError> {
+        let bytes = serde_json::to_vec(a).expect("an approval serialises");
+        match self
+            .tree
+            .compare_and_swap(a.id.as_bytes(), None::<&[u8]>, Some(bytes))?
+        {
+            Ok(()) => Ok((a.clone(), true)),
+            Err(cas) => {
+                let current = cas.current.map(|v| decode(&a.id, &v)).transpose()?;
+                Ok((current.unwrap_or_else(|| a.clone()), false))
+            }
+        }
+    }
+
+    /// # Errors
+    /// On store failure.
+    pub fn get(&self, id: &str) -> Result<Option<Approval>, StoreError> {
+        self.tree
+            .get(id.as_bytes())?
+            .map(|v| decode(id, &v))
+            .transpose()
+    }
+
+    /// Requests, newest first, optionally of one status.
+    ///
+    /// # Errors
+    /// On store failure.
+    pub fn list(&self, status: Option<Status>) -> Result<Vec<Approval>, StoreError> {
+        let mut out = Vec::new();
+        for item in &self.tree {
+            let (k, v) = item?;
+            let a = decode(&String::from_utf8_lossy(&k), &v)?;
+            if status.is_none_or(|s| s == a.status) {
+                out.push(a);
+            }
+        }
+        out.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
+        Ok(out)
+    }
+
+    /// Applies `change` to a pending request atomically.
+    fn transition(
+        &self,
+        id: &str,
+        change: impl Fn(&mut Approval) -> Result<(), DecideError>,
+    ) -> Result<Approval, DecideError> {
+        loop {
+            let current = self.tree.get(id.as_bytes()).map_err(StoreError::from)?;
+            let Some(bytes) = current.clone() else {
+                return Err(DecideError::NotFound(id.to_owned()));
+            };
+            let mut a = decode(id, &bytes)?;
+            if a.status != Status::Pending {
+                return Err(DecideError::AlreadyDecided {
+                    id: id.to_owned(),
+                    status: a.status,
+                });
+            }
+            change(&mut a)?;
+            let next = serde_json::to_vec(&a).expect("an approval serialises");
+            if self
+                .tree
+                .compare_and_swap(id.as_bytes(), current, Some(next))
+                .map_err(StoreError::from)?
+                .is_ok()
+            {
+                return Ok(a);
+            }
+        }
+    }
+
+    /// Decides a pending request once.
+    ///
+    /// # Errors
+    /// `NotFound`, `AlreadyDecided` (HTTP 409), `NotAllowed` (403), or store failure.
+    pub fn decide(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        comment: Option<&str>,
+    ) -> Result<Approval, DecideError> {
+        self.transition(id, |a| {
+            if !a.allows(by) {
+                return Err(DecideError::NotAllowed {
+                    id: a.id.clone(),
+                    who: by.to_owned(),
+                    approvers: a.approvers.join(", "),
+                });
+            }
+            a.status = if approve {
+                Status::Approved
+            } else {
+                Status::Rejected
+            };
+            a.decided_by = Some(by.trim().to_owned());
+            a.decided_at = Some(crate::event::format_time(chrono::Utc::now()));
+            a.comment = comment.filter(|c| !c.trim().is_empty()).map(str::to_owned);
+            Ok(())
+        })
+    }
+
+    /// Expires a pending request.
+    ///
+    /// # Errors
+    /// As [`ApprovalStore::decide`].
+    pub fn expire(&self, id: &str) -> Result<Approval, DecideError> {
+        self.transition(id, |a| {
+            a.status = Status::Expired;
+            a.decided_at = Some(crate::event::format_time(chrono::Utc::now()));
+            Ok(())
+        })
+    }
+
+    /// Remembers the Slack message of a request.
+    ///
+    /// # Errors
+    /// On store failure.
+    pub fn set_slack(&self, id: &str, msg: SlackMessage) -> Result<(), StoreError> {
+        self.tree.update_and_fetch(id.as_bytes(), |old| {
+            let mut a: Approval = serde_json::from_slice(old?).ok()?;
+            a.slack = Some(msg.clone());
+            serde_json::to_vec(&a).ok()
+        })?;
+        Ok(())
+    }
+}
+
+fn decode(id: &str, v: &[u8]) -> Result<Approval, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        key: format!("approval {id}"),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(id: &str, approvers: &[&str]) -> Approval {
+        Approval {
+            id: id.into(),
+            job_id: 1,
+            key: "approval:x:1".into(),
+            script: "s".into(),
+            handler: "h".into(),
+            kind: "ask".into(),
+            title: "Delete?".into(),
+            body: None,
+            data: Value::Null,
+            approvers: approvers.iter().map(|s| (*s).to_owned()).collect(),
+            channel: None,
+            status: Status::Pending,
+            approve_on_expiry: false,
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            expires_at: None,
+            expires_ms: None,
+            decided_by: None,
+            decided_at: None,
+            comment: None,
+            slack: None,
+        }
+    }
+
+    #[test]
+    fn decided_once_and_only_by_approvers() {
+        let store = ApprovalStore::open(&Store::temporary().unwrap()).unwrap();
+        let (_, created) = store
+            .create_if_absent(&sample("a1", &["ops@example.com"]))
+            .unwrap();
+        assert!(created);
+        let (_, again) = store.create_if_absent(&sample("a1", &[])).unwrap();
+        assert!(!again, "ids are idempotent");
+        assert!(matches!(
+            store.decide("a1", true, "mallory", None),
+            Err(DecideError::NotAllowed { .. })
+        ));
+        let a = store
+            .decide("a1", true, "OPS@example.com", Some("ok"))
+            .unwrap();
+        assert_eq!(a.decision()["approved"], true);
+        assert!(matches!(
+            store.decide("a1", false, "ops@example.com", None),
+            Err(DecideError::AlreadyDecided { .. })
+        ));
+        assert!(matches!(
+            store.expire("a1"),
+            Err(DecideError::AlreadyDecided { .. })
+        ));
+        assert!(matches!(
+            store.decide("nope", true, "x", None),
+            Err(DecideError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn expiry_applies_on_expiry() {
+        let store = ApprovalStore::open(&Store::temporary().unwrap()).unwrap();
+        let mut a = sample("a2", &[]);
+        a.approve_on_expiry = true;
+        store.create_if_absent(&a).unwrap();
+        let d = store.expire("a2").unwrap().decision();
+        assert_eq!(
+            (d["approved"].as_bool(), d["status"].as_str()),
+            (Some(true), Some("expired"))
+        );
+        assert_eq!(store.list(Some(Status::Pending)).unwrap().len(), 0);
+    }
+}

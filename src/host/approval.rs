@@ -1,0 +1,420 @@
+//! Waits as plain code: `approval::ask(#{…})`, `time::sleep(duration)` and
+//! `wait_for(#{…}, timeout)`, plus the approval gate of connection calls
+//! (`require_approval`).
+//!
+//! Each is an effect of the run's journal. The first time, the run parks: the
+//! handler is unwound, the job is stored with what it waits for and no thread is
+//! held. When the decision, the timer or the matching event arrives, its result is
+//! journaled and the run executes again from the top; this time the call returns
+//! the journaled result at once (and every earlier effect returns its own).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rhai::{Dynamic, Engine, EvalAltResult, Map, Module, NativeCallContext};
+use serde_json::{Value, json};
+
+use super::convert::{to_dynamic, to_json, to_text};
+use super::ctx::{Signal, WaitMode, with_run};
+use super::journal;
+use super::{Host, error, placed};
+use crate::approval::{Approval, Status, slack};
+use crate::connectors::recorder::glob_match;
+use crate::event::format_time;
+use crate::queue::{Wait, WaitKind};
+
+type Res<T> = Result<T, Box<EvalAltResult>>;
+
+/// Longest wait accepted (sleeps, `wait_for`, approval expiry).
+const MAX_WAIT: Duration = Duration::from_secs(366 * 86_400);
+
+/// An approval request as a script or a connection gate describes it.
+pub(crate) struct Ask {
+    pub title: String,
+    pub body: Option<String>,
+    pub data: Value,
+    pub approvers: Vec<String>,
+    pub channel: Option<String>,
+    pub expires: Duration,
+    pub approve_on_expiry: bool,
+    pub kind: &'static str,
+}
+
+fn echo(line: &str) {
+    if with_run(|c| c.echo) == Some(true) {
+        println!("{line}");
+    }
+}
+
+fn park(key: String, kind: WaitKind, wake_after: Option<Duration>) -> Box<EvalAltResult> {
+    let now = chrono::Utc::now();
+    let what = match &kind {
+        WaitKind::Approval { title, .. } => format!("waiting for approval: {title}"),
+        WaitKind::Sleep => "sleeping".to_owned(),
+        WaitKind::Event { .. } => "waiting for a matching event".to_owned(),
+    };
+    with_run(|ctx| {
+        ctx.park = Some(Wait {
+            key,
+            kind,
+            wake_at_ms: wake_after.map(|d| now.timestamp_millis() + d.as_millis() as i64),
+            since_ms: now.timestamp_millis(),
+            run_id: ctx.run_id,
+        });
+    });
+    error(what)
+}
+
+/// Asks for a decision (journaled under `op` + `key_args`); returns it, or parks.
+pub(crate) fn ask(host: &Host, ask: Ask, key_args: &Value) -> Res<Value> {
+    let key = journal::next_key("approval", key_args);
+    if let Some(d) = journal::recorded(&key)? {
+        echo(&format!(
+            "approval {}: {} by {}",
+            ask.title, d["status"], d["by"]
+        ));
+        with_run(|c| c.decisions.push(d.clone()));
+        return Ok(d);
+    }
+    let Some((mode, job_id, script, handler)) = with_run(|c| {
+        (
+            c.wait_mode,
+            c.run_key.clone(),
+            c.script.clone(),
+            c.handler.clone(),
+        )
+    }) else {
+        return Err(error("approval::ask is only allowed inside a handler"));
+    };
+    if mode == WaitMode::Immediate {
+        echo(&format!(
+            "approval requested: {} (answered \"approved\" in a dry run)",
+            ask.title
+        ));
+        return Ok(json!({
+            "approved": true, "status": "approved", "by": "dry-run", "comment": null, "data": ask.data,
+        }));
+    }
+    let now = chrono::Utc::now();
+    let expires_ms = now.timestamp_millis() + ask.expires.as_millis() as i64;
+    let id = format!(
+        "apr_{job_id}_{}",
+        journal::digest(&Value::String(key.clone()))
+    );
+    let request = Approval {
+        id: id.clone(),
+        job_id: job_id.parse().unwrap_or(0),
+        key: key.clone(),
+        script,
+        handler,
+        kind: ask.kind.into(),
+        title: ask.title.clone(),
+        body: ask.body,
+        data: ask.data,
+        approvers: ask.approvers,
+        channel: ask.channel,
+        status: Status::Pending,
+        approve_on_expiry: ask.approve_on_expiry,
+        created_at: format_time(now),
+        expires_at: chrono::DateTime::from_timestamp_millis(expires_ms).map(format_time),
+        expires_ms: Some(expires_ms),
+        decided_by: None,
+        decided_at: None,
+        comment: None,
+        slack: None,
+    };
+    let (stored, created) = host
+        .approvals
+        .create_if_absent(&request)
+        .map_err(|e| error(format!("approval::ask: {e}")))?;
+    if stored.status != Status::Pending {
+        // Decided while this run was between executions: take the decision.
+        let d = stored.decision();
+        journal::record(&key, &d)?;
+        with_run(|c| c.decisions.push(d.clone()));
+        return Ok(d);
+    }
+    if created && stored.channel.is_some() {
+        let cfg = &host.approvals_cfg;
+        let sent = host.rt.block_on(slack::notify(
+            &host.http,
+            &cfg.slack_connection,
+            &stored,
+            cfg.public_url.as_deref(),
+        ));
+        match sent {
+            Ok(msg) => {
+                if let Err(e) = host.approvals.set_slack(&id, msg) {
+                    tracing::warn!(approval = %id, error = %e, "Remembering the Slack message failed.");
+                }
+            }
+            Err(e) => super::log::emit(
+                super::LogLevel::Warn,
+                &format!("approval {id}: posting to Slack failed: {e}"),
+            ),
+        }
+    }
+    let title = stored.title.clone();
+    Err(park(
+        key,
+        WaitKind::Approval {
+            approval_id: id,
+            title,
+        },
+        Some(ask.expires),
+    ))
+}
+
+/// The first `require_approval` pattern (`"METHOD path-glob"`) matching a call.
+pub(crate) fn matching_pattern(patterns: &[String], method: &str, path: &str) -> Option<String> {
+    let path = path.split('?').next().unwrap_or_default();
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    patterns
+        .iter()
+        .find(|p| {
+            let mut parts = p.split_whitespace();
+            let (Some(m), Some(glob)) = (parts.next(), parts.next()) else {
+                return false;
+            };
+            (m == "*" || m.eq_ignore_ascii_case(method)) && (glob == "*" || glob_match(glob, &path))
+        })
+        .cloned()
+}
+
+/// Holds a connection call until someone approves it; a rejection fails the run.
+pub(crate) fn require_for_call(
+    host: &Host,
+    connection: &str,
+    method: &str,
+    path: &str,
+    pattern: &str,
+    body: Value,
+) -> Res<()> {
+    let shown = serde_json::to_string_pretty(&body).unwrap_or_default();
+    let shown: String = if shown.chars().count() > 1500 {
+        format!("{}…", shown.chars().take(1500).collect::<String>())
+    } else {
+        shown
+    };
+    let data = json!({ "connection": connection, "method": method, "path": path, "body": body, "pattern": pattern });
+    let d = ask(
+        host,
+        Ask {
+            title: format!("{method} {path} on {connection}"),
+            body: (body != Value::Null).then(|| format!("```{shown}```")),
+            data: data.clone(),
+            approvers: Vec::new(),
+            channel: host.approvals_cfg.channel.clone(),
+            expires: host.approvals_cfg.default_expires,
+            approve_on_expiry: false,
+            kind: "connection",
+        },
+        &data,
+    )?;
+    if d["approved"] == Value::Bool(true) {
+        return Ok(());
+    }
+    let by = d["by"]
+        .as_str()
+        .map_or_else(|| d["status"].to_string(), |b| format!("rejected by {b}"));
+    let comment = d["comment"]
+        .as_str()
+        .map(|c| format!(": {c}"))
+        .unwrap_or_default();
+    let msg =
+        format!("{method} {path} on connection {connection} was not approved ({by}{comment})");
+    Err(super::outcome(Signal::Fail(msg.clone()), msg))
+}
+
+fn duration_of(what: &str, v: &Dynamic) -> Res<Duration> {
+    let d = if let Ok(secs) = v.as_int() {
+        Duration::from_secs(secs.max(0) as u64)
+    } else if let Ok(secs) = v.as_float() {
+        Duration::from_secs_f64(secs.max(0.0))
+    } else {
+        crate::duration::parse(&to_text(v)).map_err(|e| error(format!("{what}: {e}")))?
+    };
+    if d > MAX_WAIT {
+        return Err(error(format!(
+            "{what}: {} is longer than a year",
+            crate::duration::format(d)
+        )));
+    }
+    Ok(d)
+}
+
+/// `time::sleep(duration)`.
+pub(crate) fn sleep(v: &Dynamic) -> Res<()> {
+    let d = duration_of("time::sleep", v)?;
+    if !super::in_run() {
+        return Err(error("time::sleep is only allowed inside a handler"));
+    }
+    let key = journal::next_key("sleep", &json!(d.as_millis() as u64));
+    if journal::recorded(&key)?.is_some() || d.is_zero() {
+        return Ok(());
+    }
+    if with_run(|c| c.wait_mode) == Some(WaitMode::Immediate) {
+        echo(&format!(
+            "(sleep {} skipped in a dry run)",
+            crate::duration::format(d)
+        ));
+        return Ok(());
+    }
+    Err(park(key, WaitKind::Sleep, Some(d)))
+}
+
+/// `wait_for(#{…}, timeout)`: the first event received after the call that
+/// matches every key of the filter (dotted keys reach inside), or `()`.
+fn wait_for(filter: &Map, timeout: &Dynamic) -> Res<Dynamic> {
+    let d = duration_of("wait_for", timeout)?;
+    let Value::Object(filter) =
+        to_json(&Dynamic::from_map(filter.clone())).map_err(|e| error(format!("wait_for: {e}")))?
+    else {
+        unreachable!("a map converts to a JSON object");
+    };
+    if filter.is_empty() {
+        return Err(error(
+            "wait_for: the filter must name at least one field, e.g. #{ event: \"Project Created\", userId: e.userId }",
+        ));
+    }
+    if !super::in_run() {
+        return Err(error("wait_for is only allowed inside a handler"));
+    }
+    let key = journal::next_key(
+        "wait_for",
+        &json!({ "filter": filter, "timeout_ms": d.as_millis() as u64 }),
+    );
+    if let Some(v) = journal::recorded(&key)? {
+        return Ok(to_dynamic(&v));
+    }
+    if with_run(|c| c.wait_mode) == Some(WaitMode::Immediate) {
+        echo(&format!(
+            "(wait_for {} answered with () in a dry run)",
+            Value::Object(filter)
+        ));
+        return Ok(Dynamic::UNIT);
+    }
+    Err(park(
+        key,
+        WaitKind::Event {
+            filter,
+            since_seq: 0,
+        },
+        Some(d),
+    ))
+}
+
+fn parse_ask(host: &Host, spec: &Map) -> Res<Ask> {
+    const KEYS: &[&str] = &[
+        "title",
+        "body",
+        "data",
+        "approvers",
+        "channel",
+        "expires",
+        "on_expiry",
+    ];
+    for k in spec.keys() {
+        if !KEYS.contains(&k.as_str()) {
+            return Err(error(format!(
+                "approval::ask: unknown option `{k}` (known: {})",
+                KEYS.join(", ")
+            )));
+        }
+    }
+    let title = spec
+        .get("title")
+        .map(to_text)
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| error("approval::ask: `title` is required"))?;
+    let approvers = match spec.get("approvers") {
+        None => Vec::new(),
+        Some(v) if v.is_array() => v
+            .clone()
+            .cast::<rhai::Array>()
+            .iter()
+            .map(to_text)
+            .collect(),
+        Some(v) if v.is_string() => vec![to_text(v)],
+        Some(_) => {
+            return Err(error(
+                "approval::ask: `approvers` must be an array of names or emails",
+            ));
+        }
+    };
+    let approve_on_expiry = match spec.get("on_expiry").map(to_text).as_deref() {
+        None | Some("reject") => false,
+        Some("approve") => true,
+        Some(other) => {
+            return Err(error(format!(
+                "approval::ask: `on_expiry` must be \"reject\" or \"approve\", got {other:?}"
+            )));
+        }
+    };
+    Ok(Ask {
+        title,
+        body: spec.get("body").map(to_text),
+        data: spec
+            .get("data")
+            .map(to_json)
+            .transpose()
+            .map_err(|e| error(format!("approval::ask: data: {e}")))?
+            .unwrap_or(Value::Null),
+        approvers,
+        channel: spec.get("channel").map(to_text),
+        expires: match spec.get("expires") {
+            Some(v) => duration_of("approval::ask: expires", v)?,
+            None => host.approvals_cfg.default_expires,
+        },
+        approve_on_expiry,
+        kind: "ask",
+    })
+}
+
+pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
+    let mut m = Module::new();
+    let h = Arc::clone(host);
+    m.set_native_fn("ask", move |ctx: NativeCallContext, spec: Map| {
+        let args = to_json(&Dynamic::from_map(spec.clone()))
+            .map_err(|e| error(format!("approval::ask: {e}")));
+        let result = placed(&ctx, args).and_then(|args| {
+            let a = placed(&ctx, parse_ask(&h, &spec))?;
+            placed(&ctx, ask(&h, a, &args))
+        })?;
+        Ok(to_dynamic(&result).try_cast::<Map>().unwrap_or_default())
+    });
+    engine.register_static_module("approval", m.into());
+    engine.register_fn(
+        "wait_for",
+        |ctx: NativeCallContext, filter: Map, timeout: Dynamic| {
+            placed(&ctx, wait_for(&filter, &timeout))
+        },
+    );
+    engine.register_fn("wait_for", |ctx: NativeCallContext, filter: Map| {
+        placed(&ctx, wait_for(&filter, &Dynamic::from("30d")))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_method_and_path_glob() {
+        let p = vec![
+            "DELETE *".to_owned(),
+            "POST /crm/v3/objects/deals*".to_owned(),
+        ];
+        assert_eq!(
+            matching_pattern(&p, "DELETE", "/contacts/1").as_deref(),
+            Some("DELETE *")
+        );
+        assert!(matching_pattern(&p, "POST", "/crm/v3/objects/deals/batch?x=1").is_some());
+        assert!(matching_pattern(&p, "POST", "/crm/v3/objects/contacts").is_none());
+        assert!(matching_pattern(&p, "GET", "/crm/v3/objects/deals").is_none());
+    }
+}

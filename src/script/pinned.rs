@@ -1,0 +1,94 @@
+//! Script versions by content hash, so a run keeps the version it started on.
+//!
+//! Every loaded script's source is stored under its sha256 (tree `sources`). A run
+//! records the hash on its first execution; a later execution (a retry, a wake-up)
+//! whose script has since changed compiles that stored version instead — an edit
+//! never changes a run halfway. Compiled versions are cached.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::loader::{SourceFile, compile_script};
+use super::{Script, ScriptSet};
+use crate::store::{Store, StoreError};
+
+const TREE: &str = "sources";
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    name: String,
+    path: PathBuf,
+    text: String,
+}
+
+/// Stored script versions and their compiled forms.
+pub struct Versions {
+    tree: sled::Tree,
+    cache: Mutex<HashMap<String, Arc<Script>>>,
+}
+
+impl Versions {
+    /// # Errors
+    /// When the tree cannot be opened.
+    pub fn open(store: &Store) -> Result<Self, StoreError> {
+        Ok(Self {
+            tree: store.tree(TREE)?,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Stores the sources of every script of `set` (once per hash).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn remember(&self, set: &ScriptSet) -> Result<(), StoreError> {
+        for s in &set.scripts {
+            if self.tree.contains_key(s.hash.as_bytes())? {
+                continue;
+            }
+            let v = Stored {
+                name: s.name.clone(),
+                path: s.path.clone(),
+                text: s.source.to_string(),
+            };
+            self.tree.insert(
+                s.hash.as_bytes(),
+                serde_json::to_vec(&v).expect("a source serialises"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The script version `hash`, compiled with `engine` (the current modules).
+    /// `None` when that version is unknown or no longer compiles.
+    pub fn get(&self, hash: &str, engine: &rhai::Engine) -> Option<Arc<Script>> {
+        if let Some(s) = self.cache.lock().get(hash) {
+            return Some(Arc::clone(s));
+        }
+        let stored: Stored = serde_json::from_slice(&self.tree.get(hash.as_bytes()).ok()??).ok()?;
+        let script = match compile_script(
+            engine,
+            SourceFile {
+                name: stored.name,
+                path: stored.path,
+                text: stored.text,
+            },
+        ) {
+            Ok(s) => Arc::new(s),
+            Err(errors) => {
+                for e in errors {
+                    tracing::error!(version = %hash, error = %e, "A pinned script version no longer compiles.");
+                }
+                return None;
+            }
+        };
+        self.cache
+            .lock()
+            .insert(hash.to_owned(), Arc::clone(&script));
+        Some(script)
+    }
+}

@@ -1,0 +1,714 @@
+//! Durable runs: the effect journal (retries never repeat effects), approvals
+//! (API, Slack, expiry, connection policies), sleeps and `wait_for` — across kill -9.
+//! Run with: cargo nextest run --test durable
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Daemon, TOKEN, TestApp, base_config};
+use hmac::Mac as _;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use spur::run::{RunRecord, RunStatus};
+use spur::testing::{FakeHttp, Recorded, Reply};
+
+/// A fake that answers 200 `{"ok": true}` except that `(path, n)` in `fail_first`
+/// answers 500 to the first `n` requests on `path`; counts requests per path.
+async fn counting(
+    fail_first: &'static [(&'static str, usize)],
+) -> (FakeHttp, Arc<Mutex<HashMap<String, usize>>>) {
+    let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let c = Arc::clone(&counts);
+    let fake = FakeHttp::start(move |r| {
+        let n = {
+            let mut c = c.lock();
+            let n = c.entry(r.path.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if fail_first.iter().any(|(p, k)| *p == r.path && n <= *k) {
+            Reply::json(500, &json!({"error": "flaky"}))
+        } else {
+            Reply::json(
+                200,
+                &json!({"ok": true, "ts": "1700000000.000100", "channel": "C1"}),
+            )
+        }
+    })
+    .await;
+    (fake, counts)
+}
+
+async fn get(client: &reqwest::Client, daemon: &Daemon, path: &str) -> Value {
+    client
+        .get(format!("{}{path}", daemon.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Long-polls until `n` runs are parked on `what` (`sleep`, `event`, `approval`).
+async fn parked_on(client: &reqwest::Client, daemon: &Daemon, what: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut after = 0;
+    loop {
+        let v = get(
+            client,
+            daemon,
+            &format!("/api/runs?status=waiting&wait=5s&after={after}"),
+        )
+        .await;
+        let runs = get(client, daemon, "/api/runs?status=waiting").await;
+        let on: Vec<&Value> = runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["waiting_for"]["for"] == what)
+            .collect();
+        if on.len() >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runs never parked on {what}: {runs}"
+        );
+        after = v["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["id"].as_u64())
+            .max()
+            .unwrap_or(after);
+    }
+}
+
+fn waiting(runs: &[RunRecord]) -> bool {
+    runs.iter().any(|r| r.status == RunStatus::Waiting)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_failing_third_call_does_not_repeat_the_first_two() {
+    // A POST that got a 500 may have acted: it is not re-sent within the call; the
+    // run is retried, and that retry sends only /c again.
+    let (fake, counts) = counting(&[("/c", 1)]).await;
+    let script = format!(
+        r#"on_track("Sync", |e| {{
+            http::post("{b}/a", #{{ step: 1 }});
+            let n = state::incr("synced");
+            http::post("{b}/b", #{{ step: 2, n: n }});
+            let r = http::post("{b}/c", #{{ step: 3 }});
+            if !r.ok {{ throw `c answered ${{r.status}}`; }}
+            log::info(`n=${{n}} id=${{uuid()}}`);
+        }});"#,
+        b = fake.base_url
+    );
+    let t = TestApp::builder()
+        .script("sync.rhai", &script)
+        .config("[retry]\nbase_ms = 20")
+        .start()
+        .await;
+    t.post("/v1/track", &json!({"userId": "u", "event": "Sync"}))
+        .await;
+    let runs = t
+        .wait_runs(15, |r| r.iter().any(|r| r.status == RunStatus::Ok))
+        .await;
+    let c = counts.lock().clone();
+    assert_eq!(
+        (c["/a"], c["/b"], c["/c"]),
+        (1, 1, 2),
+        "only the failed call is repeated"
+    );
+    let mut mine: Vec<&RunRecord> = runs.iter().collect();
+    mine.sort_by_key(|r| r.id);
+    assert_eq!(
+        mine.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [RunStatus::Retrying, RunStatus::Ok]
+    );
+    assert_eq!(
+        mine[1].calls.len(),
+        1,
+        "the second execution sent only /c: {:?}",
+        mine[1].calls
+    );
+    assert_eq!(
+        mine[1].logs[0].message.split(' ').next(),
+        Some("n=1"),
+        "state::incr is not applied twice"
+    );
+    let received = fake.received();
+    let keys: Vec<&str> = received
+        .iter()
+        .filter(|r| r.path == "/c")
+        .map(|r| r.header("idempotency-key").unwrap())
+        .collect();
+    assert_eq!(keys.len(), 2);
+    assert!(
+        keys.iter().all(|k| *k == keys[0]),
+        "the repeated call carries the same idempotency key"
+    );
+    assert!(keys[0].starts_with("spur-"));
+}
+
+const APPROVAL_SCRIPT: &str = r##"
+on_track("Deletion Requested", |e| {
+    http::post(`${SINK}/notify`, #{ step: "asked", user: e.userId });
+    let d = approval::ask(#{
+        title: `Delete all data for ${e.userId}?`,
+        body: "GDPR request from the help centre",
+        data: #{ user: e.userId },
+        channel: "#privacy",
+        approvers: e.properties?.approvers ?? [],
+        expires: e.properties?.expires ?? "1h",
+    });
+    http::post(`${SINK}/notify`, #{ step: "decided", approved: d.approved, status: d.status, by: d.by, comment: d.comment });
+});
+"##;
+
+fn approval_config(fake: &str, extra: &str) -> String {
+    format!(
+        "[connections.slack]\nbase_url = \"{fake}\"\nbearer = \"xoxb-test\"\n[approvals]\nslack_signing_secret = \"signing-secret\"\n{extra}"
+    )
+}
+
+/// The `n`-th request (0-based, in arrival order) that `matches`, received already
+/// or awaited; never sleeps.
+async fn nth(fake: &mut FakeHttp, n: usize, matches: impl Fn(&Recorded) -> bool) -> Recorded {
+    loop {
+        if let Some(r) = fake.received().into_iter().filter(|r| matches(r)).nth(n) {
+            return r;
+        }
+        fake.next(15).await;
+    }
+}
+
+/// The `n`-th `/notify` of `step`.
+async fn step(fake: &mut FakeHttp, name: &str, n: usize) -> Value {
+    let r = nth(fake, n, |r| {
+        r.path == "/notify" && r.json.as_ref().is_some_and(|j| j["step"] == name)
+    })
+    .await;
+    r.json.expect("notify bodies are JSON")
+}
+
+async fn path(fake: &mut FakeHttp, p: &str) -> Recorded {
+    nth(fake, 0, |r| r.path == p).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_after_kill9_resumes_once_without_repeating_the_first_post() {
+    let (mut fake, counts) = counting(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    std::fs::write(
+        dir.path().join("scripts/privacy.rhai"),
+        APPROVAL_SCRIPT.replace("${SINK}", &fake.base_url),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("spur.toml"),
+        base_config(dir.path(), &approval_config(&fake.base_url, "")),
+    )
+    .unwrap();
+    let daemon = Daemon::start(dir.path());
+    let client = common::client();
+    let r = client
+        .post(format!("{}/v1/track", daemon.base))
+        .json(&json!({"userId": "u-del", "event": "Deletion Requested"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    step(&mut fake, "asked", 0).await;
+    let posted = path(&mut fake, "/chat.postMessage").await;
+    let msg = posted.json.unwrap();
+    assert_eq!(msg["channel"], "#privacy");
+    let approve_button = &msg["blocks"][2]["elements"][0];
+    let id = approve_button["value"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches(":approve")
+        .to_owned();
+    assert!(id.starts_with("apr_"), "{msg}");
+
+    let waiting = get(&client, &daemon, "/api/runs?status=waiting&wait=10s").await;
+    assert_eq!(
+        waiting["runs"][0]["waiting_for"]["for"], "approval",
+        "{waiting}"
+    );
+    daemon.kill9();
+    let daemon = Daemon::start(dir.path());
+    let api = |p: &str| format!("{}{p}", daemon.base);
+    let waiting = get(&client, &daemon, "/api/runs?status=waiting").await;
+    assert_eq!(
+        waiting["runs"][0]["status"], "waiting",
+        "still parked after the crash: {waiting}"
+    );
+    let pending: Value = client
+        .get(api("/api/approvals?status=pending"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pending["approvals"][0]["id"], id.as_str());
+    assert_eq!(
+        pending["approvals"][0]["title"],
+        "Delete all data for u-del?"
+    );
+
+    let r = client
+        .post(api(&format!("/api/approvals/{id}/approve")))
+        .json(&json!({"by": "dpo@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "deciding needs the admin token");
+    let r = client
+        .post(api(&format!("/api/approvals/{id}/approve")))
+        .bearer_auth(TOKEN)
+        .json(&json!({"by": "dpo@example.com", "comment": "verified identity"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let decided = step(&mut fake, "decided", 0).await;
+    assert_eq!(decided["approved"], true);
+    assert_eq!(decided["by"], "dpo@example.com");
+    assert_eq!(decided["comment"], "verified identity");
+    let r = client
+        .post(api(&format!("/api/approvals/{id}/reject")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "a decision is taken once");
+    // The Slack message was updated with the decision.
+    let updated = path(&mut fake, "/chat.update").await.json.unwrap();
+    assert_eq!(updated["ts"], "1700000000.000100");
+    assert!(
+        updated["text"]
+            .as_str()
+            .unwrap()
+            .contains("Approved by dpo@example.com")
+    );
+    let c = counts.lock().clone();
+    assert_eq!(
+        c["/notify"], 2,
+        "asked once (not repeated by the restart), decided once"
+    );
+    assert_eq!(c["/chat.postMessage"], 1, "the request was announced once");
+    // The run record shows the decision.
+    let runs: Value = client
+        .get(api("/api/runs?status=ok&wait=10s"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let decisions = &runs["runs"][0]["decisions"][0];
+    assert_eq!(
+        (decisions["by"].as_str(), decisions["status"].as_str()),
+        (Some("dpo@example.com"), Some("approved"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_expiry_and_approvers() {
+    let (mut fake, _) = counting(&[]).await;
+    let t = TestApp::builder()
+        .script(
+            "privacy.rhai",
+            &APPROVAL_SCRIPT.replace("${SINK}", &fake.base_url),
+        )
+        .config(&approval_config(&fake.base_url, ""))
+        .start()
+        .await;
+    // Rejected, with a comment; only a named approver may decide.
+    t.post(
+        "/v1/track",
+        &json!({"userId": "r1", "event": "Deletion Requested", "properties": {"approvers": ["dpo@example.com"]}}),
+    )
+    .await;
+    t.wait_runs(10, waiting).await;
+    let (_, pending) = t.admin_get("/api/approvals?status=pending").await;
+    let id = pending["approvals"][0]["id"].as_str().unwrap().to_owned();
+    let (status, body) = t
+        .admin_post(
+            &format!("/api/approvals/{id}/approve"),
+            &json!({"by": "mallory"}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _) = t
+        .admin_post(
+            &format!("/api/approvals/{id}/reject"),
+            &json!({"by": "DPO@example.com", "comment": "not verified"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let d = step(&mut fake, "decided", 0).await;
+    assert_eq!(
+        (
+            d["approved"].as_bool(),
+            d["status"].as_str(),
+            d["comment"].as_str()
+        ),
+        (Some(false), Some("rejected"), Some("not verified"))
+    );
+
+    // Expiry: rejected by default, on time.
+    let asked = Instant::now();
+    t.post(
+        "/v1/track",
+        &json!({"userId": "r2", "event": "Deletion Requested", "properties": {"expires": "1s"}}),
+    )
+    .await;
+    let d = step(&mut fake, "decided", 1).await;
+    let took = asked.elapsed();
+    assert_eq!(
+        (d["approved"].as_bool(), d["status"].as_str()),
+        (Some(false), Some("expired"))
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let (_, expired) = t.admin_get("/api/approvals?status=expired").await;
+    assert_eq!(expired["approvals"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_policy_holds_a_delete_until_approved() {
+    let (mut fake, counts) = counting(&[]).await;
+    let t = TestApp::builder()
+        .script(
+            "cleanup.rhai",
+            r#"on_track("Cleanup", |e| {
+                http::post("/items", #{ name: "keep" }, #{ connection: "crm" });
+                let r = http::delete(`/items/${e.properties.item}`, #{ connection: "crm" });
+                log::info(`deleted ${r.status}`);
+            });"#,
+        )
+        .config(&format!(
+            "[connections.crm]\nbase_url = \"{}\"\nbearer = \"crm-token\"\nrequire_approval = [\"DELETE *\"]\n[retry]\nmax_attempts = 1",
+            fake.base_url
+        ))
+        .start()
+        .await;
+    t.post(
+        "/v1/track",
+        &json!({"userId": "a", "event": "Cleanup", "properties": {"item": 1}}),
+    )
+    .await;
+    t.wait_runs(10, waiting).await;
+    assert_eq!(
+        fake.next(5).await.path,
+        "/items",
+        "the POST needs no approval"
+    );
+    assert!(!counts.lock().contains_key("/items/1"), "the DELETE waits");
+    let (_, pending) = t.admin_get("/api/approvals?status=pending").await;
+    let a = &pending["approvals"][0];
+    assert_eq!(a["title"], "DELETE /items/1 on crm");
+    assert_eq!(a["kind"], "connection");
+    let id = a["id"].as_str().unwrap();
+    t.admin_post(
+        &format!("/api/approvals/{id}/approve"),
+        &json!({"by": "ops"}),
+    )
+    .await;
+    let del = fake.next(10).await;
+    assert_eq!(
+        (del.method.as_str(), del.path.as_str()),
+        ("DELETE", "/items/1")
+    );
+    assert_eq!(del.header("authorization"), Some("Bearer crm-token"));
+    let runs = t
+        .wait_runs(10, |r| r.iter().any(|r| r.status == RunStatus::Ok))
+        .await;
+    assert_eq!(runs[0].logs[0].message, "deleted 200");
+    assert_eq!(
+        counts.lock()["/items"],
+        1,
+        "the POST before the approval was not repeated"
+    );
+
+    t.post(
+        "/v1/track",
+        &json!({"userId": "b", "event": "Cleanup", "properties": {"item": 2}}),
+    )
+    .await;
+    t.wait_runs(10, |r| {
+        r.iter().filter(|r| r.status == RunStatus::Waiting).count() >= 2
+    })
+    .await;
+    let (_, pending) = t.admin_get("/api/approvals?status=pending").await;
+    let id = pending["approvals"][0]["id"].as_str().unwrap();
+    t.admin_post(
+        &format!("/api/approvals/{id}/reject"),
+        &json!({"by": "ops", "comment": "keep it"}),
+    )
+    .await;
+    let runs = t
+        .wait_runs(10, |r| r.iter().any(|r| r.status == RunStatus::Failed))
+        .await;
+    let failed = runs.iter().find(|r| r.status == RunStatus::Failed).unwrap();
+    let msg = &failed.error.as_ref().unwrap().message;
+    assert!(
+        msg.contains(
+            "DELETE /items/2 on connection crm was not approved (rejected by ops: keep it)"
+        ),
+        "{msg}"
+    );
+    assert!(
+        !counts.lock().contains_key("/items/2"),
+        "a rejected call never reaches the service"
+    );
+}
+
+fn slack_sign(secret: &str, ts: &str, body: &str) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("v0:{ts}:{body}").as_bytes());
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_buttons_decide_with_a_valid_signature_only() {
+    let (mut fake, _) = counting(&[]).await;
+    let t = TestApp::builder()
+        .script(
+            "privacy.rhai",
+            &APPROVAL_SCRIPT.replace("${SINK}", &fake.base_url),
+        )
+        .config(&approval_config(&fake.base_url, ""))
+        .start()
+        .await;
+    t.post(
+        "/v1/track",
+        &json!({"userId": "s1", "event": "Deletion Requested"}),
+    )
+    .await;
+    let posted = path(&mut fake, "/chat.postMessage").await.json.unwrap();
+    assert_eq!(posted["blocks"][2]["elements"][1]["action_id"], "reject");
+    let value = posted["blocks"][2]["elements"][1]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let payload = json!({
+        "type": "block_actions",
+        "user": {"id": "U1", "username": "alice", "name": "alice"},
+        "response_url": format!("{}/actions/T1/resp", fake.base_url),
+        "actions": [{"type": "button", "action_id": "reject", "block_id": "spur_approval", "value": value}],
+    });
+    let body = format!(
+        "payload={}",
+        form_urlencoded::byte_serialize(payload.to_string().as_bytes()).collect::<String>()
+    );
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let client = common::client();
+    let send = |sig: String, body: String| {
+        client
+            .post(t.url("/webhooks/slack/interactivity"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-slack-request-timestamp", &ts)
+            .header("x-slack-signature", sig)
+            .body(body)
+            .send()
+    };
+    let bad = send(slack_sign("wrong-secret", &ts, &body), body.clone())
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    let tampered = send(
+        slack_sign("signing-secret", &ts, &body),
+        body.replace("reject", "approve"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(tampered.status(), 401);
+    let (_, pending) = t.admin_get("/api/approvals?status=pending").await;
+    assert_eq!(
+        pending["approvals"].as_array().unwrap().len(),
+        1,
+        "nothing decided yet"
+    );
+    let ok = send(slack_sign("signing-secret", &ts, &body), body.clone())
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let d = step(&mut fake, "decided", 0).await;
+    assert_eq!(
+        (d["approved"].as_bool(), d["by"].as_str()),
+        (Some(false), Some("alice"))
+    );
+    let resp = path(&mut fake, "/actions/T1/resp").await.json.unwrap();
+    assert_eq!(resp["replace_original"], true);
+    assert!(resp["text"].as_str().unwrap().contains("Rejected by alice"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleep_and_wait_for_survive_kill9_and_fire_on_time() {
+    let (mut fake, counts) = counting(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    let script = format!(
+        r#"on_identify(|e| {{
+            time::sleep("2s");
+            http::post("{b}/notify", #{{ step: "slept", user: e.userId }});
+            let done = wait_for(#{{ event: "Project Created", userId: e.userId }}, "2s");
+            http::post("{b}/notify", #{{ step: "waited", user: e.userId, matched: done != (), project: done?.properties?.name }});
+        }});"#,
+        b = fake.base_url
+    );
+    std::fs::write(dir.path().join("scripts/onboarding.rhai"), script).unwrap();
+    std::fs::write(dir.path().join("spur.toml"), base_config(dir.path(), "")).unwrap();
+    let daemon = Daemon::start(dir.path());
+    let client = common::client();
+    let started = Instant::now();
+    for user in ["active", "idle"] {
+        let r = client
+            .post(format!("{}/v1/identify", daemon.base))
+            .json(&json!({"userId": user, "traits": {"plan": "trial"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Both runs sleep; crash while they do.
+    parked_on(&client, &daemon, "sleep", 2).await;
+    daemon.kill9();
+    let daemon = Daemon::start(dir.path());
+    for i in 0..2 {
+        step(&mut fake, "slept", i).await;
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "not woken early"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "woken on time: {:?}",
+            started.elapsed()
+        );
+    }
+    // Events before a wait began do not count: send once both wait.
+    parked_on(&client, &daemon, "event", 2).await;
+    let r = client
+        .post(format!("{}/v1/track", daemon.base))
+        .json(&json!({"userId": "active", "event": "Project Created", "properties": {"name": "Apollo"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut outcomes = HashMap::new();
+    for i in 0..2 {
+        let w = step(&mut fake, "waited", i).await;
+        outcomes.insert(w["user"].as_str().unwrap().to_owned(), w);
+    }
+    assert_eq!(outcomes["active"]["matched"], true);
+    assert_eq!(outcomes["active"]["project"], "Apollo");
+    assert_eq!(outcomes["idle"]["matched"], false, "timed out with ()");
+    assert!(started.elapsed() >= Duration::from_secs(4));
+    assert_eq!(
+        counts.lock()["/notify"],
+        4,
+        "each user woken once from the sleep and once from the wait"
+    );
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_keeps_its_script_version_across_a_restart_with_an_edited_script() {
+    let (mut fake, _) = counting(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    let b = fake.base_url.clone();
+    let version = |v: &str| {
+        format!(
+            r#"on_track(|e| {{
+                http::post("{b}/notify", #{{ step: "before", v: "{v}" }});
+                time::sleep("1s");
+                http::post("{b}/notify", #{{ step: "after", v: "{v}" }});
+            }});"#
+        )
+    };
+    std::fs::write(dir.path().join("scripts/flow.rhai"), version("v1")).unwrap();
+    std::fs::write(dir.path().join("spur.toml"), base_config(dir.path(), "")).unwrap();
+    let daemon = Daemon::start(dir.path());
+    let client = common::client();
+    client
+        .post(format!("{}/v1/track", daemon.base))
+        .json(&json!({"userId": "u", "event": "Go"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(step(&mut fake, "before", 0).await["v"], "v1");
+    parked_on(&client, &daemon, "sleep", 1).await;
+    daemon.kill9();
+    std::fs::write(dir.path().join("scripts/flow.rhai"), version("v2")).unwrap();
+    let daemon = Daemon::start(dir.path());
+    assert_eq!(
+        step(&mut fake, "after", 0).await["v"],
+        "v1",
+        "the parked run finished on v1"
+    );
+    client
+        .post(format!("{}/v1/track", daemon.base))
+        .json(&json!({"userId": "w", "event": "Go"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        step(&mut fake, "before", 1).await["v"],
+        "v2",
+        "new runs use v2"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_runs_hold_no_worker() {
+    let t = TestApp::builder()
+        .script(
+            "park.rhai",
+            r#"
+            on_track("Wait", |e| { wait_for(#{ event: "Never", userId: e.userId }, "1h"); });
+            on_track("Work", |e| { state::incr("done"); });
+            "#,
+        )
+        .start()
+        .await;
+    let batch: Vec<Value> = (0..500)
+        .map(|i| json!({"type": "track", "userId": format!("p{i}"), "event": "Wait"}))
+        .collect();
+    t.post("/v1/batch", &json!({ "batch": batch })).await;
+    t.wait_runs(30, |r| {
+        r.iter().filter(|r| r.status == RunStatus::Waiting).count() == 500
+    })
+    .await;
+    let batch: Vec<Value> = (0..100)
+        .map(|i| json!({"type": "track", "userId": format!("p{i}"), "event": "Work"}))
+        .collect();
+    t.post("/v1/batch", &json!({ "batch": batch })).await;
+    let runs = t
+        .wait_runs(30, |r| {
+            r.iter().filter(|r| r.status == RunStatus::Ok).count() == 100
+        })
+        .await;
+    assert_eq!(
+        runs.len(),
+        600,
+        "4 workers, 500 parked runs, and every new event still ran"
+    );
+    let (_, waiting) = t.admin_get("/api/runs?status=waiting&limit=1000").await;
+    assert_eq!(waiting["runs"].as_array().unwrap().len(), 500);
+}
