@@ -24,6 +24,7 @@ use crate::ingest::{self, IngestState};
 use crate::queue::Queue;
 use crate::run::timers::{Due, OnDue, Timers};
 use crate::run::{DeadLetters, RunStore};
+use crate::schedule::{ScheduleInfo, Schedules};
 use crate::script::pinned::Versions;
 use crate::script::{EngineOptions, Live, load_dir};
 use crate::state::StateStore;
@@ -45,6 +46,7 @@ pub struct App {
     pub approvals: Approvals,
     pub timers: Timers,
     pub versions: Arc<Versions>,
+    pub schedules: Arc<parking_lot::RwLock<Vec<ScheduleInfo>>>,
     workers: parking_lot::Mutex<Option<WorkerPool>>,
     tasks: CancellationToken,
     started: Instant,
@@ -197,6 +199,14 @@ impl App {
             timers: timers.clone(),
         });
         let workers = WorkerPool::start(&deps, config.server.workers);
+        let mut schedules = Schedules::new(queue.clone());
+        schedules.load(&scripts.get(), chrono::Utc::now())?;
+        let schedule_view = schedules.view();
+        tokio::spawn(crate::schedule::run(
+            schedules,
+            Arc::clone(&scripts),
+            tasks.child_token(),
+        ));
         let app = Arc::new(Self {
             config,
             store,
@@ -213,6 +223,7 @@ impl App {
             approvals,
             timers,
             versions,
+            schedules: schedule_view,
         });
         tokio::spawn(retention_loop(Arc::clone(&app)));
         let host = &app.engine.host;
@@ -235,6 +246,7 @@ impl App {
             scripts: Arc::clone(&self.scripts),
             state: self.state.clone(),
             approvals: self.approvals.clone(),
+            schedules: Arc::clone(&self.schedules),
             started: self.started,
         });
         ingest

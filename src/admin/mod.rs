@@ -34,6 +34,7 @@ pub struct AdminState {
     pub scripts: Arc<Live>,
     pub state: StateStore,
     pub approvals: crate::approval::Approvals,
+    pub schedules: Arc<parking_lot::RwLock<Vec<crate::schedule::ScheduleInfo>>>,
     pub started: Instant,
 }
 
@@ -44,6 +45,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(scripts::router())
         .merge(approvals::router())
         .route("/metrics", get(metrics_text))
+        .route("/api/schedules", get(schedules))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -66,6 +68,10 @@ async fn health(State(st): State<AdminState>) -> Json<Value> {
         "running": stats.running,
         "delayed": stats.delayed,
     }))
+}
+
+async fn schedules(State(st): State<AdminState>) -> Json<Value> {
+    Json(json!({ "schedules": *st.schedules.read() }))
 }
 
 async fn metrics_text(State(st): State<AdminState>) -> impl IntoResponse {

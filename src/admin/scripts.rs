@@ -14,6 +14,10 @@ pub(super) fn router() -> Router<AdminState> {
     Router::new()
         .route("/api/scripts", get(list_scripts))
         .route("/api/state/{script}", get(list_state))
+        .route(
+            "/api/state/{script}/{key}",
+            get(get_key).put(put_key).delete(del_key),
+        )
 }
 
 async fn list_scripts(State(st): State<AdminState>) -> Json<Value> {
@@ -68,4 +72,87 @@ async fn list_state(
         )
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(json!({ "script": ns, "entries": entries })))
+}
+
+/// `shared` names the namespace every script shares.
+fn namespace(script: String) -> String {
+    if script == "shared" {
+        crate::state::SHARED.to_owned()
+    } else {
+        script
+    }
+}
+
+fn state_error(e: crate::state::StateError) -> ApiError {
+    match e {
+        crate::state::StateError::InvalidKey { .. }
+        | crate::state::StateError::NotANumber { .. } => {
+            ApiError::bad_field("invalid_key", "key", e.to_string())
+        }
+        crate::state::StateError::Store(e) => e.into(),
+    }
+}
+
+async fn get_key(
+    State(st): State<AdminState>,
+    Path((script, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    match st
+        .state
+        .get_entry(&namespace(script), &key)
+        .map_err(state_error)?
+    {
+        Some(e) => Ok(Json(json!(e))),
+        None => Err(ApiError::NotFound(format!("no state key {key:?}"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    value: Value,
+    /// Seconds, or a duration like "10m".
+    ttl: Option<Value>,
+}
+
+async fn put_key(
+    State(st): State<AdminState>,
+    Path((script, key)): Path<(String, String)>,
+    Json(body): Json<PutBody>,
+) -> Result<Json<Value>, ApiError> {
+    let ttl = match &body.ttl {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(std::time::Duration::from_secs_f64(
+            n.as_f64().unwrap_or(0.0).max(0.0),
+        )),
+        Some(Value::String(s)) => Some(
+            crate::duration::parse(s).map_err(|e| ApiError::bad_field("invalid_ttl", "ttl", e))?,
+        ),
+        Some(_) => {
+            return Err(ApiError::bad_field(
+                "invalid_ttl",
+                "ttl",
+                "ttl must be seconds or a duration like \"10m\"",
+            ));
+        }
+    };
+    let ns = namespace(script);
+    st.state
+        .set(&ns, &key, body.value, ttl)
+        .map_err(state_error)?;
+    st.queue.store().sync().await?;
+    let entry = st.state.get_entry(&ns, &key).map_err(state_error)?;
+    Ok(Json(json!(entry)))
+}
+
+async fn del_key(
+    State(st): State<AdminState>,
+    Path((script, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let deleted = st
+        .state
+        .del(&namespace(script), &key)
+        .map_err(state_error)?;
+    st.queue.store().sync().await?;
+    Ok(Json(json!({ "deleted": deleted })))
 }

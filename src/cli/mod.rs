@@ -48,6 +48,14 @@ pub enum Command {
         /// Scripts directory (default: the configured one).
         dir: Option<PathBuf>,
     },
+    /// Read and change scripts' state in a running daemon (`shared` is the shared namespace).
+    State {
+        #[command(subcommand)]
+        action: StateCmd,
+        /// The daemon's URL (default: http://<server.listen>).
+        #[arg(long, global = true)]
+        url: Option<String>,
+    },
     /// List and decide approval requests of a running daemon.
     Approvals {
         #[command(subcommand)]
@@ -55,6 +63,29 @@ pub enum Command {
         /// The daemon's URL (default: http://<server.listen>).
         #[arg(long, global = true)]
         url: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCmd {
+    /// Print a key's value (JSON).
+    Get { script: String, key: String },
+    /// Set a key to a JSON value (a bare word is taken as a string).
+    Set {
+        script: String,
+        key: String,
+        value: String,
+        /// Time to live: seconds or a duration like 10m.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Delete a key.
+    Del { script: String, key: String },
+    /// List keys (and values) of a script.
+    List {
+        script: String,
+        #[arg(long, default_value = "")]
+        prefix: String,
     },
 }
 
@@ -155,6 +186,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approvals { action, url } => {
             runtime()?.block_on(approvals(&cfg, url.as_deref(), action))
         }
+        Command::State { action, url } => runtime()?.block_on(state(&cfg, url.as_deref(), action)),
     }
 }
 
@@ -198,6 +230,62 @@ async fn approvals(
 
         ApprovalsCmd::Approve(d) => decide(&remote, &mut out, "approve", d).await?,
         ApprovalsCmd::Reject(d) => decide(&remote, &mut out, "reject", d).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn state(cfg: &Config, url: Option<&str>, action: StateCmd) -> anyhow::Result<ExitCode> {
+    let remote = remote::Remote::new(cfg, url)?;
+    let enc = |s: &str| {
+        form_urlencoded::byte_serialize(s.as_bytes())
+            .collect::<String>()
+            .replace('+', "%20")
+    };
+    let mut out = std::io::stdout().lock();
+    match action {
+        StateCmd::Get { script, key } => {
+            let path = format!("/api/state/{}/{}", enc(&script), enc(&key));
+            let v = remote.call(reqwest::Method::GET, &path, None).await?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&v["value"])?)?;
+        }
+        StateCmd::Set {
+            script,
+            key,
+            value,
+            ttl,
+        } => {
+            let value: serde_json::Value =
+                serde_json::from_str(&value).unwrap_or(serde_json::Value::String(value));
+            let path = format!("/api/state/{}/{}", enc(&script), enc(&key));
+            let body = serde_json::json!({ "value": value, "ttl": ttl });
+            let v = remote.call(reqwest::Method::PUT, &path, Some(body)).await?;
+            writeln!(out, "{key} = {}", v["value"])?;
+        }
+        StateCmd::Del { script, key } => {
+            let path = format!("/api/state/{}/{}", enc(&script), enc(&key));
+            let v = remote.call(reqwest::Method::DELETE, &path, None).await?;
+            writeln!(
+                out,
+                "{}",
+                if v["deleted"] == true {
+                    "deleted"
+                } else {
+                    "not found"
+                }
+            )?;
+        }
+        StateCmd::List { script, prefix } => {
+            let path = format!("/api/state/{}?prefix={}", enc(&script), enc(&prefix));
+            let v = remote.call(reqwest::Method::GET, &path, None).await?;
+            for e in v["entries"].as_array().cloned().unwrap_or_default() {
+                writeln!(
+                    out,
+                    "{} = {}",
+                    e["key"].as_str().unwrap_or_default(),
+                    e["value"]
+                )?;
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

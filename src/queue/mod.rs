@@ -47,6 +47,8 @@ const EVENT: u8 = b'e';
 const DEDUP: u8 = b'd';
 const JOB: u8 = b'j';
 const JOURNAL: u8 = b'r';
+/// Prefix of keys other modules keep in the queue tree (schedule state).
+pub const OWNED: u8 = b's';
 const META_DEDUP_GEN: &[u8] = b"dedup_generation";
 const META_DEDUP_ROTATED: &[u8] = b"dedup_rotated_ms";
 const DEDUP_GENERATION_MS: i64 = 24 * 3600 * 1000;
@@ -130,6 +132,7 @@ struct Inner {
     store: Store,
     sched: Scheduler,
     tx: Mutex<Option<mpsc::Sender<WriteCmd>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     dedup_gen: AtomicU32,
     settled_waits: Mutex<Option<SettledCheck>>,
 }
@@ -165,6 +168,7 @@ impl Queue {
             store,
             sched: Scheduler::default(),
             tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(None),
             dedup_gen: AtomicU32::new(generation),
             settled_waits: Mutex::new(None),
         });
@@ -185,7 +189,8 @@ impl Queue {
             );
         }
         inner.sched.push_all(ready);
-        writer::start(Arc::clone(&inner), rx, dispatch, &parked);
+        let handle = writer::start(Arc::clone(&inner), rx, dispatch, &parked);
+        *inner.writer.lock() = Some(handle);
         Ok(Self { inner })
     }
 
@@ -218,9 +223,24 @@ impl Queue {
     /// # Errors
     /// When the store fails or the queue is shut down.
     pub async fn enqueue(&self, jobs: Vec<Job>) -> Result<Vec<u64>, QueueError> {
+        self.enqueue_with(jobs, Vec::new()).await
+    }
+
+    /// [`Queue::enqueue`], writing `extra` keys of the queue tree in the same atomic
+    /// batch (a schedule's next fire time with its tick's job: never one without the
+    /// other, so a tick never fires twice).
+    ///
+    /// # Errors
+    /// When the store fails or the queue is shut down.
+    pub async fn enqueue_with(
+        &self,
+        jobs: Vec<Job>,
+        extra: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<Vec<u64>, QueueError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(WriteCmd::Enqueue {
             jobs,
+            extra,
             reply: Box::new(move |r| {
                 let _ = tx.send(r);
             }),
@@ -233,7 +253,11 @@ impl Queue {
     /// # Errors
     /// When the store fails or the queue is shut down.
     pub fn enqueue_blocking(&self, jobs: Vec<Job>) -> Result<Vec<u64>, QueueError> {
-        self.blocking(|reply| WriteCmd::Enqueue { jobs, reply })
+        self.blocking(|reply| WriteCmd::Enqueue {
+            jobs,
+            extra: Vec::new(),
+            reply,
+        })
     }
 
     fn blocking<T: Send + 'static>(
@@ -529,10 +553,15 @@ impl Queue {
         Ok(removed)
     }
 
-    /// Stops leasing (workers see `None`) and stops the writer after its queue.
+    /// Stops leasing (workers see `None`), lets the writer finish what it was given,
+    /// and waits for it.
     pub fn shutdown(&self) {
         self.inner.tx.lock().take();
         self.inner.sched.shutdown();
+        let writer = self.inner.writer.lock().take();
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
     }
 
     pub fn store(&self) -> &Store {

@@ -32,6 +32,8 @@ pub(super) enum WriteCmd {
     },
     Enqueue {
         jobs: Vec<Job>,
+        /// Other keys of the queue tree written in the same batch (schedule state).
+        extra: Vec<(Vec<u8>, Vec<u8>)>,
         reply: Reply<Vec<u64>>,
     },
     Park {
@@ -51,7 +53,7 @@ pub(super) fn start(
     rx: mpsc::Receiver<WriteCmd>,
     dispatch: Arc<dyn Dispatch>,
     parked: &[Job],
-) {
+) -> thread::JoinHandle<()> {
     let mut waits = WaitIndex::default();
     for job in parked {
         if let Some(w) = &job.waiting
@@ -80,7 +82,7 @@ pub(super) fn start(
                 w.round(cmds);
             }
         })
-        .expect("spawning the writer thread must succeed at start-up");
+        .expect("spawning the writer thread must succeed at start-up")
 }
 
 struct Writer<'a> {
@@ -157,7 +159,12 @@ impl Writer<'_> {
                 WriteCmd::Ingest { events, reply } => {
                     self.ingest(&mut round, &mut seen, &mut unparked, events, reply)
                 }
-                WriteCmd::Enqueue { jobs, reply } => self.enqueue(&mut round, jobs, reply),
+                WriteCmd::Enqueue { jobs, extra, reply } => {
+                    for (k, v) in extra {
+                        round.batch.insert(k, v);
+                    }
+                    self.enqueue(&mut round, jobs, reply)
+                }
                 WriteCmd::Park { job, reply } => {
                     self.park(&mut round, &mut parked_waits, *job, reply)
                 }

@@ -407,12 +407,15 @@ pub fn computed_trait_of(body: &Body) -> Option<(&str, &Value)> {
 /// The live script set, swapped atomically on reload.
 pub struct Live {
     current: ArcSwap<ScriptSet>,
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Live {
     pub fn new(set: ScriptSet) -> Self {
+        let (changed, _) = tokio::sync::watch::channel(set.version);
         Self {
             current: ArcSwap::from_pointee(set),
+            changed,
         }
     }
 
@@ -420,8 +423,17 @@ impl Live {
         self.current.load_full()
     }
 
+    /// Makes `set` live; returns the previous one.
     pub fn swap(&self, set: ScriptSet) -> Arc<ScriptSet> {
-        self.current.swap(Arc::new(set))
+        let version = set.version;
+        let old = self.current.swap(Arc::new(set));
+        self.changed.send_replace(version);
+        old
+    }
+
+    /// Notified on every swap (the schedule engine reloads its list).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 }
 

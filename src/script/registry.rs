@@ -64,6 +64,13 @@ fn non_empty(
     Ok(value.to_owned())
 }
 
+/// A valid cron expression, or the parser's message naming the bad field.
+fn cron(ctx: &NativeCallContext, expr: &str) -> Result<String, Box<EvalAltResult>> {
+    let expr = non_empty(ctx, "schedule expression", expr)?;
+    crate::schedule::cron::Schedule::parse(&expr).map_err(|e| format!("every(): {e}"))?;
+    Ok(expr)
+}
+
 pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("on_track", |ctx: NativeCallContext, f: FnPtr| {
         add(&ctx, HandlerKind::Track(None), f, None)
@@ -100,13 +107,21 @@ pub(super) fn register(engine: &mut Engine) {
         add(&ctx, HandlerKind::Trait(key), f, None)
     });
     engine.register_fn("every", |ctx: NativeCallContext, expr: &str, f: FnPtr| {
-        let expr = non_empty(&ctx, "schedule expression", expr)?;
+        let expr = cron(&ctx, expr)?;
         add(&ctx, HandlerKind::Schedule(expr), f, None)
     });
     engine.register_fn(
         "every",
         |ctx: NativeCallContext, expr: &str, options: Map, f: FnPtr| {
-            let expr = non_empty(&ctx, "schedule expression", expr)?;
+            let expr = cron(&ctx, expr)?;
+            for (k, v) in &options {
+                if k.as_str() != "catch_up" {
+                    return Err(format!("every(): unknown option `{k}` (known: catch_up)").into());
+                }
+                if !v.is_bool() {
+                    return Err("every(): `catch_up` must be true or false".into());
+                }
+            }
             add(&ctx, HandlerKind::Schedule(expr), f, Some(options))
         },
     );

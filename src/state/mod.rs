@@ -134,6 +134,26 @@ impl StateStore {
             .map(|e| e.v))
     }
 
+    /// The live entry of `key`, with its expiry.
+    ///
+    /// # Errors
+    /// On an invalid key or store failure.
+    pub fn get_entry(&self, ns: &str, key: &str) -> Result<Option<StateEntry>, StateError> {
+        let k = full_key(ns, key)?;
+        Ok(self
+            .tree
+            .get(k)?
+            .and_then(|b| decode(&b))
+            .and_then(|e| e.live(now_ms()))
+            .map(|e| StateEntry {
+                key: key.to_owned(),
+                value: e.v,
+                expires_at: e.exp.and_then(|ms| {
+                    chrono::DateTime::from_timestamp_millis(ms).map(crate::event::format_time)
+                }),
+            }))
+    }
+
     /// Sets `key`, with an optional time to live.
     ///
     /// # Errors

@@ -16,6 +16,7 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 pub(super) struct Flusher {
     shared: Arc<Shared>,
+    thread: Option<thread::JoinHandle<()>>,
 }
 
 struct Shared {
@@ -38,11 +39,14 @@ impl Flusher {
             wake: Condvar::new(),
         });
         let s = Arc::clone(&shared);
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("spur-flusher".into())
             .spawn(move || run(&s, &db))
             .expect("spawning the flusher thread must succeed at start-up");
-        Self { shared }
+        Self {
+            shared,
+            thread: Some(thread),
+        }
     }
 
     pub(super) fn request(&self, done: Completion) {
@@ -62,6 +66,14 @@ impl Drop for Flusher {
     fn drop(&mut self) {
         self.shared.pending.lock().closed = true;
         self.shared.wake.notify_one();
+        // Wait for the thread (and its handle on the database) to end, so the store
+        // can be opened again at once — unless the last handle is dropped by a
+        // completion running on the flusher thread itself.
+        if let Some(t) = self.thread.take()
+            && t.thread().id() != thread::current().id()
+        {
+            let _ = t.join();
+        }
     }
 }
 

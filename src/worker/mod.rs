@@ -12,7 +12,7 @@ mod runner;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-pub use runner::{Execution, Outcome, execute};
+pub use runner::{Execution, Outcome, event_args, execute, invoke, outcome_of, tick_args};
 
 use crate::queue::{Lease, Queue, Settle, Trigger};
 use crate::run::timers::{Due, Timers};

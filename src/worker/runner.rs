@@ -19,8 +19,8 @@ use crate::host::{self, JournalRef, RunCtx, Signal};
 use crate::queue::{Lease, StoredEvent, Trigger, Wait};
 use crate::run::{RunError, RunRecord, RunStatus};
 use crate::script::{
-    HandlerKind, Script, ScriptSet, audience_of, computed_trait_of, describe_eval, set_deadline,
-    with_thread_engine,
+    EngineOptions, Handler, HandlerKind, Script, ScriptSet, audience_of, computed_trait_of,
+    describe_eval, set_deadline, with_thread_engine,
 };
 use crate::store::now_ms;
 
@@ -83,9 +83,12 @@ pub fn execute(deps: &WorkerDeps, lease: &mut Lease) -> Execution {
         }
     };
 
-    let limits = &deps.engine.limits;
     let job = &lease.job;
-    let mut ctx = RunCtx::new(&script.name, job.id.to_string(), limits.max_log_lines);
+    let mut ctx = RunCtx::new(
+        &script.name,
+        job.id.to_string(),
+        deps.engine.limits.max_log_lines,
+    );
     ctx.script.clone_from(&job.script);
     ctx.handler.clone_from(&job.handler);
     ctx.run_id = record.id;
@@ -93,28 +96,15 @@ pub fn execute(deps: &WorkerDeps, lease: &mut Lease) -> Execution {
         queue: deps.queue.clone(),
         job: job.id,
     });
-    host::begin_run(ctx);
-    set_deadline(Some(clock + Duration::from_millis(limits.timeout_ms)));
-    let result = with_thread_engine(&set, &deps.engine, |engine| {
-        handler.func.call::<Dynamic>(engine, &script.ast, args)
-    });
-    set_deadline(None);
-    let ctx = host::end_run().unwrap_or_default();
+    let (result, mut ctx) = invoke(&set, &deps.engine, &script, handler, args, ctx);
+    let (outcome, error) = outcome_of(&script, handler, &result, &mut ctx);
     record.logs = ctx.logs;
     record.dropped_logs = ctx.dropped_logs;
     record.calls = ctx.calls;
     record.decisions = ctx.decisions;
-
-    // A park wins even if the script caught the unwinding error.
-    if let Some(wait) = ctx.park {
-        record.waiting_for = Some(serde_json::to_value(&wait).expect("a wait serialises"));
-        return finish(record, clock, Outcome::Park(wait), None);
+    if let Outcome::Park(wait) = &outcome {
+        record.waiting_for = Some(serde_json::to_value(wait).expect("a wait serialises"));
     }
-    let file = script.path.display().to_string();
-    let (outcome, error) = match result {
-        Ok(_) => (Outcome::Ok, None),
-        Err(e) => classify(&file, handler.line, &e, ctx.signal),
-    };
     finish(record, clock, outcome, error)
 }
 
@@ -260,32 +250,87 @@ fn build_args(
                 .get("event")
                 .and_then(|v| v.as_str())
                 .map(str::to_owned);
-            let e = Dynamic::from_map(host::convert::map_to_dynamic(body));
-            match kind {
-                HandlerKind::Audience(_) => {
-                    let (_, entered) =
-                        audience_of(body).ok_or("the event is not an audience change")?;
-                    Ok(vec![e, Dynamic::from_bool(entered)])
-                }
-                HandlerKind::Trait(_) => {
-                    let (_, value) =
-                        computed_trait_of(body).ok_or("the event is not a computed trait")?;
-                    Ok(vec![e, host::convert::to_dynamic(value)])
-                }
-                _ => Ok(vec![e]),
-            }
+            event_args(kind, body)
         }
-        Trigger::Schedule { schedule, at_ms } => {
-            let mut tick = rhai::Map::new();
-            let at = chrono::DateTime::from_timestamp_millis(*at_ms)
-                .map(format_time)
-                .unwrap_or_default();
-            tick.insert("at".into(), at.into());
-            tick.insert("at_ms".into(), Dynamic::from_int(*at_ms));
-            tick.insert("schedule".into(), schedule.clone().into());
-            tick.insert("script".into(), lease.job.script.clone().into());
-            Ok(vec![Dynamic::from_map(tick)])
+        Trigger::Schedule { schedule, at_ms } => Ok(tick_args(&lease.job.script, schedule, *at_ms)),
+    }
+}
+
+/// A handler's arguments for an event: `(e)`, or `(e, entered)` / `(e, value)` for
+/// audience and computed-trait handlers.
+///
+/// # Errors
+/// When the event is not of the kind the handler expects.
+pub fn event_args(
+    kind: &HandlerKind,
+    body: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<Dynamic>, String> {
+    let e = Dynamic::from_map(host::convert::map_to_dynamic(body));
+    match kind {
+        HandlerKind::Audience(_) => {
+            let (_, entered) = audience_of(body).ok_or("the event is not an audience change")?;
+            Ok(vec![e, Dynamic::from_bool(entered)])
         }
+        HandlerKind::Trait(_) => {
+            let (_, value) = computed_trait_of(body).ok_or("the event is not a computed trait")?;
+            Ok(vec![e, host::convert::to_dynamic(value)])
+        }
+        _ => Ok(vec![e]),
+    }
+}
+
+/// A schedule handler's argument: `#{ at, at_ms, schedule, script }`.
+pub fn tick_args(script: &str, schedule: &str, at_ms: i64) -> Vec<Dynamic> {
+    let mut tick = rhai::Map::new();
+    let at = chrono::DateTime::from_timestamp_millis(at_ms)
+        .map(format_time)
+        .unwrap_or_default();
+    tick.insert("at".into(), at.into());
+    tick.insert("at_ms".into(), Dynamic::from_int(at_ms));
+    tick.insert("schedule".into(), schedule.into());
+    tick.insert("script".into(), script.into());
+    vec![Dynamic::from_map(tick)]
+}
+
+/// Calls `handler` of `script` with `ctx` installed and the run's deadline set;
+/// returns the call's result and the context (logs, calls, signal, park).
+pub fn invoke(
+    set: &ScriptSet,
+    engine: &EngineOptions,
+    script: &Script,
+    handler: &Handler,
+    args: Vec<Dynamic>,
+    ctx: RunCtx,
+) -> (Result<Dynamic, Box<EvalAltResult>>, RunCtx) {
+    host::begin_run(ctx);
+    set_deadline(Some(
+        Instant::now() + Duration::from_millis(engine.limits.timeout_ms),
+    ));
+    let result = with_thread_engine(set, engine, |e| {
+        handler.func.call::<Dynamic>(e, &script.ast, args)
+    });
+    set_deadline(None);
+    (result, host::end_run().unwrap_or_default())
+}
+
+/// The outcome of an invocation (a park wins even if the script caught it).
+pub fn outcome_of(
+    script: &Script,
+    handler: &Handler,
+    result: &Result<Dynamic, Box<EvalAltResult>>,
+    ctx: &mut RunCtx,
+) -> (Outcome, Option<RunError>) {
+    if let Some(wait) = ctx.park.take() {
+        return (Outcome::Park(wait), None);
+    }
+    match result {
+        Ok(_) => (Outcome::Ok, None),
+        Err(e) => classify(
+            &script.path.display().to_string(),
+            handler.line,
+            e,
+            ctx.signal.take(),
+        ),
     }
 }
 

@@ -1,0 +1,297 @@
+//! Schedules on an injected clock (`Schedules::poll(now)`: no waiting), plus one
+//! real-time run through the binary. Run with: cargo nextest run --test schedules
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use common::{Daemon, TOKEN, base_config};
+use serde_json::Value;
+use spur::queue::Queue;
+use spur::schedule::Schedules;
+use spur::script::{EngineOptions, Live, SourceFile, load_sources};
+use spur::store::Store;
+use spur::testing::FakeHttp;
+
+fn t(s: &str) -> DateTime<Utc> {
+    spur::event::parse_time(s).unwrap()
+}
+
+struct Harness {
+    store: Store,
+    live: Arc<Live>,
+    queue: Queue,
+    opts: EngineOptions,
+}
+
+impl Harness {
+    fn new(store: Store, script: &str) -> Self {
+        let cfg = spur::config::Config::default();
+        let host =
+            spur::app::build_host(&cfg, &store, None, tokio::runtime::Handle::current()).unwrap();
+        let opts = EngineOptions {
+            limits: cfg.limits.clone(),
+            host,
+        };
+        let live = Arc::new(Live::new(Self::compile(&opts, script)));
+        let queue = Queue::open(
+            store.clone(),
+            Arc::clone(&live) as Arc<dyn spur::queue::Dispatch>,
+        )
+        .unwrap();
+        Self {
+            store,
+            live,
+            queue,
+            opts,
+        }
+    }
+
+    fn compile(opts: &EngineOptions, script: &str) -> spur::script::ScriptSet {
+        let set = load_sources(
+            vec![SourceFile {
+                name: "cron".into(),
+                path: "cron.rhai".into(),
+                text: script.into(),
+            }],
+            Vec::new(),
+            opts,
+        );
+        assert!(set.errors.is_empty(), "{:?}", set.errors);
+        set
+    }
+
+    fn schedules(&self, now: DateTime<Utc>) -> Schedules {
+        let mut s = Schedules::new(self.queue.clone());
+        s.load(&self.live.get(), now).unwrap();
+        s
+    }
+
+    fn queued(&self) -> usize {
+        self.queue.stats().queued
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_and_six_field_expressions_and_aliases_fire_at_their_times() {
+    let h = Harness::new(
+        Store::temporary().unwrap(),
+        r#"
+        every("*/15 * * * *", |t| {});
+        every("30 * * * * *", |t| {});
+        every("@daily", |t| {});
+        every("0 9 * * MON-FRI", |t| {});
+        "#,
+    );
+    let start = t("2026-11-27T23:50:00Z"); // a Friday
+    let mut s = h.schedules(start);
+    let mut fired: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut now = start;
+    // Walk a weekend and a Monday morning in big steps, polling at each due time.
+    while now < t("2026-11-30T09:30:00Z") {
+        now = s.next_due().unwrap();
+        for f in s.poll(now).await.unwrap() {
+            assert!(!f.missed);
+            fired
+                .entry(f.handler)
+                .or_default()
+                .push(spur::event::format_time(f.at));
+        }
+    }
+    assert_eq!(
+        fired["every(@daily)#0"],
+        [
+            "2026-11-28T00:00:00.000Z",
+            "2026-11-29T00:00:00.000Z",
+            "2026-11-30T00:00:00.000Z"
+        ]
+    );
+    assert_eq!(
+        fired["every(0 9 * * MON-FRI)#0"],
+        ["2026-11-30T09:00:00.000Z"],
+        "not on the weekend"
+    );
+    assert_eq!(
+        fired["every(*/15 * * * *)#0"][0],
+        "2026-11-28T00:00:00.000Z"
+    );
+    assert_eq!(
+        fired["every(30 * * * * *)#0"][0],
+        "2026-11-27T23:50:30.000Z"
+    );
+    assert_eq!(
+        fired["every(30 * * * * *)#0"][1],
+        "2026-11-27T23:51:30.000Z"
+    );
+    assert_eq!(
+        h.queued(),
+        fired.values().map(Vec::len).sum::<usize>(),
+        "each tick is one job"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_zone_schedules_follow_dst() {
+    let h = Harness::new(
+        Store::temporary().unwrap(),
+        r#"every("TZ=Europe/Berlin 30 2 * * *", |t| {});"#,
+    );
+    let mut s = h.schedules(t("2026-03-28T12:00:00Z"));
+    let at = |d: DateTime<Utc>| {
+        d.with_timezone(&chrono_tz::Europe::Berlin)
+            .format("%F %T %Z")
+            .to_string()
+    };
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let due = s.next_due().unwrap();
+        for f in s.poll(due).await.unwrap() {
+            seen.push(at(f.at));
+        }
+    }
+    // 02:30 does not exist on 29 March (clocks jump to 03:00): fired once, at 03:00.
+    assert_eq!(
+        seen,
+        [
+            "2026-03-29 03:00:00 CEST",
+            "2026-03-30 02:30:00 CEST",
+            "2026-03-31 02:30:00 CEST"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_ticks_fire_once_after_downtime_unless_opted_out() {
+    let h = Harness::new(
+        Store::temporary().unwrap(),
+        r#"every("0 * * * *", |t| {}); every("0 * * * *", #{ catch_up: false }, |t| {});"#,
+    );
+    let mut s = h.schedules(t("2026-11-29T00:30:00Z"));
+    // Down from 00:30 to 10:15: ten hourly ticks missed.
+    let fired = s.poll(t("2026-11-29T10:15:00Z")).await.unwrap();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert!(fired[0].missed);
+    assert_eq!(fired[0].handler, "every(0 * * * *)#0");
+    assert_eq!(
+        fired[0].at,
+        t("2026-11-29T10:00:00Z"),
+        "the latest missed tick"
+    );
+    assert_eq!(
+        s.next_due(),
+        Some(t("2026-11-29T11:00:00Z")),
+        "both resume on schedule"
+    );
+    assert_eq!(h.queued(), 1);
+    let fired = s.poll(t("2026-11-29T11:00:00.200Z")).await.unwrap();
+    assert_eq!(fired.len(), 2, "on time again: both fire");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_never_fires_twice_across_restarts_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"every("0 */2 * * *", |t| {});"#;
+    let fired_at = {
+        let h = Harness::new(Store::open(dir.path()).unwrap(), script);
+        let mut s = h.schedules(t("2026-11-29T00:10:00Z"));
+        assert_eq!(s.next_due(), Some(t("2026-11-29T02:00:00Z")));
+        // Reload with an unrelated change keeps the next-fire time.
+        h.live.swap(Harness::compile(
+            &h.opts,
+            &format!("{script}\non_track(|e| {{}});"),
+        ));
+        s.load(&h.live.get(), t("2026-11-29T01:00:00Z")).unwrap();
+        assert_eq!(
+            s.next_due(),
+            Some(t("2026-11-29T02:00:00Z")),
+            "reload keeps next-fire times"
+        );
+        let fired = s.poll(t("2026-11-29T02:00:00Z")).await.unwrap();
+        assert_eq!(fired.len(), 1);
+        h.store.sync().await.unwrap();
+        h.queue.shutdown();
+        fired[0].at
+    };
+    // "Restart" (the tick's job was never run): same data dir, polled at the same moment.
+    let h = Harness::new(Store::open(dir.path()).unwrap(), script);
+    assert_eq!(h.queued(), 1, "the tick's job survived, pending");
+    let mut s = h.schedules(t("2026-11-29T02:00:00Z"));
+    assert!(
+        s.poll(t("2026-11-29T02:00:00Z")).await.unwrap().is_empty(),
+        "not fired twice"
+    );
+    assert_eq!(s.next_due(), Some(t("2026-11-29T04:00:00Z")));
+    assert_eq!(
+        fired_at,
+        Utc.with_ymd_and_hms(2026, 11, 29, 2, 0, 0).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_expressions_are_load_errors_with_line_and_column() {
+    let store = Store::temporary().unwrap();
+    let cfg = spur::config::Config::default();
+    let host =
+        spur::app::build_host(&cfg, &store, None, tokio::runtime::Handle::current()).unwrap();
+    let opts = EngineOptions {
+        limits: cfg.limits.clone(),
+        host,
+    };
+    let set = load_sources(
+        vec![SourceFile {
+            name: "bad".into(),
+            path: "bad.rhai".into(),
+            text: "every(\"0 9 * * *\", |t| {});\nevery(\"0 25 * * *\", |t| {});\nevery(\"@hourly\", #{ catchup: true }, |t| {});".into(),
+        }],
+        Vec::new(),
+        &opts,
+    );
+    assert_eq!(set.errors.len(), 1, "{:?}", set.errors);
+    let e = &set.errors[0];
+    assert_eq!((e.line, e.column), (2, 1));
+    assert!(e.message.contains("hour 25 is out of range 0-23"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_second_schedule_fires_in_real_time_through_the_binary() {
+    let mut sink = FakeHttp::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    std::fs::write(
+        dir.path().join("scripts/heartbeat.rhai"),
+        format!(
+            r#"every("* * * * * *", |tick| {{ http::post("{}/beat", #{{ at: tick.at }}); }});"#,
+            sink.base_url
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("spur.toml"), base_config(dir.path(), "")).unwrap();
+    let daemon = Daemon::start(dir.path());
+    // The measurement itself is a real-time window (DESIGN: fire on time).
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let beats = sink.received().len();
+    assert!((4..=7).contains(&beats), "{beats} ticks in 5.5 s");
+    let ats: Vec<String> = sink
+        .received()
+        .iter()
+        .map(|r| r.json.as_ref().unwrap()["at"].as_str().unwrap().to_owned())
+        .collect();
+    let mut unique = ats.clone();
+    unique.dedup();
+    assert_eq!(unique, ats, "each second fired once");
+    let schedules: Value = common::client()
+        .get(format!("{}/api/schedules", daemon.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(schedules["schedules"][0]["expr"], "* * * * * *");
+    assert!(schedules["schedules"][0]["next_fire_at"].is_string());
+    assert_eq!(sink.next(5).await.path, "/beat");
+}
