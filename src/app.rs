@@ -48,6 +48,7 @@ pub struct App {
     pub versions: Arc<Versions>,
     pub schedules: Arc<parking_lot::RwLock<Vec<ScheduleInfo>>>,
     workers: parking_lot::Mutex<Option<WorkerPool>>,
+    _watcher: parking_lot::Mutex<Option<crate::script::watch::ScriptWatcher>>,
     tasks: CancellationToken,
     started: Instant,
 }
@@ -147,6 +148,11 @@ impl App {
             host,
         };
         let scripts_dir = config.server.scripts_dir.clone();
+        if !scripts_dir.exists() {
+            std::fs::create_dir_all(&scripts_dir)
+                .with_context(|| format!("creating the scripts dir {}", scripts_dir.display()))?;
+            tracing::info!(dir = %scripts_dir.display(), "Created the scripts dir.");
+        }
         let opts = engine.clone();
         let set = tokio::task::spawn_blocking(move || load_dir(&scripts_dir, &opts)).await?;
         report_load(&config.server.scripts_dir, &set);
@@ -199,6 +205,22 @@ impl App {
             timers: timers.clone(),
         });
         let workers = WorkerPool::start(&deps, config.server.workers);
+        let remember = Arc::clone(&versions);
+        let watcher = crate::script::watch::watch(
+            &config.server.scripts_dir,
+            Arc::clone(&scripts),
+            engine.clone(),
+            move |set| {
+                if let Err(e) = remember.remember(set) {
+                    tracing::error!(error = %e, "Storing script versions failed.");
+                }
+            },
+            tasks.child_token(),
+        )
+        .map_err(
+            |e| tracing::warn!(error = %e, "Watching the scripts dir failed; live reload is off."),
+        )
+        .ok();
         let mut schedules = Schedules::new(queue.clone());
         schedules.load(&scripts.get(), chrono::Utc::now())?;
         let schedule_view = schedules.view();
@@ -224,6 +246,7 @@ impl App {
             timers,
             versions,
             schedules: schedule_view,
+            _watcher: parking_lot::Mutex::new(watcher),
         });
         tokio::spawn(retention_loop(Arc::clone(&app)));
         let host = &app.engine.host;

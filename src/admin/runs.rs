@@ -20,6 +20,7 @@ pub(super) fn router() -> Router<AdminState> {
         .route("/api/runs", get(list_runs))
         .route("/api/runs/{id}", get(get_run))
         .route("/api/dead-letters", get(list_dead))
+        .route("/api/events", get(list_events))
         .route("/api/dead-letters/{id}/replay", post(replay_dead))
 }
 
@@ -135,6 +136,33 @@ async fn get_run(
         Some(r) => Ok(Json(json!(r))),
         None => Err(ApiError::NotFound(format!("no run {id}"))),
     }
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    /// How far back (`"1h"`, `"30m"`); default one hour.
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/events?since=1h`: recorded events, oldest first (for `spur replay`).
+async fn list_events(
+    State(st): State<AdminState>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let since = match q.since.as_deref() {
+        None => Duration::from_secs(3600),
+        Some(s) => crate::duration::parse(s)
+            .map_err(|e| ApiError::bad_field("invalid_since", "since", e))?,
+    };
+    let cutoff = now_ms() - since.as_millis() as i64;
+    let limit = q.limit.unwrap_or(10_000).clamp(1, 100_000);
+    let mut events = st.queue.events_since(cutoff)?;
+    if events.len() > limit {
+        events.drain(..events.len() - limit);
+    }
+    let bodies: Vec<Value> = events.into_iter().map(|e| Value::Object(e.body)).collect();
+    Ok(Json(json!({ "events": bodies })))
 }
 
 #[derive(Deserialize)]

@@ -48,6 +48,41 @@ pub enum Command {
         /// Scripts directory (default: the configured one).
         dir: Option<PathBuf>,
     },
+    /// Run a script's handlers on events and print what they do (dry run by default:
+    /// outbound calls are recorded and printed, not sent).
+    Run {
+        /// The script file.
+        script: PathBuf,
+        /// A JSON file (one event, an array, or a {"batch": [...]} body), or a sample
+        /// event type: track, identify, page, screen, group, alias, delete.
+        #[arg(long)]
+        event: String,
+        /// Send calls for real through the configured connections.
+        #[arg(long)]
+        live: bool,
+    },
+    /// Run the `*_test.rhai` files under DIR (default: the scripts dir).
+    Test { dir: Option<PathBuf> },
+    /// Re-run recorded events through the current scripts and print what each would
+    /// do (dry run unless --live).
+    Replay {
+        /// How far back: 30m, 1h, 2d.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// Only this script's handlers.
+        #[arg(long)]
+        script: Option<String>,
+        /// Accepted for clarity: replays are dry runs unless --live.
+        #[arg(long, conflicts_with = "live")]
+        dry_run: bool,
+        /// Send calls for real.
+        #[arg(long)]
+        live: bool,
+        /// The daemon's URL (default: http://<server.listen>); without a running
+        /// daemon the data dir is read directly.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Read and change scripts' state in a running daemon (`shared` is the shared namespace).
     State {
         #[command(subcommand)]
@@ -187,7 +222,155 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(approvals(&cfg, url.as_deref(), action))
         }
         Command::State { action, url } => runtime()?.block_on(state(&cfg, url.as_deref(), action)),
+        Command::Run {
+            script,
+            event,
+            live,
+        } => local_run(&cfg, &script, &event, live),
+        Command::Test { dir } => {
+            let dir = dir.unwrap_or_else(|| cfg.server.scripts_dir.clone());
+            let report = crate::local::suite::run_dir(&cfg, &dir, &mut std::io::stdout().lock())?;
+            Ok(if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Replay {
+            since,
+            script,
+            live,
+            url,
+            ..
+        } => replay(&cfg, &since, script.as_deref(), live, url.as_deref()),
     }
+}
+
+fn local_run(
+    cfg: &Config,
+    script: &std::path::Path,
+    event: &str,
+    live: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut local = crate::local::Local::new(cfg, live, true)?;
+    let errors = local.load_file(script);
+    if !errors.is_empty() {
+        for e in errors {
+            eprintln!("{e}");
+        }
+        return Ok(ExitCode::from(1));
+    }
+    let events = crate::local::events_from_arg(event)?;
+    let mut ok = true;
+    for body in &events {
+        println!("▶ {}", crate::local::describe(body));
+        let runs = local.fire(body, &crate::local::RunOpts::default());
+        if runs.is_empty() {
+            println!("  no handler of {} matches", script.display());
+        }
+        for r in runs {
+            ok &= r.succeeded();
+            print!("{}", r.report());
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn replay(
+    cfg: &Config,
+    since: &str,
+    only: Option<&str>,
+    live: bool,
+    url: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let window = crate::duration::parse(since).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+    let events = recorded_events(cfg, since, window, url)?;
+    let mut local = crate::local::Local::new(cfg, live, false)?;
+    for e in local.load_dir(&cfg.server.scripts_dir) {
+        eprintln!("{e}");
+    }
+    let mode = if live { "live" } else { "dry run" };
+    println!(
+        "replaying {} events from the last {since} through {} ({mode})",
+        events.len(),
+        cfg.server.scripts_dir.display()
+    );
+    let (mut runs_n, mut calls, mut counts) =
+        (0, 0, std::collections::BTreeMap::<&str, usize>::new());
+    for body in &events {
+        let runs: Vec<_> = local
+            .fire(body, &crate::local::RunOpts::default())
+            .into_iter()
+            .filter(|r| only.is_none_or(|s| r.script == s))
+            .collect();
+        if runs.is_empty() {
+            continue;
+        }
+        println!("▶ {}", crate::local::describe(body));
+        for r in runs {
+            runs_n += 1;
+            calls += r.recorded.len() + r.calls.iter().filter(|c| !c.dry_run).count();
+            *counts.entry(r.status.as_str()).or_default() += 1;
+            for l in &r.logs {
+                println!(
+                    "  [{}] {}",
+                    format!("{:?}", l.level).to_lowercase(),
+                    l.message
+                );
+            }
+            print!("{}", r.report());
+        }
+    }
+    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!(
+        "\n{} events, {runs_n} runs ({}), {calls} outbound calls",
+        events.len(),
+        if summary.is_empty() {
+            "none".into()
+        } else {
+            summary.join(", ")
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Recorded events: from the running daemon, or from the data dir when none runs.
+fn recorded_events(
+    cfg: &Config,
+    since: &str,
+    window: std::time::Duration,
+    url: Option<&str>,
+) -> anyhow::Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    let cutoff = crate::store::now_ms() - window.as_millis() as i64;
+    if url.is_none()
+        && let Ok(store) = crate::store::Store::open(&cfg.server.data_dir)
+    {
+        return Ok(crate::queue::events_since(&store, cutoff)?
+            .into_iter()
+            .map(|e| e.body)
+            .collect());
+    }
+    let rt = runtime()?;
+    let remote = remote::Remote::new(cfg, url)?;
+    let v = rt.block_on(remote.call(
+        reqwest::Method::GET,
+        &format!("/api/events?since={since}"),
+        None,
+    ))?;
+    Ok(v["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| match e {
+            serde_json::Value::Object(m) => Some(m),
+            _ => None,
+        })
+        .collect())
 }
 
 async fn approvals(

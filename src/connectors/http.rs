@@ -405,15 +405,23 @@ impl HttpClient {
                 }
                 (url, None)
             }
-            Destination::Connection { name, path } => {
-                let conn = self.inner.connections.get(name).ok_or_else(|| {
-                    ConnectorError::UnknownConnection {
+            Destination::Connection { name, path } => match self.inner.connections.get(name) {
+                Some(conn) => (join(&conn.base, path, name)?, Some(conn)),
+                // A dry run records calls of connections not configured here, under a
+                // reserved host, so scripts can be tried without credentials.
+                None if self.inner.recorder.is_some() => {
+                    let base = Url::parse(&format!("https://{name}.invalid/")).map_err(|e| {
+                        ConnectorError::Invalid(format!("connection name {name:?}: {e}"))
+                    })?;
+                    (join(&base, path, name)?, None)
+                }
+                None => {
+                    return Err(ConnectorError::UnknownConnection {
                         name: name.clone(),
                         known: self.known_connections(),
-                    }
-                })?;
-                (join(&conn.base, path, name)?, Some(conn))
-            }
+                    });
+                }
+            },
         };
         if !req.query.is_empty() {
             url.query_pairs_mut()

@@ -42,12 +42,15 @@ pub(crate) struct Ask {
 
 fn echo(line: &str) {
     if with_run(|c| c.echo) == Some(true) {
-        println!("{line}");
+        println!("  {line}");
     }
 }
 
 fn park(key: String, kind: WaitKind, wake_after: Option<Duration>) -> Box<EvalAltResult> {
-    let now = chrono::Utc::now();
+    let now = with_run(|c| c.clock_ms)
+        .flatten()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .unwrap_or_else(chrono::Utc::now);
     let what = match &kind {
         WaitKind::Approval { title, .. } => format!("waiting for approval: {title}"),
         WaitKind::Sleep => "sleeping".to_owned(),
@@ -76,24 +79,29 @@ pub(crate) fn ask(host: &Host, ask: Ask, key_args: &Value) -> Res<Value> {
         with_run(|c| c.decisions.push(d.clone()));
         return Ok(d);
     }
-    let Some((mode, job_id, script, handler)) = with_run(|c| {
+    let Some((mode, job_id, script, handler, auto)) = with_run(|c| {
         (
             c.wait_mode,
             c.run_key.clone(),
             c.script.clone(),
             c.handler.clone(),
+            c.auto_decision.clone(),
         )
     }) else {
         return Err(error("approval::ask is only allowed inside a handler"));
     };
-    if mode == WaitMode::Immediate {
+    if mode != WaitMode::Durable {
+        let mut d = auto.unwrap_or_else(
+            || json!({ "approved": true, "status": "approved", "by": "dry-run", "comment": null }),
+        );
+        d["data"] = ask.data;
         echo(&format!(
-            "approval requested: {} (answered \"approved\" in a dry run)",
-            ask.title
+            "approval requested: {} (answered {} by {} in a dry run)",
+            ask.title, d["status"], d["by"]
         ));
-        return Ok(json!({
-            "approved": true, "status": "approved", "by": "dry-run", "comment": null, "data": ask.data,
-        }));
+        journal::record(&key, &d)?;
+        with_run(|c| c.decisions.push(d.clone()));
+        return Ok(d);
     }
     let now = chrono::Utc::now();
     let expires_ms = now.timestamp_millis() + ask.expires.as_millis() as i64;

@@ -45,13 +45,49 @@ pub enum WaitMode {
     /// `spur run` / the REPL: sleeps return at once, `wait_for` times out, and
     /// approvals are answered "approved" — each printed.
     Immediate,
+    /// `spur test`: approvals are answered at once (as mocked); sleeps and
+    /// `wait_for` park the run on the test's virtual clock.
+    Virtual,
 }
 
-/// The journal of one durable run.
+/// The journal of one durable run: in the queue's tree (daemon), or in memory
+/// (`spur test`, which replays parked runs on its virtual clock).
 #[derive(Clone)]
-pub struct JournalRef {
-    pub queue: Queue,
-    pub job: u64,
+pub enum JournalRef {
+    Queue { queue: Queue, job: u64 },
+    Memory(std::sync::Arc<parking_lot::Mutex<HashMap<String, Value>>>),
+}
+
+impl JournalRef {
+    /// The journaled result of `key`.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn get(&self, key: &str) -> Result<Option<Value>, crate::queue::QueueError> {
+        match self {
+            Self::Queue { queue, job } => queue.journal_get(*job, key),
+            Self::Memory(m) => Ok(m.lock().get(key).cloned()),
+        }
+    }
+
+    /// Journals `value` under `key` (durably when asked and on disk).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn put(
+        &self,
+        key: &str,
+        value: &Value,
+        durable: bool,
+    ) -> Result<(), crate::queue::QueueError> {
+        match self {
+            Self::Queue { queue, job } => queue.journal_put(*job, key, value, durable),
+            Self::Memory(m) => {
+                m.lock().insert(key.to_owned(), value.clone());
+                Ok(())
+            }
+        }
+    }
 }
 
 /// What belongs to one run.
@@ -87,6 +123,10 @@ pub struct RunCtx {
     pub park: Option<Wait>,
     /// Approval decisions this execution received (shown in the run record).
     pub decisions: Vec<Value>,
+    /// A virtual clock (`spur test`): `time::now()` reads it, in Unix ms.
+    pub clock_ms: Option<i64>,
+    /// The decision `approval::ask` gets at once in `WaitMode::Immediate`.
+    pub auto_decision: Option<Value>,
 }
 
 impl std::fmt::Debug for RunCtx {

@@ -323,12 +323,12 @@ pub(crate) fn echo_calls(calls: &[crate::connectors::CallRecord]) {
     if with_run(|ctx| ctx.echo) != Some(true) {
         return;
     }
-    for a in calls {
+    // Dry-run calls are printed with their bodies by the caller (from the recorder).
+    for a in calls.iter().filter(|a| !a.dry_run) {
         let status = a
             .status
             .map_or_else(|| a.error.clone().unwrap_or_default(), |s| s.to_string());
-        let tag = if a.dry_run { " (dry run)" } else { "" };
-        println!("→ {} {} {status}{tag}", a.method, a.url);
+        println!("  → {} {} {status}", a.method, a.url);
     }
 }
 

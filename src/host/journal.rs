@@ -38,8 +38,7 @@ pub(crate) fn recorded(key: &str) -> Res<Option<Value>> {
     let journal = with_run(|ctx| ctx.journal.clone()).flatten();
     match journal {
         Some(j) => j
-            .queue
-            .journal_get(j.job, key)
+            .get(key)
             .map_err(|e| error(format!("reading the run journal: {e}"))),
         None => Ok(None),
     }
@@ -53,8 +52,7 @@ pub(crate) fn record(key: &str, value: &Value) -> Res<()> {
 fn put(key: &str, value: &Value, durable: bool) -> Res<()> {
     let journal = with_run(|ctx| ctx.journal.clone()).flatten();
     if let Some(j) = journal {
-        j.queue
-            .journal_put(j.job, key, value, durable)
+        j.put(key, value, durable)
             .map_err(|e| error(format!("writing the run journal: {e}")))?;
     }
     Ok(())

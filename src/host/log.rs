@@ -8,7 +8,7 @@ use super::ctx::{LogLevel, LogLine, with_run};
 pub fn emit(level: LogLevel, message: &str) {
     let captured = with_run(|ctx| {
         if ctx.echo {
-            println!("[{}] {message}", format!("{level:?}").to_lowercase());
+            println!("  [{}] {message}", format!("{level:?}").to_lowercase());
         }
         if ctx.logs.len() < ctx.max_logs {
             let message = if message.len() > 8192 {

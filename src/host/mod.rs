@@ -71,7 +71,7 @@ pub(crate) fn outcome(signal: Signal, text: String) -> Box<EvalAltResult> {
 
 /// Places a host error at the script's call site: rhai leaves errors of
 /// module-qualified calls (`http::get`) without a position.
-pub(crate) fn placed<T>(
+pub fn placed<T>(
     ctx: &NativeCallContext,
     result: Result<T, Box<EvalAltResult>>,
 ) -> Result<T, Box<EvalAltResult>> {

@@ -9,7 +9,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::convert::{to_dynamic, to_json, to_text};
-use super::ctx::Signal;
+use super::ctx::{Signal, with_run};
 use super::{Host, error, placed};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
@@ -27,6 +27,14 @@ fn signal(sig: Signal) -> Box<EvalAltResult> {
 /// re-execution sees the same one.
 fn once(op: &str, make: impl FnOnce() -> serde_json::Value) -> Res<serde_json::Value> {
     super::journal::value(op, make)
+}
+
+/// The run's clock: virtual in `spur test`, else the system's.
+fn now() -> chrono::DateTime<chrono::Utc> {
+    with_run(|c| c.clock_ms)
+        .flatten()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .unwrap_or_else(chrono::Utc::now)
 }
 
 fn uuid_once() -> String {
@@ -90,15 +98,11 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
 
     let mut time = Module::new();
     time.set_native_fn("now", || {
-        let v = once("time.now", || {
-            json!(crate::event::format_time(chrono::Utc::now()))
-        })?;
+        let v = once("time.now", || json!(crate::event::format_time(now())))?;
         Ok(v.as_str().unwrap_or_default().to_owned())
     });
     time.set_native_fn("unix_ms", || {
-        let v = once("time.unix_ms", || {
-            json!(chrono::Utc::now().timestamp_millis())
-        })?;
+        let v = once("time.unix_ms", || json!(now().timestamp_millis()))?;
         Ok(v.as_i64().unwrap_or_default())
     });
     time.set_native_fn("sleep", |ctx: NativeCallContext, d: Dynamic| {

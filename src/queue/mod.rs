@@ -490,17 +490,7 @@ impl Queue {
     /// # Errors
     /// When the store fails or a record is corrupt.
     pub fn events_since(&self, since_ms: i64) -> Result<Vec<StoredEvent>, QueueError> {
-        let mut out = Vec::new();
-        for item in self.inner.store.queue_tree().scan_prefix([EVENT]).rev() {
-            let (k, v) = item.map_err(StoreError::from)?;
-            let ev = decode_event(key_id(&k), &v)?;
-            if ev.received_ms < since_ms {
-                break;
-            }
-            out.push(ev);
-        }
-        out.reverse();
-        Ok(out)
+        events_since(&self.inner.store, since_ms)
     }
 
     /// Scheduler counts.
@@ -567,6 +557,25 @@ impl Queue {
     pub fn store(&self) -> &Store {
         &self.inner.store
     }
+}
+
+/// Events of `store`'s log received at or after `since_ms`, oldest first (also for
+/// reading a store no daemon holds).
+///
+/// # Errors
+/// When the store fails or a record is corrupt.
+pub fn events_since(store: &Store, since_ms: i64) -> Result<Vec<StoredEvent>, QueueError> {
+    let mut out = Vec::new();
+    for item in store.queue_tree().scan_prefix([EVENT]).rev() {
+        let (k, v) = item.map_err(StoreError::from)?;
+        let ev = decode_event(key_id(&k), &v)?;
+        if ev.received_ms < since_ms {
+            break;
+        }
+        out.push(ev);
+    }
+    out.reverse();
+    Ok(out)
 }
 
 fn all_jobs(tree: &sled::Tree) -> Result<Vec<Job>, QueueError> {

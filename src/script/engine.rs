@@ -27,7 +27,7 @@ pub struct EngineOptions {
 
 thread_local! {
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
-    static ENGINE: RefCell<Option<(u64, Rc<Engine>)>> = const { RefCell::new(None) };
+    static ENGINE: RefCell<Option<(u64, usize, Rc<Engine>)>> = const { RefCell::new(None) };
 }
 
 /// Sets (or clears) the wall-clock deadline of the run on this thread.
@@ -82,20 +82,22 @@ pub fn build_engine(opts: &EngineOptions, modules: &Modules) -> Engine {
     engine
 }
 
-/// Runs `f` with this thread's engine for `set`, building it on first use and after
-/// every reload (engines are per thread: sharing one across threads does not scale).
+/// Runs `f` with this thread's engine for `set`, building it on first use, after
+/// every reload and for another host (engines are per thread: sharing one across
+/// threads does not scale).
 pub fn with_thread_engine<R>(
     set: &ScriptSet,
     opts: &EngineOptions,
     f: impl FnOnce(&Engine) -> R,
 ) -> R {
+    let host = Arc::as_ptr(&opts.host) as usize;
     let engine = ENGINE.with(|cell| {
         let mut cell = cell.borrow_mut();
         match &*cell {
-            Some((version, e)) if *version == set.version => Rc::clone(e),
+            Some((version, h, e)) if *version == set.version && *h == host => Rc::clone(e),
             _ => {
                 let e = Rc::new(build_engine(opts, &set.modules));
-                *cell = Some((set.version, Rc::clone(&e)));
+                *cell = Some((set.version, host, Rc::clone(&e)));
                 e
             }
         }

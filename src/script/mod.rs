@@ -11,6 +11,7 @@ mod loader;
 pub mod pinned;
 mod registry;
 pub mod stdlib;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::fmt;

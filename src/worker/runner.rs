@@ -92,7 +92,7 @@ pub fn execute(deps: &WorkerDeps, lease: &mut Lease) -> Execution {
     ctx.script.clone_from(&job.script);
     ctx.handler.clone_from(&job.handler);
     ctx.run_id = record.id;
-    ctx.journal = Some(JournalRef {
+    ctx.journal = Some(JournalRef::Queue {
         queue: deps.queue.clone(),
         job: job.id,
     });

@@ -1,0 +1,627 @@
+//! `spur test`: `*_test.rhai` files test the scripts in their directory, with
+//! connectors recorded (never sent), a virtual clock, and assertions.
+//!
+//! ```rhai
+//! test("big orders reach #sales", || {
+//!     mock::http("POST", "/chat.postMessage", #{ ok: true, ts: "1.0" });
+//!     let runs = fire(#{ type: "track", event: "Order Completed", userId: "ada", properties: #{ total: 900 } });
+//!     assert_eq(runs[0].status, "ok");
+//!     expect::called("POST", "/chat.postMessage");
+//!     assert(expect::calls("POST", "/chat.postMessage")[0].body.text.contains("ada"));
+//! });
+//! ```
+//!
+//! Each test starts from nothing: an empty in-memory store, no recorded calls, no
+//! stubs, the clock at Monday 2026-01-05 08:00 UTC. `fire(event)` runs the handlers
+//! the event matches (and wakes runs waiting for it); `clock::advance(duration)`
+//! fires the schedules due on the way and wakes sleeping runs, journaled as the
+//! daemon would (a woken run does not repeat its earlier effects).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rhai::{AST, Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, Module, NativeCallContext};
+use serde_json::{Value, json};
+
+use super::{Local, LocalRun, RunOpts};
+use crate::config::Config;
+use crate::connectors::recorder::{RecordedCall, Stub, glob_match};
+use crate::event::{BatchDefaults, Origin, normalize};
+use crate::host::convert::{to_dynamic, to_json, to_text};
+use crate::host::{JournalRef, WaitMode, placed};
+use crate::queue::{WaitKind, wait_matches};
+use crate::schedule::cron::Schedule;
+use crate::script::{HandlerKind, ScriptError, ScriptSet, build_engine, describe_eval};
+use crate::worker::tick_args;
+
+type Res<T> = Result<T, Box<EvalAltResult>>;
+
+/// Where every test's clock starts (a Monday morning).
+pub const CLOCK_START: &str = "2026-01-05T08:00:00Z";
+
+/// Totals of a `spur test` run.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub passed: usize,
+    pub failed: usize,
+}
+
+/// An in-memory run journal.
+type Journal = Arc<Mutex<HashMap<String, Value>>>;
+
+/// A run parked on the virtual clock or an event.
+struct Parked {
+    script: String,
+    handler: String,
+    args: Vec<Dynamic>,
+    journal: Arc<Mutex<HashMap<String, Value>>>,
+    run_key: String,
+    wait: crate::queue::Wait,
+}
+
+/// The state of the test being run (thread-local while it runs).
+struct TestCtx {
+    local: Local,
+    clock_ms: i64,
+    parked: Vec<Parked>,
+    calls: Vec<RecordedCall>,
+    auto_decision: Option<Value>,
+    next_run: u64,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<TestCtx>> = const { RefCell::new(None) };
+    static COLLECTED: RefCell<Vec<(String, FnPtr)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn with_test<R>(f: impl FnOnce(&mut TestCtx) -> R) -> Res<R> {
+    CURRENT
+        .with(|c| c.borrow_mut().as_mut().map(f))
+        .ok_or_else(|| "only available inside test(…)".into())
+}
+
+/// Runs every `*_test.rhai` under `dir`, printing as cargo test does.
+///
+/// # Errors
+/// When `dir` cannot be read.
+pub fn run_dir(config: &Config, dir: &Path, out: &mut impl Write) -> anyhow::Result<Report> {
+    let mut files = Vec::new();
+    collect(dir, &mut files)?;
+    files.sort();
+    let mut report = Report::default();
+    let mut failures: Vec<(String, String)> = Vec::new();
+    for file in &files {
+        run_file(config, file, out, &mut report, &mut failures)?;
+    }
+    if files.is_empty() {
+        writeln!(out, "no *_test.rhai files under {}", dir.display())?;
+    }
+    if !failures.is_empty() {
+        writeln!(out, "\nfailures:")?;
+        for (name, msg) in &failures {
+            writeln!(out, "\n---- {name} ----\n{msg}")?;
+        }
+    }
+    let verdict = if report.failed == 0 { "ok" } else { "FAILED" };
+    writeln!(
+        out,
+        "\ntest result: {verdict}. {} passed; {} failed",
+        report.passed, report.failed
+    )?;
+    Ok(report)
+}
+
+fn collect(dir: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in
+        std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?
+    {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect(&path, files)?;
+        } else if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with("_test.rhai"))
+        {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn run_file(
+    config: &Config,
+    file: &Path,
+    out: &mut impl Write,
+    report: &mut Report,
+    failures: &mut Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    let label = file.display().to_string();
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let mut first = Local::new(config, false, false)?;
+    let load_errors = first.load_dir(dir);
+    let set = Arc::clone(&first.set);
+    let engine = test_engine(&first, &set);
+    let compiled = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read: {e}"))
+        .and_then(|text| {
+            let mut ast = engine
+                .compile(&text)
+                .map_err(|e| ScriptError::from_parse(&label, &e).to_string())?;
+            ast.set_source(label.as_str());
+            COLLECTED.with(|c| c.borrow_mut().clear());
+            engine
+                .run_ast(&ast)
+                .map_err(|e| ScriptError::from_eval(&label, &e).to_string())?;
+            Ok(ast)
+        });
+    let tests: Vec<(String, FnPtr)> = COLLECTED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    writeln!(out, "\nrunning {} tests from {label}", tests.len())?;
+    let ast = match (compiled, load_errors.is_empty()) {
+        (Ok(ast), true) => ast,
+        (compiled, _) => {
+            let mut msg: Vec<String> = load_errors.iter().map(ToString::to_string).collect();
+            if let Err(e) = compiled {
+                msg.push(e);
+            }
+            writeln!(out, "test {label} ... FAILED (does not load)")?;
+            report.failed += 1;
+            failures.push((label, msg.join("\n")));
+            return Ok(());
+        }
+    };
+    drop(first);
+    for (name, f) in tests {
+        let local = Local::new(config, false, false)?;
+        let mut local = local;
+        local.set = Arc::clone(&set);
+        let result = run_test(local, &engine, &ast, &f);
+        match result {
+            Ok(()) => {
+                writeln!(out, "test {name} ... ok")?;
+                report.passed += 1;
+            }
+            Err(e) => {
+                writeln!(out, "test {name} ... FAILED")?;
+                report.failed += 1;
+                let (pos, message) = describe_eval(&e, &label);
+                let place = pos
+                    .line()
+                    .map(|l| format!(" ({label}:{l}:{})", pos.position().unwrap_or(0)))
+                    .unwrap_or_default();
+                failures.push((format!("{label}: {name}"), format!("{message}{place}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_test(local: Local, engine: &Engine, ast: &AST, f: &FnPtr) -> Res<()> {
+    let start = crate::event::parse_time(CLOCK_START).map_or(0, |t| t.timestamp_millis());
+    CURRENT.with(|c| {
+        *c.borrow_mut() = Some(TestCtx {
+            local,
+            clock_ms: start,
+            parked: Vec::new(),
+            calls: Vec::new(),
+            auto_decision: None,
+            next_run: 1,
+        });
+    });
+    let result = f.call::<Dynamic>(engine, ast, ()).map(|_| ());
+    CURRENT.with(|c| c.borrow_mut().take());
+    result
+}
+
+/// The engine test files run on: the host API, plus the test API.
+fn test_engine(local: &Local, set: &ScriptSet) -> Engine {
+    let mut engine = build_engine(&local.engine, &set.modules);
+    register(&mut engine);
+    engine
+}
+
+fn opts_for(
+    t: &mut TestCtx,
+    journal: Arc<Mutex<HashMap<String, Value>>>,
+    run_key: String,
+) -> RunOpts {
+    RunOpts {
+        wait_mode: WaitMode::Virtual,
+        journal: Some(JournalRef::Memory(journal)),
+        clock_ms: Some(t.clock_ms),
+        auto_decision: t.auto_decision.clone(),
+        run_key: Some(run_key),
+    }
+}
+
+/// Runs one handler (fresh, or resuming a parked run with its journal).
+fn run_one(
+    t: &mut TestCtx,
+    script: &str,
+    handler: &str,
+    args: Vec<Dynamic>,
+    resume: Option<(Journal, String)>,
+) -> Option<LocalRun> {
+    let s = t.local.set.script(script).cloned()?;
+    let h = s.handler(handler).cloned()?;
+    let (journal, run_key) = resume.unwrap_or_else(|| {
+        t.next_run += 1;
+        (Arc::default(), format!("test-{}", t.next_run))
+    });
+    let opts = opts_for(t, Arc::clone(&journal), run_key.clone());
+    let run = t.local.run_handler(&s, &h, args.clone(), opts);
+    t.calls.extend(run.recorded.iter().cloned());
+    if let Some(wait) = run.wait.clone() {
+        t.parked.push(Parked {
+            script: script.to_owned(),
+            handler: handler.to_owned(),
+            args,
+            journal,
+            run_key,
+            wait,
+        });
+    }
+    Some(run)
+}
+
+/// Wakes a parked run with `result` under its wait's key.
+fn wake(t: &mut TestCtx, p: Parked, result: Value) -> Option<LocalRun> {
+    p.journal.lock().insert(p.wait.key.clone(), result);
+    run_one(
+        t,
+        &p.script,
+        &p.handler,
+        p.args,
+        Some((p.journal, p.run_key)),
+    )
+}
+
+fn fire(event: &Map) -> Res<Array> {
+    let Value::Object(body) =
+        to_json(&Dynamic::from_map(event.clone())).map_err(|e| format!("fire: {e}"))?
+    else {
+        unreachable!("a map converts to a JSON object");
+    };
+    with_test(|t| {
+        let now = chrono::DateTime::from_timestamp_millis(t.clock_ms).unwrap_or_default();
+        let origin = if body.contains_key("receivedAt") {
+            Origin::Delivered
+        } else {
+            Origin::Tracking
+        };
+        let event = normalize(body, None, &BatchDefaults::default(), origin, now).map_err(
+            |e| -> Box<EvalAltResult> {
+                format!("fire: invalid event: {e} (field `{}`)", e.field).into()
+            },
+        )?;
+        let mut runs = Vec::new();
+        for target in t.local.set.targets(&event) {
+            let kind = t
+                .local
+                .set
+                .script(&target.script)
+                .and_then(|s| s.handler(&target.handler))
+                .map(|h| h.kind.clone());
+            let Some(kind) = kind else { continue };
+            let args =
+                crate::worker::event_args(&kind, &event.body).map_err(|e| format!("fire: {e}"))?;
+            runs.extend(run_one(t, &target.script, &target.handler, args, None));
+        }
+        // Runs waiting for an event like this one wake up.
+        let (matching, rest): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut t.parked)
+            .into_iter()
+            .partition(|p| matches!(&p.wait.kind, WaitKind::Event { filter, .. } if wait_matches(filter, &event.body)));
+        t.parked = rest;
+        for p in matching {
+            runs.extend(wake(t, p, Value::Object(event.body.clone())));
+        }
+        Ok(runs.iter().map(LocalRun::to_dynamic).collect())
+    })?
+}
+
+fn advance(by_ms: i64) -> Res<Array> {
+    with_test(|t| {
+        let end = t.clock_ms + by_ms;
+        let mut runs = Vec::new();
+        loop {
+            // The earliest thing due in (now, end]: a schedule tick or a parked wake-up.
+            let now = chrono::DateTime::from_timestamp_millis(t.clock_ms).unwrap_or_default();
+            let mut next_tick: Option<(i64, String, String, String)> = None;
+            for s in &t.local.set.scripts {
+                for h in &s.handlers {
+                    let HandlerKind::Schedule(expr) = &h.kind else {
+                        continue;
+                    };
+                    let Some(at) = Schedule::parse(expr).ok().and_then(|c| c.next_after(now))
+                    else {
+                        continue;
+                    };
+                    let at = at.timestamp_millis();
+                    if at <= end && next_tick.as_ref().is_none_or(|(a, ..)| at < *a) {
+                        next_tick = Some((at, s.name.clone(), h.key.clone(), expr.clone()));
+                    }
+                }
+            }
+            let next_wake = t
+                .parked
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.wait.wake_at_ms.filter(|w| *w <= end).map(|w| (w, i)))
+                .min();
+            match (next_tick, next_wake) {
+                (Some((at, script, handler, expr)), wake) if wake.is_none_or(|(w, _)| at <= w) => {
+                    t.clock_ms = at.max(t.clock_ms);
+                    let args = tick_args(&script, &expr, at);
+                    runs.extend(run_one(t, &script, &handler, args, None));
+                }
+                (_, Some((w, i))) => {
+                    t.clock_ms = w.max(t.clock_ms);
+                    let p = t.parked.remove(i);
+                    runs.extend(wake(t, p, Value::Null));
+                }
+                (None, None) => break,
+                (Some(_), None) => unreachable!("covered by the first arm"),
+            }
+        }
+        t.clock_ms = end;
+        runs.iter().map(LocalRun::to_dynamic).collect()
+    })
+}
+
+fn recorded_matching(method: &str, path: &str) -> Res<Vec<RecordedCall>> {
+    with_test(|t| {
+        t.calls
+            .iter()
+            .filter(|c| {
+                c.method.eq_ignore_ascii_case(method)
+                    && (glob_match(path, &c.path) || glob_match(path, &c.url))
+            })
+            .cloned()
+            .collect()
+    })
+}
+
+fn call_map(c: &RecordedCall) -> Dynamic {
+    to_dynamic(
+        &json!({ "method": c.method, "url": c.url, "path": c.path, "connection": c.connection, "body": c.body }),
+    )
+}
+
+fn made_calls() -> String {
+    with_test(|t| {
+        if t.calls.is_empty() {
+            "no calls were made".to_owned()
+        } else {
+            let list: Vec<String> = t
+                .calls
+                .iter()
+                .map(|c| format!("{} {}", c.method, c.path))
+                .collect();
+            format!("calls made: {}", list.join(", "))
+        }
+    })
+    .unwrap_or_default()
+}
+
+fn loose_eq(a: &Dynamic, b: &Dynamic) -> bool {
+    match (to_json(a), to_json(b)) {
+        (Ok(x), Ok(y)) => json_eq(&x, &y),
+        _ => a.to_string() == b.to_string(),
+    }
+}
+
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn register(engine: &mut Engine) {
+    engine.register_fn("test", |name: &str, f: FnPtr| -> Res<()> {
+        COLLECTED.with(|c| c.borrow_mut().push((name.to_owned(), f)));
+        Ok(())
+    });
+    engine.register_fn("fire", |ctx: NativeCallContext, event: Map| {
+        placed(&ctx, fire(&event))
+    });
+    engine.register_fn("assert", |cond: bool| -> Res<()> {
+        if cond {
+            Ok(())
+        } else {
+            Err("assertion failed".into())
+        }
+    });
+    engine.register_fn("assert", |cond: bool, msg: &str| -> Res<()> {
+        if cond {
+            Ok(())
+        } else {
+            Err(format!("assertion failed: {msg}").into())
+        }
+    });
+    engine.register_fn("assert_eq", |a: Dynamic, b: Dynamic| -> Res<()> {
+        if loose_eq(&a, &b) {
+            Ok(())
+        } else {
+            Err(format!("assert_eq failed: left {a:?} != right {b:?}").into())
+        }
+    });
+    engine.register_fn(
+        "assert_eq",
+        |a: Dynamic, b: Dynamic, msg: &str| -> Res<()> {
+            if loose_eq(&a, &b) {
+                Ok(())
+            } else {
+                Err(format!("assert_eq failed: {msg}: left {a:?} != right {b:?}").into())
+            }
+        },
+    );
+    engine.register_fn("state_of", |script: &str, key: &str| -> Res<Dynamic> {
+        let ns = if script == "shared" {
+            crate::state::SHARED
+        } else {
+            script
+        };
+        with_test(|t| t.local.engine.host.state.get(ns, key))?
+            .map_err(|e| e.to_string().into())
+            .map(|v| v.as_ref().map_or(Dynamic::UNIT, to_dynamic))
+    });
+
+    let mut clock = Module::new();
+    clock.set_native_fn("advance", |ctx: NativeCallContext, d: Dynamic| {
+        placed(&ctx, duration_ms(&d).and_then(advance))
+    });
+    clock.set_native_fn("set", |ctx: NativeCallContext, at: &str| {
+        let set = crate::event::parse_time(at)
+            .ok_or_else(|| format!("clock::set: {at:?} is not an ISO-8601 time").into())
+            .and_then(|t| with_test(|c| c.clock_ms = t.timestamp_millis()));
+        placed(&ctx, set)
+    });
+    clock.set_native_fn("now", |ctx: NativeCallContext| {
+        placed(
+            &ctx,
+            with_test(|c| {
+                chrono::DateTime::from_timestamp_millis(c.clock_ms)
+                    .map(crate::event::format_time)
+                    .unwrap_or_default()
+            }),
+        )
+    });
+    engine.register_static_module("clock", clock.into());
+
+    let mut mock = Module::new();
+    mock.set_native_fn(
+        "http",
+        |ctx: NativeCallContext, method: &str, path: &str, body: Dynamic| {
+            placed(&ctx, stub(method, path, 200, &body))
+        },
+    );
+    mock.set_native_fn(
+        "http",
+        |ctx: NativeCallContext, method: &str, path: &str, status: i64, body: Dynamic| {
+            placed(
+                &ctx,
+                stub(method, path, u16::try_from(status).unwrap_or(500), &body),
+            )
+        },
+    );
+    mock.set_native_fn("approval", |ctx: NativeCallContext, decision: Map| {
+        placed(&ctx, mock_approval(decision))
+    });
+    engine.register_static_module("mock", mock.into());
+
+    let mut expect = Module::new();
+    expect.set_native_fn(
+        "called",
+        |ctx: NativeCallContext, method: &str, path: &str| {
+            let r = recorded_matching(method, path).and_then(|calls| {
+                if calls.is_empty() {
+                    Err(format!("expected a {method} {path} call; {}", made_calls()).into())
+                } else {
+                    Ok(())
+                }
+            });
+            placed(&ctx, r)
+        },
+    );
+    expect.set_native_fn(
+        "called",
+        |ctx: NativeCallContext, method: &str, path: &str, n: i64| {
+            let r = recorded_matching(method, path).and_then(|calls| {
+                if i64::try_from(calls.len()).ok() == Some(n) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "expected {n} {method} {path} call(s), got {}; {}",
+                        calls.len(),
+                        made_calls()
+                    )
+                    .into())
+                }
+            });
+            placed(&ctx, r)
+        },
+    );
+    expect.set_native_fn(
+        "not_called",
+        |ctx: NativeCallContext, method: &str, path: &str| {
+            let r = recorded_matching(method, path).and_then(|calls| {
+                if calls.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "expected no {method} {path} call, got {}; {}",
+                        calls.len(),
+                        made_calls()
+                    )
+                    .into())
+                }
+            });
+            placed(&ctx, r)
+        },
+    );
+    expect.set_native_fn("calls", |ctx: NativeCallContext| {
+        placed(
+            &ctx,
+            with_test(|t| t.calls.iter().map(call_map).collect::<Array>()),
+        )
+    });
+    expect.set_native_fn(
+        "calls",
+        |ctx: NativeCallContext, method: &str, path: &str| {
+            placed(
+                &ctx,
+                recorded_matching(method, path).map(|c| c.iter().map(call_map).collect::<Array>()),
+            )
+        },
+    );
+    engine.register_static_module("expect", expect.into());
+}
+
+fn mock_approval(decision: Map) -> Res<()> {
+    let d = to_json(&Dynamic::from_map(decision)).map_err(|e| format!("mock::approval: {e}"))?;
+    let approved = d.get("approved").and_then(Value::as_bool).unwrap_or(true);
+    let status = if approved { "approved" } else { "rejected" };
+    let full = json!({
+        "approved": approved,
+        "status": d.get("status").cloned().unwrap_or_else(|| json!(status)),
+        "by": d.get("by").cloned().unwrap_or_else(|| json!("test")),
+        "comment": d.get("comment").cloned().unwrap_or(Value::Null),
+    });
+    with_test(|t| t.auto_decision = Some(full))
+}
+
+fn stub(method: &str, path: &str, status: u16, body: &Dynamic) -> Res<()> {
+    let body = to_json(body).map_err(|e| format!("mock::http: {e}"))?;
+    with_test(|t| {
+        if let Some(r) = &t.local.recorder {
+            r.stub(Stub {
+                method: method.to_ascii_uppercase(),
+                path: path.to_owned(),
+                status,
+                body,
+            });
+        }
+    })
+}
+
+fn duration_ms(d: &Dynamic) -> Res<i64> {
+    if let Ok(secs) = d.as_int() {
+        return Ok(secs * 1000);
+    }
+    crate::duration::parse(&to_text(d))
+        .map(|d| d.as_millis() as i64)
+        .map_err(|e| format!("clock::advance: {e}").into())
+}

@@ -1,0 +1,183 @@
+//! Live reload through the running daemon: edits are live within a second, broken
+//! saves keep the last good version (error listed), fixes and deletes apply, editor
+//! save patterns work, stdlib overrides reload, and runs keep their version.
+//! Run with: cargo nextest run --test reload
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::TestApp;
+use serde_json::json;
+use spur::run::RunStatus;
+
+fn script(version: &str) -> String {
+    format!(r#"on_track("Ping", |e| {{ log::info("{version}"); }});"#)
+}
+
+/// Writes `text` to `path` and waits (bounded) until the reload it triggers is live;
+/// returns the save-to-live latency.
+async fn save(t: &TestApp, path: &Path, text: &str) -> Duration {
+    let mut changed = t.app.scripts.subscribe();
+    changed.borrow_and_update();
+    let saved = Instant::now();
+    std::fs::write(path, text).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), changed.changed())
+        .await
+        .expect("reloaded within 5 s")
+        .unwrap();
+    saved.elapsed()
+}
+
+async fn ping(t: &TestApp, n: usize) -> String {
+    t.post("/v1/track", &json!({"userId": "u", "event": "Ping"}))
+        .await;
+    let runs = t.wait_run_count(n, 10).await;
+    runs[0]
+        .logs
+        .first()
+        .map(|l| l.message.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_go_live_broken_saves_keep_the_last_good_version() {
+    let t = TestApp::builder()
+        .script("ping.rhai", &script("v1"))
+        .start()
+        .await;
+    let dir = t.dir.path().join("scripts");
+    let file = dir.join("ping.rhai");
+    assert_eq!(ping(&t, 1).await, "v1");
+
+    let latency = save(&t, &file, &script("v2")).await;
+    eprintln!("save-to-live latency: {latency:?}");
+    assert!(latency < Duration::from_secs(1), "{latency:?}");
+    assert_eq!(ping(&t, 2).await, "v2");
+
+    save(
+        &t,
+        &file,
+        "on_track(\"Ping\", |e| {\n    log::info(\"v3\";\n});",
+    )
+    .await;
+    let (_, scripts) = t.admin_get("/api/scripts").await;
+    let err = &scripts["errors"][0];
+    assert!(
+        err["file"].as_str().unwrap().ends_with("ping.rhai"),
+        "{scripts}"
+    );
+    assert_eq!(err["line"], 2, "{err}");
+    assert_eq!(
+        ping(&t, 3).await,
+        "v2",
+        "the last good version keeps serving"
+    );
+
+    save(&t, &file, &script("v4")).await;
+    let (_, scripts) = t.admin_get("/api/scripts").await;
+    assert!(scripts["errors"].as_array().unwrap().is_empty());
+    assert_eq!(ping(&t, 4).await, "v4");
+
+    // Editor pattern: write a temp file, then rename over the script.
+    let mut changed = t.app.scripts.subscribe();
+    changed.borrow_and_update();
+    std::fs::write(dir.join(".ping.rhai.swp"), script("v5")).unwrap();
+    std::fs::rename(dir.join(".ping.rhai.swp"), &file).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), changed.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ping(&t, 5).await, "v5");
+
+    // Truncate, then write in two steps.
+    save(&t, &file, "").await;
+    save(&t, &file, &script("v6")).await;
+    assert_eq!(ping(&t, 6).await, "v6");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_script_removes_its_handlers() {
+    let t = TestApp::builder()
+        .script("ping.rhai", &script("v1"))
+        .script(
+            "sentinel.rhai",
+            r#"on_track("Sentinel", |e| { log::info("sentinel"); });"#,
+        )
+        .start()
+        .await;
+    let file = t.dir.path().join("scripts/ping.rhai");
+    let mut changed = t.app.scripts.subscribe();
+    changed.borrow_and_update();
+    std::fs::remove_file(&file).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), changed.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    t.post("/v1/track", &json!({"userId": "u", "event": "Ping"}))
+        .await;
+    t.post("/v1/track", &json!({"userId": "u", "event": "Sentinel"}))
+        .await;
+    let runs = t
+        .wait_runs(10, |r| r.iter().any(|r| r.script == "sentinel"))
+        .await;
+    assert_eq!(
+        runs.len(),
+        1,
+        "the deleted script's handler did not run: {runs:?}"
+    );
+    let (_, scripts) = t.admin_get("/api/scripts").await;
+    assert_eq!(scripts["scripts"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdlib_override_reloads_too() {
+    let t = TestApp::builder()
+        .script(
+            "alert.rhai",
+            r##"on_track("Ping", |e| { slack::post("#x", "hi"); log::info("sent"); });"##,
+        )
+        .config("[retry]\nmax_attempts = 1")
+        .start()
+        .await;
+    let run = ping(&t, 1).await;
+    assert_eq!(run, "", "the real slack module needs a connection: {run:?}");
+    let override_file = t.dir.path().join("scripts/slack.rhai");
+    save(
+        &t,
+        &override_file,
+        r#"fn post(channel, text) { log::info(`override ${channel} ${text}`); }"#,
+    )
+    .await;
+    assert_eq!(ping(&t, 2).await, "override #x hi");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_in_flight_keeps_the_version_it_started_on() {
+    let v = |n: &str| {
+        format!(
+            r#"on_track("Ping", |e| {{ log::info("{n} before"); time::sleep("1s"); log::info("{n} after"); }});"#
+        )
+    };
+    let t = TestApp::builder()
+        .script("ping.rhai", &v("v1"))
+        .start()
+        .await;
+    t.post("/v1/track", &json!({"userId": "u", "event": "Ping"}))
+        .await;
+    t.wait_runs(10, |r| r.iter().any(|r| r.status == RunStatus::Waiting))
+        .await;
+    save(&t, &t.dir.path().join("scripts/ping.rhai"), &v("v2")).await;
+    let runs = t
+        .wait_runs(10, |r| r.iter().any(|r| r.status == RunStatus::Ok))
+        .await;
+    assert_eq!(
+        runs[0]
+            .logs
+            .iter()
+            .map(|l| l.message.as_str())
+            .collect::<Vec<_>>(),
+        ["v1 before", "v1 after"]
+    );
+}
