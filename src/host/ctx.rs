@@ -127,6 +127,11 @@ pub struct RunCtx {
     pub clock_ms: Option<i64>,
     /// The decision `approval::ask` gets at once in `WaitMode::Immediate`.
     pub auto_decision: Option<Value>,
+    /// A script version to record with the first journal entry (a run pins its
+    /// version only once it has effects to protect).
+    pub pin: Option<String>,
+    /// Whether this execution wrote to the journal.
+    pub journaled: bool,
 }
 
 impl std::fmt::Debug for RunCtx {

@@ -49,9 +49,22 @@ pub(crate) fn record(key: &str, value: &Value) -> Res<()> {
     put(key, value, true)
 }
 
+/// The journal key under which a run's script version is kept.
+pub const PIN_KEY: &str = "@pin";
+
 fn put(key: &str, value: &Value, durable: bool) -> Res<()> {
-    let journal = with_run(|ctx| ctx.journal.clone()).flatten();
+    let (journal, pin) = with_run(|ctx| {
+        let first = !ctx.journaled;
+        ctx.journaled = true;
+        (ctx.journal.clone(), if first { ctx.pin.take() } else { None })
+    })
+    .unwrap_or_default();
     if let Some(j) = journal {
+        if let Some(hash) = pin {
+            // Covered by this entry's flush when it is durable.
+            j.put(PIN_KEY, &Value::String(hash), false)
+                .map_err(|e| error(format!("writing the run journal: {e}")))?;
+        }
         j.put(key, value, durable)
             .map_err(|e| error(format!("writing the run journal: {e}")))?;
     }

@@ -12,7 +12,7 @@ mod approval;
 pub mod convert;
 mod ctx;
 mod http;
-mod journal;
+pub mod journal;
 pub mod log;
 mod segment;
 mod state;

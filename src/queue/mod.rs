@@ -347,20 +347,6 @@ impl Queue {
         rx.await.map_err(|_| QueueError::Closed)?
     }
 
-    /// Persists a change to a leased job (its script pin); the writer never touches a
-    /// job while a worker holds it.
-    ///
-    /// # Errors
-    /// When the store fails.
-    pub fn update_leased(&self, job: &Job) -> Result<(), QueueError> {
-        let bytes = serde_json::to_vec(job).expect("a Job always serialises");
-        self.inner
-            .store
-            .queue_tree()
-            .insert(job_key(job.id), bytes)?;
-        Ok(())
-    }
-
     /// A job as stored.
     ///
     /// # Errors

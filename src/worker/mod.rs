@@ -82,11 +82,13 @@ fn settle(deps: &WorkerDeps, lease: &Lease, exec: Execution) {
     let Execution {
         mut record,
         outcome,
+        journaled,
     } = exec;
     let attempt = record.attempt;
     let settle = match outcome {
         Outcome::Ok | Outcome::Skipped(_) => Settle::Done {
-            keep_journal: false,
+            // Nothing to clear when the run never journaled.
+            keep_journal: !journaled,
         },
         Outcome::Retry(_) if deps.retry.allows_another(attempt) => {
             let at = crate::store::now_ms() + deps.retry.delay_ms(attempt) as i64;

@@ -40,6 +40,8 @@ pub enum Outcome {
 pub struct Execution {
     pub record: RunRecord,
     pub outcome: Outcome,
+    /// Whether the run may have a journal to clear when it finishes.
+    pub journaled: bool,
 }
 
 /// Runs `lease`'s handler once. On its first execution the run is pinned to the
@@ -51,7 +53,7 @@ pub fn execute(deps: &WorkerDeps, lease: &mut Lease) -> Execution {
     let mut record = blank_record(deps, lease, started_at);
     let set = deps.scripts.get();
 
-    let script = match resolve_script(deps, &set, lease) {
+    let (script, newly_pinned) = match resolve_script(deps, &set, lease) {
         Ok(s) => s,
         Err(why) => return finish(record, clock, Outcome::Skipped(why), None),
     };
@@ -92,6 +94,9 @@ pub fn execute(deps: &WorkerDeps, lease: &mut Lease) -> Execution {
     ctx.script.clone_from(&job.script);
     ctx.handler.clone_from(&job.handler);
     ctx.run_id = record.id;
+    if newly_pinned {
+        ctx.pin.clone_from(&job.pinned);
+    }
     ctx.journal = Some(JournalRef::Queue {
         queue: deps.queue.clone(),
         job: job.id,
@@ -102,42 +107,49 @@ pub fn execute(deps: &WorkerDeps, lease: &mut Lease) -> Execution {
     record.dropped_logs = ctx.dropped_logs;
     record.calls = ctx.calls;
     record.decisions = ctx.decisions;
+    let journaled = ctx.journaled;
     if let Outcome::Park(wait) = &outcome {
         record.waiting_for = Some(serde_json::to_value(wait).expect("a wait serialises"));
     }
-    finish(record, clock, outcome, error)
+    let mut exec = finish(record, clock, outcome, error);
+    exec.journaled = journaled || !is_fresh(lease);
+    exec
 }
 
 /// The script version this run executes: its pinned one, or (first execution) the
 /// current one, which it is then pinned to.
-fn resolve_script(
-    deps: &WorkerDeps,
-    set: &ScriptSet,
-    lease: &mut Lease,
-) -> Result<Arc<Script>, String> {
+fn resolve_script(deps: &WorkerDeps, set: &ScriptSet, lease: &mut Lease) -> Result<(Arc<Script>, bool), String> {
+    let fresh = is_fresh(lease);
     let job = &mut lease.job;
+    if job.pinned.is_none() && !fresh {
+        // A run that executed before (a crash, or a journal from an earlier life)
+        // may have pinned its version with its first effect.
+        job.pinned = deps
+            .queue
+            .journal_get(job.id, crate::host::journal::PIN_KEY)
+            .ok()
+            .flatten()
+            .and_then(|v| v.as_str().map(str::to_owned));
+    }
     let current = set.script(&job.script);
     match (&job.pinned, current) {
-        (Some(h), Some(c)) if *h == c.hash => Ok(Arc::clone(c)),
-        (Some(h), _) => {
-            with_thread_engine(set, &deps.engine, |engine| deps.versions.get(h, engine)).ok_or_else(
-                || {
-                    format!(
-                        "version {h} of script {:?} is no longer available",
-                        job.script
-                    )
-                },
-            )
-        }
+        (Some(h), Some(c)) if *h == c.hash => Ok((Arc::clone(c), false)),
+        (Some(h), _) => with_thread_engine(set, &deps.engine, |engine| deps.versions.get(h, engine))
+            .map(|s| (s, false))
+            .ok_or_else(|| format!("version {h} of script {:?} is no longer available", job.script)),
         (None, Some(c)) => {
+            // Pinned in memory now (a retry or a park stores it with the job) and in
+            // the journal with the run's first effect.
             job.pinned = Some(c.hash.clone());
-            if let Err(e) = deps.queue.update_leased(job) {
-                tracing::warn!(job = job.id, error = %e, "Pinning the script version failed.");
-            }
-            Ok(Arc::clone(c))
+            Ok((Arc::clone(c), true))
         }
         (None, None) => Err(format!("script {:?} is no longer loaded", job.script)),
     }
+}
+
+/// A job dispatched by this process that never ran: it has no journal yet.
+pub(super) fn is_fresh(lease: &Lease) -> bool {
+    lease.event.is_some() && lease.job.attempt == 0 && lease.job.wakeups == 0
 }
 
 /// The record of a run that panicked (host bug): retried like any error.
@@ -152,12 +164,7 @@ pub(super) fn panicked(deps: &WorkerDeps, lease: &Lease) -> Execution {
         line: None,
         column: None,
     };
-    finish(
-        record,
-        Instant::now(),
-        Outcome::Retry(err.message.clone()),
-        Some(err),
-    )
+    finish(record, Instant::now(), Outcome::Retry(err.message.clone()), Some(err))
 }
 
 fn blank_record(deps: &WorkerDeps, lease: &Lease, started_at: chrono::DateTime<Utc>) -> RunRecord {
@@ -217,7 +224,11 @@ fn finish(
         _ => None,
     };
     record.error = error;
-    Execution { record, outcome }
+    Execution {
+        record,
+        outcome,
+        journaled: true,
+    }
 }
 
 fn load_event(
