@@ -1,15 +1,17 @@
 //! Throughput of the real daemon (in-process, loopback HTTP, sled on disk):
-//! durable batched ingest, durable single-event ingest, and handler runs.
+//! durable batched ingest, durable single-event ingest, handler runs, and handler
+//! runs with 10,000 runs parked.
 //!
-//! Run with: `cargo bench --bench throughput` (add `-- --secs 10` for longer runs).
-//! The load generator shares the machine with the daemon, so figures are a floor.
+//! Run with: `cargo bench --bench throughput` (add `-- --secs 10` for longer phases).
+//! The load generator shares the machine with the daemon (request bodies are built
+//! from a template to keep its share small), so the figures are a floor.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use spur::app::App;
 
 const SCRIPT: &str = r#"
@@ -17,18 +19,33 @@ on_track("Order Completed", |e| {
     let total = e.properties?.total ?? 0;
     if total > 100 { log::info("big order"); }
 });
+on_track("Trial Started", |e| {
+    wait_for(#{ event: "Project Created", userId: e.userId }, "7d");
+});
 "#;
 
-fn event(i: u64) -> Value {
-    json!({
-        "type": "track",
-        "userId": format!("user-{}", i % 5000),
-        "event": "Order Completed",
-        "messageId": format!("bench-{i}-{}", uuid::Uuid::new_v4()),
-        "properties": {"order_id": format!("ord-{i}"), "total": (i % 300) as f64 + 0.99, "currency": "USD"},
-        "context": {"library": {"name": "analytics-python", "version": "2.4.0"}, "ip": "203.0.113.7"},
-        "timestamp": "2026-11-29T10:00:00.000Z"
-    })
+/// One event's JSON, unique by `i` (a template: cheap for the load generator).
+fn event(out: &mut String, i: u64, name: &str) {
+    let _ = write!(
+        out,
+        r#"{{"type":"track","userId":"user-{u}","event":"{name}","messageId":"bench-{run}-{i}","properties":{{"order_id":"ord-{i}","total":{t}.99,"currency":"USD"}},"context":{{"library":{{"name":"analytics-python","version":"2.4.0"}},"ip":"203.0.113.7"}},"timestamp":"2026-11-29T10:00:00.000Z"}}"#,
+        u = i % 5000,
+        run = std::process::id(),
+        t = i % 300,
+    );
+}
+
+fn batch(first: u64, n: u64, name: &str) -> String {
+    let mut s = String::with_capacity(n as usize * 330 + 16);
+    s.push_str(r#"{"batch":["#);
+    for i in first..first + n {
+        if i > first {
+            s.push(',');
+        }
+        event(&mut s, i, name);
+    }
+    s.push_str("]}");
+    s
 }
 
 async fn start(workers: usize, with_script: bool) -> (Arc<App>, String, tempfile::TempDir) {
@@ -52,16 +69,8 @@ async fn start(workers: usize, with_script: bool) -> (Arc<App>, String, tempfile
     (app, base, dir)
 }
 
-/// Runs `conns` clients for `secs`, each looping `body_fn`; returns completed units.
-async fn load(
-    base: &str,
-    path: &str,
-    conns: usize,
-    secs: u64,
-    per_request: u64,
-    batch: bool,
-) -> (u64, f64) {
-    spur::connectors::http::install_crypto_provider();
+/// `conns` clients POST for `secs`; returns events accepted and seconds taken.
+async fn load(base: &str, path: &str, conns: usize, secs: u64, per_request: u64) -> (u64, f64) {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicU64::new(0));
@@ -72,18 +81,19 @@ async fn load(
         let url = format!("{base}{path}");
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
+            let mut body = String::new();
             while !stop.load(Ordering::Relaxed) {
                 let first = next.fetch_add(per_request, Ordering::Relaxed);
-                let body = if batch {
-                    json!({ "batch": (first..first + per_request).map(event).collect::<Vec<_>>() })
+                body.clear();
+                if per_request == 1 {
+                    event(&mut body, first, "Order Completed");
                 } else {
-                    event(first)
-                };
-                let bytes = serde_json::to_vec(&body).unwrap();
+                    body = batch(first, per_request, "Order Completed");
+                }
                 let r = client
                     .post(&url)
                     .header("content-type", "application/json")
-                    .body(bytes)
+                    .body(body.clone())
                     .send()
                     .await
                     .unwrap();
@@ -104,12 +114,59 @@ async fn load(
     )
 }
 
+/// Ingests `n` events of `name` in batches of 500.
+async fn ingest(base: &str, first: u64, n: u64, name: &str) {
+    let client = reqwest::Client::new();
+    let mut sent = 0;
+    while sent < n {
+        let r = client
+            .post(format!("{base}/v1/batch"))
+            .header("content-type", "application/json")
+            .body(batch(first + sent, 500.min(n - sent), name))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        sent += 500;
+    }
+}
+
+/// Handler runs per second once the backlog is in: runs finished after ingest
+/// ended, over the time they took.
+async fn drain_rate(app: &App, base: &str, first: u64, backlog: u64) -> (f64, f64) {
+    let mut rx = app.runs.subscribe();
+    let runs_before = app.runs.last_id();
+    let t0 = Instant::now();
+    ingest(base, first, backlog, "Order Completed").await;
+    let ingest_s = t0.elapsed().as_secs_f64();
+    let after = spur::run::RunFilter {
+        after: runs_before,
+        ..spur::run::RunFilter::default()
+    };
+    let done_at_ingest = app.runs.list(&after, usize::MAX).unwrap().len() as u64;
+    let t1 = Instant::now();
+    let mut seen = done_at_ingest;
+    while seen < backlog {
+        match rx.recv().await {
+            Ok(r) if r.status == spur::run::RunStatus::Ok => seen += 1,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => seen += k,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let drain_s = t1.elapsed().as_secs_f64();
+    let overall = backlog as f64 / (ingest_s + drain_s);
+    let drain = (backlog - done_at_ingest) as f64 / drain_s.max(1e-9);
+    (overall, drain)
+}
+
 fn main() {
     let secs: u64 = std::env::args()
         .skip_while(|a| a != "--secs")
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
+    spur::connectors::http::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -120,59 +177,34 @@ fn main() {
             std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
         );
 
-        // 1. Durable batched ingest (no handlers: ingest alone).
         let (app, base, _dir) = start(1, false).await;
-        let (n, t) = load(&base, "/v1/batch", 8, secs, 100, true).await;
-        println!(
-            "batched ingest (/v1/batch, 100 events/request, 8 clients): {:>9.0} events/s",
-            n as f64 / t
-        );
+        let (n, t) = load(&base, "/v1/batch", 8, secs, 100).await;
+        println!("batched ingest (/v1/batch, 100 events/request, 8 clients): {:>9.0} events/s", n as f64 / t);
         app.shutdown().await;
 
-        // 2. Durable single-event ingest.
         let (app, base, _dir) = start(1, false).await;
-        let (n, t) = load(&base, "/v1/track", 64, secs, 1, false).await;
-        println!(
-            "single-event ingest (/v1/track, 64 clients):              {:>9.0} requests/s",
-            n as f64 / t
-        );
+        let (n, t) = load(&base, "/v1/track", 64, secs, 1).await;
+        println!("single-event ingest (/v1/track, 64 clients):              {:>9.0} requests/s", n as f64 / t);
         app.shutdown().await;
 
-        // 3. Handler runs: ingest a backlog, then time the workers draining it.
         let (app, base, _dir) = start(4, true).await;
-        let backlog = 100_000u64;
-        let client = reqwest::Client::new();
+        let (overall, drain) = drain_rate(&app, &base, 0, 100_000).await;
+        println!("handler runs (100k events, 4 workers): {drain:>9.0} runs/s draining, {overall:>9.0} events/s ingest+run");
+
+        // 10,000 parked runs: they hold no thread, events keep flowing.
         let mut rx = app.runs.subscribe();
-        let mut sent = 0;
-        let t0 = Instant::now();
-        while sent < backlog {
-            let body = json!({ "batch": (sent..sent + 500).map(event).collect::<Vec<_>>() });
-            let r = client
-                .post(format!("{base}/v1/batch"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            sent += 500;
-        }
-        let mut seen = app
-            .runs
-            .list(&spur::run::RunFilter::default(), usize::MAX)
-            .unwrap()
-            .len() as u64;
-        while seen < backlog {
+        ingest(&base, 1_000_000, 10_000, "Trial Started").await;
+        let mut parked = 0;
+        while parked < 10_000 {
             match rx.recv().await {
-                Ok(_) => seen += 1,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => seen += k,
+                Ok(r) if r.status == spur::run::RunStatus::Waiting => parked += 1,
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => parked += k,
                 Err(e) => panic!("{e}"),
             }
         }
-        let t = t0.elapsed().as_secs_f64();
-        println!(
-            "handler runs (ingest + run {backlog} events, 4 workers):    {:>9.0} runs/s",
-            backlog as f64 / t
-        );
+        let (overall, drain) = drain_rate(&app, &base, 2_000_000, 100_000).await;
+        println!("handler runs with 10,000 runs parked:  {drain:>9.0} runs/s draining, {overall:>9.0} events/s ingest+run");
         app.shutdown().await;
     });
 }

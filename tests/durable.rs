@@ -712,3 +712,26 @@ async fn parked_runs_hold_no_worker() {
     let (_, waiting) = t.admin_get("/api/runs?status=waiting&limit=1000").await;
     assert_eq!(waiting["runs"].as_array().unwrap().len(), 500);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approvals_page_is_served_and_drives_the_api() {
+    let t = TestApp::builder().start().await;
+    let r = common::client()
+        .get(t.url("/approvals"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = r.text().await.unwrap();
+    assert!(page.contains("<title>spur approvals</title>"));
+    // It lists pending requests and decides through the token-protected API.
+    assert!(page.contains("/api/approvals?status=pending"));
+    assert!(page.contains("\"Authorization\": \"Bearer \""));
+    assert!(page.contains("/approve") || page.contains("${verb}"));
+}
