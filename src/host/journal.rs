@@ -56,7 +56,10 @@ fn put(key: &str, value: &Value, durable: bool) -> Res<()> {
     let (journal, pin) = with_run(|ctx| {
         let first = !ctx.journaled;
         ctx.journaled = true;
-        (ctx.journal.clone(), if first { ctx.pin.take() } else { None })
+        (
+            ctx.journal.clone(),
+            if first { ctx.pin.take() } else { None },
+        )
     })
     .unwrap_or_default();
     if let Some(j) = journal {

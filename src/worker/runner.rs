@@ -118,7 +118,11 @@ pub fn execute(deps: &WorkerDeps, lease: &mut Lease) -> Execution {
 
 /// The script version this run executes: its pinned one, or (first execution) the
 /// current one, which it is then pinned to.
-fn resolve_script(deps: &WorkerDeps, set: &ScriptSet, lease: &mut Lease) -> Result<(Arc<Script>, bool), String> {
+fn resolve_script(
+    deps: &WorkerDeps,
+    set: &ScriptSet,
+    lease: &mut Lease,
+) -> Result<(Arc<Script>, bool), String> {
     let fresh = is_fresh(lease);
     let job = &mut lease.job;
     if job.pinned.is_none() && !fresh {
@@ -134,9 +138,16 @@ fn resolve_script(deps: &WorkerDeps, set: &ScriptSet, lease: &mut Lease) -> Resu
     let current = set.script(&job.script);
     match (&job.pinned, current) {
         (Some(h), Some(c)) if *h == c.hash => Ok((Arc::clone(c), false)),
-        (Some(h), _) => with_thread_engine(set, &deps.engine, |engine| deps.versions.get(h, engine))
-            .map(|s| (s, false))
-            .ok_or_else(|| format!("version {h} of script {:?} is no longer available", job.script)),
+        (Some(h), _) => {
+            with_thread_engine(set, &deps.engine, |engine| deps.versions.get(h, engine))
+                .map(|s| (s, false))
+                .ok_or_else(|| {
+                    format!(
+                        "version {h} of script {:?} is no longer available",
+                        job.script
+                    )
+                })
+        }
         (None, Some(c)) => {
             // Pinned in memory now (a retry or a park stores it with the job) and in
             // the journal with the run's first effect.
@@ -164,7 +175,12 @@ pub(super) fn panicked(deps: &WorkerDeps, lease: &Lease) -> Execution {
         line: None,
         column: None,
     };
-    finish(record, Instant::now(), Outcome::Retry(err.message.clone()), Some(err))
+    finish(
+        record,
+        Instant::now(),
+        Outcome::Retry(err.message.clone()),
+        Some(err),
+    )
 }
 
 fn blank_record(deps: &WorkerDeps, lease: &Lease, started_at: chrono::DateTime<Utc>) -> RunRecord {
