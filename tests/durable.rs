@@ -100,12 +100,13 @@ async fn a_retry_after_a_failing_third_call_does_not_repeat_the_first_two() {
     let (fake, counts) = counting(&[("/c", 1)]).await;
     let script = format!(
         r#"on_track("Sync", |e| {{
+            log::info(`id=${{uuid()}} at=${{time::now()}}`);
             http::post("{b}/a", #{{ step: 1 }});
             let n = state::incr("synced");
             http::post("{b}/b", #{{ step: 2, n: n }});
             let r = http::post("{b}/c", #{{ step: 3 }});
             if !r.ok {{ throw `c answered ${{r.status}}`; }}
-            log::info(`n=${{n}} id=${{uuid()}}`);
+            log::info(`n=${{n}}`);
         }});"#,
         b = fake.base_url
     );
@@ -138,9 +139,12 @@ async fn a_retry_after_a_failing_third_call_does_not_repeat_the_first_two() {
         mine[1].calls
     );
     assert_eq!(
-        mine[1].logs[0].message.split(' ').next(),
-        Some("n=1"),
+        mine[1].logs[1].message, "n=1",
         "state::incr is not applied twice"
+    );
+    assert_eq!(
+        mine[0].logs[0].message, mine[1].logs[0].message,
+        "uuid() and time::now() are the same on the retry"
     );
     let received = fake.received();
     let keys: Vec<&str> = received

@@ -242,3 +242,32 @@ async fn bad_host_calls_name_the_problem() {
         msg("(C)")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_rate_limit_is_shared_by_every_worker() {
+    let fake = FakeHttp::ok().await;
+    let t = TestApp::builder()
+        .script(
+            "limited.rhai",
+            r#"on_track(|e| { http::post("/hit", #{ u: e.userId }, #{ connection: "api" }); });"#,
+        )
+        .config(&format!(
+            "[connections.api]\nbase_url = \"{}\"\nrate_limit = 10\nmax_concurrency = 1",
+            fake.base_url
+        ))
+        .start()
+        .await;
+    let started = std::time::Instant::now();
+    // Six users: four workers run them in parallel, the connection spaces the calls.
+    let batch: Vec<serde_json::Value> = (0..6)
+        .map(|i| json!({"type": "track", "userId": format!("u{i}"), "event": "E"}))
+        .collect();
+    t.post("/v1/batch", &json!({ "batch": batch })).await;
+    t.wait_run_count(6, 10).await;
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(500),
+        "6 calls at 10/s take at least 0.5 s: {took:?}"
+    );
+    assert_eq!(fake.received().len(), 6);
+}

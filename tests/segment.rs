@@ -319,3 +319,56 @@ async fn public_api_follows_pagination_and_backs_off_on_429() {
         missing.error
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regulations_wait_for_an_approval_by_default() {
+    let mut fake = FakeHttp::start(|r| {
+        Reply::json(
+            200,
+            &json!({"data": {"regulateId": "reg_9", "seen": r.json}}),
+        )
+    })
+    .await;
+    let t = TestApp::builder()
+        .script(
+            "gdpr.rhai",
+            r#"on_track("Deletion Requested", |e| {
+                let r = segment::delete_user(e.userId);
+                log::info(r.regulateId);
+            });"#,
+        )
+        .config(&segment_config(&fake.base_url, ""))
+        .start()
+        .await;
+    t.post(
+        "/v1/track",
+        &json!({"userId": "u-9", "event": "Deletion Requested"}),
+    )
+    .await;
+    t.wait_runs(10, |r| r.iter().any(|r| r.status == RunStatus::Waiting))
+        .await;
+    assert!(
+        fake.received().is_empty(),
+        "nothing reaches Segment before the approval"
+    );
+    let (_, pending) = t.admin_get("/api/approvals?status=pending").await;
+    let a = &pending["approvals"][0];
+    assert_eq!(a["title"], "POST /regulations on segment:public");
+    assert_eq!(a["data"]["body"]["subjectIds"][0], "u-9");
+    let id = a["id"].as_str().unwrap();
+    t.admin_post(
+        &format!("/api/approvals/{id}/approve"),
+        &json!({"by": "dpo"}),
+    )
+    .await;
+    let req = fake.next(10).await;
+    assert_eq!(
+        (req.method.as_str(), req.path.as_str()),
+        ("POST", "/regulations")
+    );
+    assert_eq!(req.header("authorization"), Some("Bearer PUB-secret"));
+    let runs = t
+        .wait_runs(10, |r| r.iter().any(|r| r.status == RunStatus::Ok))
+        .await;
+    assert_eq!(runs[0].logs[0].message, "reg_9");
+}
