@@ -17,6 +17,7 @@ pub mod duration;
 pub mod event;
 pub mod host;
 pub mod ingest;
+pub mod json;
 pub mod local;
 pub mod queue;
 pub mod run;

@@ -42,30 +42,15 @@ async fn counting(
     (fake, counts)
 }
 
-async fn get(client: &reqwest::Client, daemon: &Daemon, path: &str) -> Value {
-    client
-        .get(format!("{}{path}", daemon.base))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// Long-polls until `n` runs are parked on `what` (`sleep`, `event`, `approval`).
-async fn parked_on(client: &reqwest::Client, daemon: &Daemon, what: &str, n: usize) {
+async fn parked_on(daemon: &Daemon, what: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut after = 0;
     loop {
-        let v = get(
-            client,
-            daemon,
-            &format!("/api/runs?status=waiting&wait=5s&after={after}"),
-        )
-        .await;
-        let runs = get(client, daemon, "/api/runs?status=waiting").await;
+        let v = daemon
+            .get(&format!("/api/runs?status=waiting&wait=5s&after={after}"))
+            .await;
+        let runs = daemon.get("/api/runs?status=waiting").await;
         let on: Vec<&Value> = runs["runs"]
             .as_array()
             .unwrap()
@@ -241,7 +226,7 @@ async fn approve_after_kill9_resumes_once_without_repeating_the_first_post() {
         .to_owned();
     assert!(id.starts_with("apr_"), "{msg}");
 
-    let waiting = get(&client, &daemon, "/api/runs?status=waiting&wait=10s").await;
+    let waiting = daemon.get("/api/runs?status=waiting&wait=10s").await;
     assert_eq!(
         waiting["runs"][0]["waiting_for"]["for"], "approval",
         "{waiting}"
@@ -249,7 +234,7 @@ async fn approve_after_kill9_resumes_once_without_repeating_the_first_post() {
     daemon.kill9();
     let daemon = Daemon::start(dir.path());
     let api = |p: &str| format!("{}{p}", daemon.base);
-    let waiting = get(&client, &daemon, "/api/runs?status=waiting").await;
+    let waiting = daemon.get("/api/runs?status=waiting").await;
     assert_eq!(
         waiting["runs"][0]["status"], "waiting",
         "still parked after the crash: {waiting}"
@@ -590,7 +575,7 @@ async fn sleep_and_wait_for_survive_kill9_and_fire_on_time() {
         assert_eq!(r.status(), 200);
     }
     // Both runs sleep; crash while they do.
-    parked_on(&client, &daemon, "sleep", 2).await;
+    parked_on(&daemon, "sleep", 2).await;
     daemon.kill9();
     let daemon = Daemon::start(dir.path());
     for i in 0..2 {
@@ -606,7 +591,7 @@ async fn sleep_and_wait_for_survive_kill9_and_fire_on_time() {
         );
     }
     // Events before a wait began do not count: send once both wait.
-    parked_on(&client, &daemon, "event", 2).await;
+    parked_on(&daemon, "event", 2).await;
     let r = client
         .post(format!("{}/v1/track", daemon.base))
         .json(&json!({"userId": "active", "event": "Project Created", "properties": {"name": "Apollo"}}))
@@ -657,7 +642,7 @@ async fn a_run_keeps_its_script_version_across_a_restart_with_an_edited_script()
         .await
         .unwrap();
     assert_eq!(step(&mut fake, "before", 0).await["v"], "v1");
-    parked_on(&client, &daemon, "sleep", 1).await;
+    parked_on(&daemon, "sleep", 1).await;
     daemon.kill9();
     std::fs::write(dir.path().join("scripts/flow.rhai"), version("v2")).unwrap();
     let daemon = Daemon::start(dir.path());

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use common::{Daemon, TOKEN, base_config};
+use common::{Daemon, base_config};
 use serde_json::Value;
 use spur::queue::Queue;
 use spur::schedule::Schedules;
@@ -282,15 +282,7 @@ async fn a_one_second_schedule_fires_in_real_time_through_the_binary() {
     let mut unique = ats.clone();
     unique.dedup();
     assert_eq!(unique, ats, "each second fired once");
-    let schedules: Value = common::client()
-        .get(format!("{}/api/schedules", daemon.base))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let schedules: Value = daemon.get("/api/schedules").await;
     assert_eq!(schedules["schedules"][0]["expr"], "* * * * * *");
     assert!(schedules["schedules"][0]["next_fire_at"].is_string());
     assert_eq!(sink.next(5).await.path, "/beat");

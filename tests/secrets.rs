@@ -81,15 +81,7 @@ headers = {{ "X-Api-Key" = "hk-SECRET-9999" }}
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let runs: Value = client
-        .get(format!("{}/api/runs?wait=20s", daemon.base))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs: Value = daemon.get("/api/runs?wait=20s").await;
     let run = &runs["runs"][0];
     assert_eq!(run["status"], "dead", "{run}");
     // The calls really carried the credentials (the fake saw them) ...

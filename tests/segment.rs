@@ -149,20 +149,8 @@ async fn write_back_survives_a_crash_while_the_api_is_down() {
     let first = fake.next(10).await;
     assert_eq!(first.path, "/v1/batch");
     // Wait until every run has queued its message, then crash.
-    let token = TOKEN_FROM_CONFIG;
     loop {
-        let runs: Value = client
-            .get(format!(
-                "{}/api/runs?status=ok&wait=5s&limit=100",
-                daemon.base
-            ))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let runs = daemon.get("/api/runs?status=ok&wait=5s&limit=100").await;
         if runs["runs"].as_array().unwrap().len() >= 7 {
             break;
         }
@@ -184,8 +172,6 @@ async fn write_back_survives_a_crash_while_the_api_is_down() {
         "every written-back event arrived after the restart"
     );
 }
-
-const TOKEN_FROM_CONFIG: &str = common::TOKEN;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profile_api_reads_follow_cursors_and_treat_404_as_no_profile() {

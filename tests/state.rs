@@ -108,15 +108,7 @@ async fn state_persists_across_kill9_and_the_cli_reads_and_writes_it() {
             .await
             .unwrap();
     }
-    let runs: Value = client
-        .get(format!("{}/api/runs?status=waiting&wait=10s", daemon.base))
-        .bearer_auth(common::TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs: Value = daemon.get("/api/runs?status=waiting&wait=10s").await;
     assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
     daemon.kill9();
     let daemon = Daemon::start(dir.path());
@@ -175,14 +167,6 @@ async fn state_persists_across_kill9_and_the_cli_reads_and_writes_it() {
     let (code, _, err) = cli(vec!["approvals", "reject", &id]).await.unwrap();
     assert_eq!(code, 2, "a second decision is refused");
     assert!(err.contains("409"), "{err}");
-    let runs: Value = client
-        .get(format!("{}/api/runs?status=ok&wait=10s", daemon.base))
-        .bearer_auth(common::TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs: Value = daemon.get("/api/runs?status=ok&wait=10s").await;
     assert_eq!(runs["runs"][0]["decisions"][0]["by"], "ops");
 }

@@ -409,23 +409,8 @@ fn made_calls() -> String {
 
 fn loose_eq(a: &Dynamic, b: &Dynamic) -> bool {
     match (to_json(a), to_json(b)) {
-        (Ok(x), Ok(y)) => json_eq(&x, &y),
+        (Ok(x), Ok(y)) => crate::json::loose_eq(&x, &y),
         _ => a.to_string() == b.to_string(),
-    }
-}
-
-fn json_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
-        }
-        _ => a == b,
     }
 }
 

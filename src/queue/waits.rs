@@ -95,15 +95,8 @@ pub fn matches(filter: &Map<String, Value>, body: &Map<String, Value>) -> bool {
         for p in parts {
             cur = cur.and_then(|v| v.get(p));
         }
-        cur.is_some_and(|got| loose_eq(got, want))
+        cur.is_some_and(|got| crate::json::loose_eq(got, want))
     })
-}
-
-fn loose_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        _ => a == b,
-    }
 }
 
 #[cfg(test)]

@@ -119,21 +119,15 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    /// A record for a parked job whose own record was lost (a crash before sled's
-    /// lazy flush): what the job itself knows.
-    pub fn parked(job: &crate::queue::Job) -> Self {
+    /// A record of an execution of `job` starting at `started_at`; the outcome
+    /// fields are filled in as it ends.
+    pub fn of_job(job: &crate::queue::Job, id: u64, started_at: String) -> Self {
         let (message_id, schedule) = match &job.trigger {
             crate::queue::Trigger::Event { message_id, .. } => (Some(message_id.clone()), None),
             crate::queue::Trigger::Schedule { schedule, .. } => (None, Some(schedule.clone())),
         };
-        let since = job
-            .waiting
-            .as_ref()
-            .and_then(|w| chrono::DateTime::from_timestamp_millis(w.since_ms))
-            .map(crate::event::format_time)
-            .unwrap_or_default();
         Self {
-            id: job.waiting.as_ref().map_or(0, |w| w.run_id),
+            id,
             job_id: job.id,
             trigger: job.trigger.name().into(),
             script: job.script.clone(),
@@ -144,9 +138,9 @@ impl RunRecord {
             user: job.user.clone(),
             schedule,
             attempt: job.attempt + 1,
-            status: RunStatus::Waiting,
-            started_at: since.clone(),
-            finished_at: since,
+            status: RunStatus::Ok,
+            finished_at: started_at.clone(),
+            started_at,
             duration_ms: 0.0,
             queued_ms: 0.0,
             logs: Vec::new(),
@@ -160,6 +154,20 @@ impl RunRecord {
             decisions: Vec::new(),
             wakeups: job.wakeups,
         }
+    }
+
+    /// A record for a parked job whose own record was lost (a crash before sled's
+    /// lazy flush): what the job itself knows.
+    pub fn parked(job: &crate::queue::Job) -> Self {
+        let since = job
+            .waiting
+            .as_ref()
+            .and_then(|w| chrono::DateTime::from_timestamp_millis(w.since_ms))
+            .map(crate::event::format_time)
+            .unwrap_or_default();
+        let mut r = Self::of_job(job, job.waiting.as_ref().map_or(0, |w| w.run_id), since);
+        r.status = RunStatus::Waiting;
+        r
     }
 }
 

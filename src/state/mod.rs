@@ -255,7 +255,7 @@ impl StateStore {
                 .and_then(|e| e.live(now_ms()));
             let matches = match (live.as_ref().map(|e| &e.v), old) {
                 (None, None) => true,
-                (Some(a), Some(b)) => json_eq(a, b),
+                (Some(a), Some(b)) => crate::json::loose_eq(a, b),
                 _ => false,
             };
             if !matches {
@@ -356,25 +356,6 @@ fn add(base: &Value, by: &serde_json::Number) -> Value {
     } else {
         let sum = base.as_f64().unwrap_or(0.0) + by.as_f64().unwrap_or(0.0);
         serde_json::Number::from_f64(sum).map_or(Value::Null, Value::Number)
-    }
-}
-
-/// JSON equality where `1` equals `1.0`.
-fn json_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
-            (Some(i), Some(j)) => i == j,
-            _ => x.as_f64() == y.as_f64(),
-        },
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
-        }
-        _ => a == b,
     }
 }
 

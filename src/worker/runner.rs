@@ -185,39 +185,10 @@ pub(super) fn panicked(deps: &WorkerDeps, lease: &Lease) -> Execution {
 
 fn blank_record(deps: &WorkerDeps, lease: &Lease, started_at: chrono::DateTime<Utc>) -> RunRecord {
     let job = &lease.job;
-    let (message_id, schedule) = match &job.trigger {
-        Trigger::Event { message_id, .. } => (Some(message_id.clone()), None),
-        Trigger::Schedule { schedule, .. } => (None, Some(schedule.clone())),
-    };
-    let due = job.not_before_ms.max(job.created_ms);
-    RunRecord {
-        id: deps.queue.store().next_id().unwrap_or(job.id),
-        job_id: job.id,
-        trigger: job.trigger.name().into(),
-        script: job.script.clone(),
-        handler: job.handler.clone(),
-        message_id,
-        event_type: None,
-        event: None,
-        user: job.user.clone(),
-        schedule,
-        attempt: job.attempt + 1,
-        status: RunStatus::Ok,
-        started_at: format_time(started_at),
-        finished_at: String::new(),
-        duration_ms: 0.0,
-        queued_ms: (now_ms() - due).max(0) as f64,
-        logs: Vec::new(),
-        dropped_logs: 0,
-        calls: Vec::new(),
-        error: None,
-        reason: None,
-        next_attempt_at: None,
-        script_hash: None,
-        waiting_for: None,
-        decisions: Vec::new(),
-        wakeups: job.wakeups,
-    }
+    let id = deps.queue.store().next_id().unwrap_or(job.id);
+    let mut record = RunRecord::of_job(job, id, format_time(started_at));
+    record.queued_ms = (now_ms() - job.not_before_ms.max(job.created_ms)).max(0) as f64;
+    record
 }
 
 fn finish(

@@ -263,6 +263,19 @@ impl Daemon {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// GETs an admin API path with the test token; the JSON answer.
+    pub async fn get(&self, path: &str) -> Value {
+        client()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
 }
 
 impl Drop for Daemon {
