@@ -137,9 +137,16 @@ impl SegmentApi {
 
     /// The profile path of `id` (`user_id:` when bare; `group_id:` means accounts).
     fn profile_path(&self, id: &str, what: &str) -> Result<String, ConnectorError> {
-        let space = self.cfg.profile_space_id.as_deref().ok_or_else(|| {
-            ConnectorError::Invalid("the Profile API needs segment.profile_space_id".into())
-        })?;
+        // A dry run records the call even without a space configured.
+        let space = match (self.cfg.profile_space_id.as_deref(), self.http.is_dry_run()) {
+            (Some(s), _) => s,
+            (None, true) => "spa_dry_run",
+            (None, false) => {
+                return Err(ConnectorError::Invalid(
+                    "the Profile API needs segment.profile_space_id".into(),
+                ));
+            }
+        };
         let full = if id.contains(':') {
             id.to_owned()
         } else {

@@ -96,7 +96,7 @@ fn write_now(host: &Host, kind: EventType, msg: &Map) -> Res<String> {
         Some(kind),
         &BatchDefaults::default(),
         Origin::Outbound,
-        chrono::Utc::now(),
+        super::util::now(),
     )
     .map_err(|e| {
         let msg = format!("{what}: {e}");

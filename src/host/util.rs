@@ -30,7 +30,7 @@ fn once(op: &str, make: impl FnOnce() -> serde_json::Value) -> Res<serde_json::V
 }
 
 /// The run's clock: virtual in `spur test`, else the system's.
-fn now() -> chrono::DateTime<chrono::Utc> {
+pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
     with_run(|c| c.clock_ms)
         .flatten()
         .and_then(chrono::DateTime::from_timestamp_millis)

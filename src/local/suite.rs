@@ -377,7 +377,7 @@ fn recorded_matching(method: &str, path: &str) -> Res<Vec<RecordedCall>> {
         t.calls
             .iter()
             .filter(|c| {
-                c.method.eq_ignore_ascii_case(method)
+                (method == "*" || c.method.eq_ignore_ascii_case(method))
                     && (glob_match(path, &c.path) || glob_match(path, &c.url))
             })
             .cloned()
