@@ -4,7 +4,7 @@
 //! are validated by `event`, made durable by `queue` (on `store`), matched against
 //! `script` handlers and run by `worker` with the `host` API, which acts through
 //! `connectors` and `state`; every run leaves a record in `run`. `admin` is the
-//! operator surface, `app` wires it all, `cli` is the command line.
+//! operator surface, `app` wires it all, `cli` is the command line, `repl` the interactive prompt.
 
 pub mod admin;
 pub mod api_error;
@@ -20,6 +20,7 @@ pub mod ingest;
 pub mod json;
 pub mod local;
 pub mod queue;
+pub mod repl;
 pub mod run;
 pub mod schedule;
 pub mod script;

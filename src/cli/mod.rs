@@ -61,6 +61,13 @@ pub enum Command {
         #[arg(long)]
         live: bool,
     },
+    /// A Rhai prompt with the full host API (dry run by default: outbound calls are
+    /// recorded and printed, not sent).
+    Repl {
+        /// Send calls for real through the configured connections.
+        #[arg(long)]
+        live: bool,
+    },
     /// Run the `*_test.rhai` files under DIR (default: the scripts dir).
     Test { dir: Option<PathBuf> },
     /// Re-run recorded events through the current scripts and print what each would
@@ -227,6 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             event,
             live,
         } => local_run(&cfg, &script, &event, live),
+        Command::Repl { live } => crate::repl::run(&cfg, live),
         Command::Test { dir } => {
             let dir = dir.unwrap_or_else(|| cfg.server.scripts_dir.clone());
             let report = crate::local::suite::run_dir(&cfg, &dir, &mut std::io::stdout().lock())?;
