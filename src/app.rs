@@ -47,6 +47,7 @@ pub struct App {
     pub timers: Timers,
     pub versions: Arc<Versions>,
     pub schedules: Arc<parking_lot::RwLock<Vec<ScheduleInfo>>>,
+    pub metrics: Arc<crate::admin::metrics::Metrics>,
     workers: parking_lot::Mutex<Option<WorkerPool>>,
     _watcher: parking_lot::Mutex<Option<crate::script::watch::ScriptWatcher>>,
     tasks: CancellationToken,
@@ -166,6 +167,7 @@ impl App {
         let dead = DeadLetters::new(&store);
         let state = StateStore::new(&store);
         let versions = Arc::new(Versions::open(&store)?);
+        let metrics = Arc::new(crate::admin::metrics::Metrics::default());
         versions.remember(&scripts.get())?;
         let tasks = CancellationToken::new();
         let approvals = Approvals::new(
@@ -203,6 +205,7 @@ impl App {
             dead: dead.clone(),
             retry: RetryPolicy::from(&config.retry),
             timers: timers.clone(),
+            metrics: Arc::clone(&metrics),
         });
         let workers = WorkerPool::start(&deps, config.server.workers);
         let remember = Arc::clone(&versions);
@@ -246,6 +249,7 @@ impl App {
             timers,
             versions,
             schedules: schedule_view,
+            metrics,
             _watcher: parking_lot::Mutex::new(watcher),
         });
         tokio::spawn(retention_loop(Arc::clone(&app)));
@@ -260,6 +264,7 @@ impl App {
             queue: self.queue.clone(),
             write_keys: Arc::new(self.config.segment.write_keys.clone()),
             webhook_secret: self.config.segment.webhook_secret.clone(),
+            metrics: Arc::clone(&self.metrics),
         });
         let admin = admin::router(AdminState {
             token: Arc::new(self.admin_token.clone()),
@@ -270,6 +275,7 @@ impl App {
             state: self.state.clone(),
             approvals: self.approvals.clone(),
             schedules: Arc::clone(&self.schedules),
+            metrics: Arc::clone(&self.metrics),
             started: self.started,
         });
         ingest

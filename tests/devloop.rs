@@ -220,3 +220,31 @@ async fn replay_runs_recorded_events_through_the_current_scripts_without_sending
     assert!(out.contains("3 events, 3 runs (3 ok)"), "{out}");
     assert_eq!(fake.received().len(), 3, "dry-run replays sent nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_live_delivers_segment_write_back_before_exiting() {
+    let mut fake = FakeHttp::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wb.rhai"),
+        r#"on_track(|e| { segment::track(#{ userId: e.userId, event: "Echoed" }); });"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("spur.toml"),
+        format!(
+            "[segment]\nwrite_key = \"WK\"\napi_base = \"{}\"\n",
+            fake.base_url
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = spur_async(
+        dir.path(),
+        &["run", "wb.rhai", "--event", "track", "--live"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let req = fake.next(5).await;
+    assert_eq!(req.path, "/v1/batch");
+    assert_eq!(req.json.unwrap()["batch"][0]["event"], "Echoed");
+}

@@ -493,7 +493,11 @@ async fn webhook_signatures_are_verified() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["duplicates"], 3, "same events again are duplicates");
+    assert_eq!(
+        body["duplicates"],
+        json!([0, 1, 2]),
+        "same events again are duplicates"
+    );
 
     let runs = t.wait_run_count(4, 10).await;
     let events = handled(&runs);

@@ -181,3 +181,68 @@ async fn a_run_in_flight_keeps_the_version_it_started_on() {
         ["v1 before", "v1 after"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_lib_module_keeps_its_last_good_version() {
+    let t = TestApp::builder()
+        .script(
+            "ping.rhai",
+            r#"on_track("Ping", |e| { log::info(greet::hello(e.userId)); });"#,
+        )
+        .start()
+        .await;
+    let lib = t.dir.path().join("scripts/lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    save(
+        &t,
+        &lib.join("greet.rhai"),
+        r#"fn hello(who) { `hello ${who}` }"#,
+    )
+    .await;
+    assert_eq!(ping(&t, 1).await, "hello u");
+    save(&t, &lib.join("greet.rhai"), "fn hello(who) { `hi ${who` }").await;
+    let (_, scripts) = t.admin_get("/api/scripts").await;
+    assert!(
+        scripts["errors"][0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("greet.rhai"),
+        "{scripts}"
+    );
+    assert_eq!(
+        ping(&t, 2).await,
+        "hello u",
+        "the last good module keeps serving"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_replayed_after_a_fix_runs_the_fixed_script() {
+    let t = TestApp::builder()
+        .script(
+            "ping.rhai",
+            r#"on_track("Ping", |e| { fail("bug in v1"); });"#,
+        )
+        .start()
+        .await;
+    t.post("/v1/track", &json!({"userId": "u", "event": "Ping"}))
+        .await;
+    t.wait_runs(10, |r| r.iter().any(|r| r.status == RunStatus::Failed))
+        .await;
+    save(
+        &t,
+        &t.dir.path().join("scripts/ping.rhai"),
+        &script("fixed"),
+    )
+    .await;
+    let (_, dead) = t.admin_get("/api/dead-letters").await;
+    let id = dead["dead_letters"][0]["id"].as_u64().unwrap();
+    let (status, _) = t
+        .admin_post(&format!("/api/dead-letters/{id}/replay"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let runs = t
+        .wait_runs(10, |r| r.iter().any(|r| r.status == RunStatus::Ok))
+        .await;
+    assert_eq!(runs[0].logs[0].message, "fixed");
+}

@@ -260,6 +260,23 @@ async fn admin_api_needs_the_token_and_filters_runs() {
             .await;
     }
     t.wait_run_count(3, 10).await;
+    let metrics = plain
+        .get(t.url("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("spur_events_received_total{outcome=\"accepted\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("spur_runs_finished_total{status=\"skipped\"} 1"),
+        "{metrics}"
+    );
     let (_, all) = t.admin_get("/api/runs").await;
     assert_eq!(all["runs"].as_array().unwrap().len(), 3);
     let (_, skipped) = t.admin_get("/api/runs?status=skipped").await;

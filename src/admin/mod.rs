@@ -34,6 +34,7 @@ pub struct AdminState {
     pub scripts: Arc<Live>,
     pub state: StateStore,
     pub approvals: crate::approval::Approvals,
+    pub metrics: Arc<metrics::Metrics>,
     pub schedules: Arc<parking_lot::RwLock<Vec<crate::schedule::ScheduleInfo>>>,
     pub started: Instant,
 }
@@ -76,7 +77,7 @@ async fn schedules(State(st): State<AdminState>) -> Json<Value> {
 
 async fn metrics_text(State(st): State<AdminState>) -> impl IntoResponse {
     let stats = st.queue.stats();
-    let body = metrics::render(&[
+    let body = st.metrics.render(&[
         (
             "spur_jobs_queued",
             "Jobs ready to run.",

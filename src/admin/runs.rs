@@ -202,6 +202,11 @@ async fn replay_dead(
             message_id: message_id.clone(),
         };
     }
+    // A replay runs the current version of the script (the fix being the point);
+    // the journal is kept, so effects that succeeded are not repeated.
+    job.pinned = None;
+    st.queue
+        .journal_forget(job.id, crate::host::journal::PIN_KEY)?;
     job.attempt = 0;
     job.not_before_ms = now_ms();
     job.created_ms = 0;

@@ -488,8 +488,12 @@ impl Outbox {
         }
     }
 
-    /// Sends everything pending, batch by batch.
-    async fn drain(&self, http: &HttpClient) -> Result<(), ConnectorError> {
+    /// Sends everything pending, batch by batch (also used at the end of a
+    /// `--live` local run, where no background task runs).
+    ///
+    /// # Errors
+    /// When a batch cannot be delivered; what was not delivered stays queued.
+    pub async fn drain(&self, http: &HttpClient) -> Result<(), ConnectorError> {
         loop {
             let mut keys = Vec::new();
             let mut batch = Vec::new();

@@ -112,8 +112,6 @@ pub struct RunCtx {
     pub run_key: String,
     /// The run record id of this execution.
     pub run_id: u64,
-    /// Effects made so far in this execution (numbers derived ids).
-    pub effects: u32,
     /// Where effects are journaled; `None` runs them directly (dry runs).
     pub journal: Option<JournalRef>,
     pub wait_mode: WaitMode,

@@ -308,9 +308,7 @@ fn send(host: &Host, req: OutboundRequest) -> Res<Value> {
     with_run(|ctx| ctx.calls.extend(exchange.attempts));
     match exchange.result {
         Ok(resp) => Ok(response_json(&resp)),
-        Err(e) => Err(error(
-            host.http.redactor().redact(&e.to_string()).into_owned(),
-        )),
+        Err(e) => Err(super::connector_failure(host, &e, None)),
     }
 }
 

@@ -62,6 +62,30 @@ pub fn error(message: impl Into<String>) -> Box<EvalAltResult> {
     ))
 }
 
+/// A connector error as scripts see it (secrets redacted, prefixed with `what`).
+/// What retrying cannot fix — a request the client refuses (bad URL, unknown
+/// connection, missing configuration) or a service's 4xx other than 408/429 —
+/// fails the run at once instead of being retried for half an hour.
+pub(crate) fn connector_failure(
+    host: &Host,
+    e: &crate::connectors::ConnectorError,
+    what: Option<&str>,
+) -> Box<EvalAltResult> {
+    use crate::connectors::ConnectorError as E;
+    let text = host.http.redactor().redact(&e.to_string()).into_owned();
+    let msg = what.map_or_else(|| text.clone(), |w| format!("{w}: {text}"));
+    let permanent = match e {
+        E::UnknownConnection { .. } | E::Invalid(_) | E::TooLarge { .. } => true,
+        E::Service(s) => (400..500).contains(&s.status) && s.status != 408 && s.status != 429,
+        E::Transport { .. } | E::Rejected(_) => false,
+    };
+    if permanent {
+        outcome(Signal::Fail(msg.clone()), msg)
+    } else {
+        error(msg)
+    }
+}
+
 /// An error that ends the run with `signal` (skipped or failed) if the script does
 /// not catch it.
 pub(crate) fn outcome(signal: Signal, text: String) -> Box<EvalAltResult> {

@@ -4,8 +4,9 @@
 //! `tracking_plans`, `tracking_plan_rules`, `update_tracking_plan_rules`,
 //! `regulate`, `regulation`, `delete_user`, `audit_events`, `delivery_metrics`).
 //!
-//! Written-back messages get a `messageId` derived from the run and the call's
-//! occurrence, so a retried run re-sends the same ids and Segment drops the repeats.
+//! Written-back messages get a `messageId` derived from the run and the effect's
+//! identity (operation, argument digest, occurrence), so a re-executed run re-sends
+//! the same ids and Segment drops the repeats.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,17 +39,9 @@ fn in_run(what: &str) -> Res<()> {
     }
 }
 
-/// A connector error for scripts: permanent 4xx mark the run failed.
+/// A connector error for scripts (see `host::connector_failure`).
 fn connector_error(host: &Host, what: &str, e: &ConnectorError) -> Box<EvalAltResult> {
-    let msg = format!("{what}: {}", host.http.redactor().redact(&e.to_string()));
-    if let ConnectorError::Service(s) = e
-        && (400..500).contains(&s.status)
-        && s.status != 429
-        && s.status != 408
-    {
-        return super::outcome(Signal::Fail(msg.clone()), msg);
-    }
-    error(msg)
+    super::connector_failure(host, e, Some(what))
 }
 
 fn record_calls(calls: Vec<crate::connectors::CallRecord>) {
@@ -63,14 +56,14 @@ fn write(host: &Host, kind: EventType, msg: &Map) -> Res<String> {
     let v = super::journal::effect(
         &format!("segment.{kind}"),
         &args,
-        |_| write_now(host, kind, msg).map(Value::String),
+        |key| write_now(host, kind, msg, key).map(Value::String),
         |_| true,
     )?;
     Ok(v.as_str().unwrap_or_default().to_owned())
 }
 
 /// Builds, validates and queues one write-back message; returns its `messageId`.
-fn write_now(host: &Host, kind: EventType, msg: &Map) -> Res<String> {
+fn write_now(host: &Host, kind: EventType, msg: &Map, key: &str) -> Res<String> {
     let what = format!("segment::{kind}");
     in_run(&what)?;
     let Value::Object(mut body) =
@@ -79,11 +72,9 @@ fn write_now(host: &Host, kind: EventType, msg: &Map) -> Res<String> {
         unreachable!("a map converts to a JSON object");
     };
     if !body.contains_key("messageId") {
-        let id = with_run(|ctx| {
-            ctx.effects += 1;
-            format!("spur-{}-{}", ctx.run_key, ctx.effects)
-        })
-        .unwrap_or_else(|| format!("spur-{}", uuid::Uuid::new_v4()));
+        // The run and the effect's identity: the same message on every execution
+        // of the run (Segment drops the repeats), a different one for each effect.
+        let id = super::journal::idempotency_key(key);
         body.insert("messageId".into(), Value::String(id));
     }
     let ctx_obj = body.entry("context").or_insert_with(|| json!({}));

@@ -157,10 +157,12 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
     let h = Arc::clone(host);
     env.set_native_fn("secret", move |ctx: NativeCallContext, name: Dynamic| {
         let name = to_text(&name);
+        // A configuration problem: retrying cannot fix it.
         let value = h.env.get(&name).cloned().ok_or_else(|| {
-            error(format!(
+            let msg = format!(
                 "env::secret({name:?}): not allowed or not set (list it in [env] allow = [...])"
-            ))
+            );
+            super::outcome(Signal::Fail(msg.clone()), msg)
         });
         placed(&ctx, value)
     });

@@ -23,6 +23,7 @@ pub struct IngestState {
     /// Accepted write keys; empty accepts any.
     pub write_keys: Arc<Vec<Secret>>,
     pub webhook_secret: Option<Secret>,
+    pub metrics: Arc<crate::admin::metrics::Metrics>,
 }
 
 /// The ingest routes.

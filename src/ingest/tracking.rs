@@ -57,9 +57,14 @@ pub(super) async fn single(
         Origin::Tracking,
         now,
     )
-    .map_err(invalid)?;
+    .map_err(|e| {
+        st.metrics.count_ingest(0, 0, 1);
+        invalid(e)
+    })?;
     let prepared = PreparedEvent::new(event, now.timestamp_millis());
     let receipt = st.queue.ingest(vec![prepared]).await?;
+    st.metrics
+        .count_ingest(receipt.accepted, receipt.duplicates.len(), 0);
     if receipt.duplicates.is_empty() {
         Ok(Json(json!({ "success": true })))
     } else {
@@ -149,6 +154,7 @@ pub(super) async fn batch(
         }
     }
     if prepared.is_empty() && !items.is_empty() {
+        st.metrics.count_ingest(0, 0, rejected.len());
         return Err(ApiError::BadRequest {
             code: "invalid_batch",
             message: format!("none of the {} events is valid", items.len()),
@@ -161,6 +167,8 @@ pub(super) async fn batch(
     } else {
         st.queue.ingest(prepared).await?
     };
+    st.metrics
+        .count_ingest(receipt.accepted, receipt.duplicates.len(), rejected.len());
     let duplicates: Vec<usize> = receipt.duplicates.iter().map(|&i| positions[i]).collect();
     Ok(Json(json!({
         "success": true,

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha1::Sha1;
 
 use super::IngestState;
@@ -53,16 +53,16 @@ pub(super) async fn segment(
 
     let now = chrono::Utc::now();
     let mut prepared = Vec::with_capacity(items.len());
+    let mut positions = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
     for (i, raw) in items.iter().enumerate() {
-        let item: Map<String, Value> = if let Ok(Value::Object(m)) =
-            serde_json::from_str::<Value>(raw.get())
-        {
-            m
-        } else {
+        let Ok(Value::Object(mut item)) = serde_json::from_str::<Value>(raw.get()) else {
             rejected.push(json!({ "index": i, "code": "invalid_event", "error": "each event must be a JSON object" }));
             continue;
         };
+        // A delivered event's write key is its source's; like the tracking API,
+        // spur does not keep it.
+        item.remove("writeKey");
         match normalize(
             item,
             None,
@@ -70,7 +70,10 @@ pub(super) async fn segment(
             Origin::Delivered,
             now,
         ) {
-            Ok(e) => prepared.push(PreparedEvent::new(e, now.timestamp_millis())),
+            Ok(e) => {
+                prepared.push(PreparedEvent::new(e, now.timestamp_millis()));
+                positions.push(i);
+            }
             Err(e) => rejected
                 .push(json!({ "index": i, "code": e.code, "field": e.field, "error": e.message })),
         }
@@ -91,10 +94,13 @@ pub(super) async fn segment(
         });
     }
     let receipt = st.queue.ingest(prepared).await?;
+    st.metrics
+        .count_ingest(receipt.accepted, receipt.duplicates.len(), rejected.len());
+    let duplicates: Vec<usize> = receipt.duplicates.iter().map(|&i| positions[i]).collect();
     Ok(Json(json!({
         "success": true,
         "accepted": receipt.accepted,
-        "duplicates": receipt.duplicates.len(),
+        "duplicates": duplicates,
         "rejected": rejected,
     })))
 }

@@ -325,6 +325,29 @@ impl Local {
     }
 }
 
+impl Drop for Local {
+    /// A `--live` local run delivers its Segment write-back before exiting (the
+    /// daemon's background sender does not run here).
+    fn drop(&mut self) {
+        let host = &self.engine.host;
+        if self.recorder.is_some() || host.outbox.is_empty() {
+            return;
+        }
+        let sent = self.rt.block_on(async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                host.outbox.drain(&host.http),
+            )
+            .await
+        });
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("Segment write-back not delivered: {e}"),
+            Err(_) => eprintln!("Segment write-back not delivered within 10 s"),
+        }
+    }
+}
+
 /// An event map as the dispatcher's `Event` (for handler matching).
 fn to_event(body: Map<String, Value>) -> Option<crate::event::Event> {
     let kind = crate::event::EventType::parse(body.get("type")?.as_str()?)?;

@@ -407,6 +407,18 @@ impl Queue {
         Ok(())
     }
 
+    /// Forgets one journal entry of `job`.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn journal_forget(&self, job: u64, key: &str) -> Result<(), QueueError> {
+        self.inner
+            .store
+            .queue_tree()
+            .remove(journal_key(job, key))?;
+        Ok(())
+    }
+
     /// Forgets `job`'s journal (it finished).
     fn clear_journal(&self, job: u64) -> Result<(), sled::Error> {
         let tree = self.inner.store.queue_tree();

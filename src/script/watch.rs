@@ -112,14 +112,18 @@ pub fn keep_last_good(new: ScriptSet, old: &ScriptSet) -> ScriptSet {
         if !failed.contains(&source.as_str()) {
             continue;
         }
-        let old_module = old.modules.iter().find(|(n, _)| n == name);
-        if let (Some((_, m)), Some(slot)) =
-            (old_module, modules.iter_mut().find(|(n, _)| n == name))
-        {
-            slot.1 = Arc::clone(m);
-            if let Some(s) = sources.iter_mut().find(|(n, _)| n == name) {
-                s.1.clone_from(source);
-            }
+        let Some((_, old_module)) = old.modules.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        // The last good module replaces the broken one (or the built-in fallback),
+        // and comes back if the broken file left no module of its name at all.
+        match modules.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = Arc::clone(old_module),
+            None => modules.push((name.clone(), Arc::clone(old_module))),
+        }
+        match sources.iter_mut().find(|(n, _)| n == name) {
+            Some(s) => s.1.clone_from(source),
+            None => sources.push((name.clone(), source.clone())),
         }
     }
     ScriptSet::new(scripts, Arc::new(modules), sources, new.errors.clone())

@@ -34,6 +34,7 @@ pub struct WorkerDeps {
     pub dead: DeadLetters,
     pub retry: RetryPolicy,
     pub timers: Timers,
+    pub metrics: Arc<crate::admin::metrics::Metrics>,
 }
 
 /// The running worker threads.
@@ -137,7 +138,7 @@ fn store_record(deps: &WorkerDeps, lease: &Lease, record: crate::run::RunRecord)
         ms = record.duration_ms,
         "Run finished."
     );
-    crate::admin::metrics::count_run(record.status);
+    deps.metrics.count_run(record.status);
     if let Err(e) = deps.runs.insert(record) {
         tracing::error!(job = lease.job.id, error = %e, "Storing a run record failed.");
     }
