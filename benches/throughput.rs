@@ -1,6 +1,7 @@
 //! Throughput of the real daemon (in-process, loopback HTTP, sled on disk):
-//! durable batched ingest, durable single-event ingest, handler runs, and handler
-//! runs with 10,000 runs parked.
+//! durable batched ingest, durable single-event ingest, handler runs (a backlog of
+//! 100,000 queued runs, timed from the moment the workers start), and the same with
+//! 10,000 runs parked.
 //!
 //! Run with: `cargo bench --bench throughput` (add `-- --secs 10` for longer phases).
 //! The load generator shares the machine with the daemon (request bodies are built
@@ -13,6 +14,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use spur::app::App;
+use spur::run::RunStatus;
+
+/// Workers for the handler-run phases.
+const WORKERS: usize = 4;
+/// Runs queued before the workers start.
+const BACKLOG: u64 = 100_000;
+/// Runs parked before the backlog in the last phase.
+const PARKED: u64 = 10_000;
 
 const SCRIPT: &str = r#"
 on_track("Order Completed", |e| {
@@ -48,7 +57,12 @@ fn batch(first: u64, n: u64, name: &str) -> String {
     s
 }
 
-async fn start(workers: usize, with_script: bool) -> (Arc<App>, String, tempfile::TempDir) {
+/// A daemon on loopback and a temp dir; `open` leaves the workers stopped.
+async fn daemon(
+    workers: usize,
+    with_script: bool,
+    open: bool,
+) -> (Arc<App>, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let scripts = dir.path().join("scripts");
     std::fs::create_dir_all(&scripts).unwrap();
@@ -61,7 +75,12 @@ async fn start(workers: usize, with_script: bool) -> (Arc<App>, String, tempfile
         scripts.display().to_string()
     );
     let cfg = spur::config::load_from_str(&text, None, &BTreeMap::new()).unwrap();
-    let app = App::start(cfg).await.unwrap();
+    let app = if open {
+        App::open(cfg).await
+    } else {
+        App::start(cfg).await
+    }
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = app.router();
@@ -131,33 +150,12 @@ async fn ingest(base: &str, first: u64, n: u64, name: &str) {
     }
 }
 
-/// Handler runs per second once the backlog is in: runs finished after ingest
-/// ended, over the time they took.
-async fn drain_rate(app: &App, base: &str, first: u64, backlog: u64) -> (f64, f64) {
-    let mut rx = app.runs.subscribe();
-    let runs_before = app.runs.last_id();
-    let t0 = Instant::now();
-    ingest(base, first, backlog, "Order Completed").await;
-    let ingest_s = t0.elapsed().as_secs_f64();
-    let after = spur::run::RunFilter {
-        after: runs_before,
-        ..spur::run::RunFilter::default()
-    };
-    let done_at_ingest = app.runs.list(&after, usize::MAX).unwrap().len() as u64;
-    let t1 = Instant::now();
-    let mut seen = done_at_ingest;
-    while seen < backlog {
-        match rx.recv().await {
-            Ok(r) if r.status == spur::run::RunStatus::Ok => seen += 1,
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => seen += k,
-            Err(e) => panic!("{e}"),
-        }
+/// Waits until `app` has finished `n` runs with `status`; returns when it did.
+async fn finished(app: &App, status: RunStatus, n: u64) -> Instant {
+    while app.metrics.runs_finished(status) < n {
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let drain_s = t1.elapsed().as_secs_f64();
-    let overall = backlog as f64 / (ingest_s + drain_s);
-    let drain = (backlog - done_at_ingest) as f64 / drain_s.max(1e-9);
-    (overall, drain)
+    Instant::now()
 }
 
 fn main() {
@@ -177,34 +175,39 @@ fn main() {
             std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
         );
 
-        let (app, base, _dir) = start(1, false).await;
+        let (app, base, _dir) = daemon(1, false, false).await;
         let (n, t) = load(&base, "/v1/batch", 8, secs, 100).await;
         println!("batched ingest (/v1/batch, 100 events/request, 8 clients): {:>9.0} events/s", n as f64 / t);
         app.shutdown().await;
 
-        let (app, base, _dir) = start(1, false).await;
+        let (app, base, _dir) = daemon(1, false, false).await;
         let (n, t) = load(&base, "/v1/track", 64, secs, 1).await;
         println!("single-event ingest (/v1/track, 64 clients):              {:>9.0} requests/s", n as f64 / t);
         app.shutdown().await;
 
-        let (app, base, _dir) = start(4, true).await;
-        let (overall, drain) = drain_rate(&app, &base, 0, 100_000).await;
-        println!("handler runs (100k events, 4 workers): {drain:>9.0} runs/s draining, {overall:>9.0} events/s ingest+run");
+        // A backlog of 100,000 queued runs, then the workers start.
+        let (app, base, _dir) = daemon(WORKERS, true, true).await;
+        let t = Instant::now();
+        ingest(&base, 0, BACKLOG, "Order Completed").await;
+        let queued = BACKLOG as f64 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        app.start_workers();
+        let done = finished(&app, RunStatus::Ok, BACKLOG).await;
+        let runs = BACKLOG as f64 / (done - t).as_secs_f64();
+        println!("handler runs ({BACKLOG} queued, {WORKERS} workers):             {runs:>9.0} runs/s (queued at {queued:.0} events/s, 1 client, 500/request)");
+        app.shutdown().await;
 
-        // 10,000 parked runs: they hold no thread, events keep flowing.
-        let mut rx = app.runs.subscribe();
-        ingest(&base, 1_000_000, 10_000, "Trial Started").await;
-        let mut parked = 0;
-        while parked < 10_000 {
-            match rx.recv().await {
-                Ok(r) if r.status == spur::run::RunStatus::Waiting => parked += 1,
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => parked += k,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        let (overall, drain) = drain_rate(&app, &base, 2_000_000, 100_000).await;
-        println!("handler runs with 10,000 runs parked:  {drain:>9.0} runs/s draining, {overall:>9.0} events/s ingest+run");
+        // The same with 10,000 runs parked first (waiting for an event): they hold
+        // no thread and do not slow the others down.
+        let (app, base, _dir) = daemon(WORKERS, true, true).await;
+        ingest(&base, 1_000_000, PARKED, "Trial Started").await;
+        ingest(&base, 2_000_000, BACKLOG, "Order Completed").await;
+        app.start_workers();
+        let t = finished(&app, RunStatus::Waiting, PARKED).await;
+        let ok_before = app.metrics.runs_finished(RunStatus::Ok);
+        let done = finished(&app, RunStatus::Ok, BACKLOG).await;
+        let runs = (BACKLOG - ok_before) as f64 / (done - t).as_secs_f64();
+        println!("handler runs with {PARKED} runs parked:                    {runs:>9.0} runs/s ({ok_before} ran before the last parked)");
         app.shutdown().await;
     });
 }

@@ -49,6 +49,7 @@ pub struct App {
     pub schedules: Arc<parking_lot::RwLock<Vec<ScheduleInfo>>>,
     pub metrics: Arc<crate::admin::metrics::Metrics>,
     workers: parking_lot::Mutex<Option<WorkerPool>>,
+    deps: Arc<WorkerDeps>,
     _watcher: parking_lot::Mutex<Option<crate::script::watch::ScriptWatcher>>,
     tasks: CancellationToken,
     started: Instant,
@@ -135,6 +136,18 @@ impl App {
     /// # Errors
     /// When the store cannot be opened or the host cannot be built.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Self>> {
+        let app = Self::open(config).await?;
+        app.start_workers();
+        Ok(app)
+    }
+
+    /// Everything [`App::start`] does except starting the workers: events are
+    /// received and their jobs queued, but nothing runs until
+    /// [`App::start_workers`]. The benchmark uses it to build a backlog.
+    ///
+    /// # Errors
+    /// When the store cannot be opened or the host cannot be built.
+    pub async fn open(config: Config) -> anyhow::Result<Arc<Self>> {
         let data_dir = config.server.data_dir.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
             .await?
@@ -207,7 +220,6 @@ impl App {
             timers: timers.clone(),
             metrics: Arc::clone(&metrics),
         });
-        let workers = WorkerPool::start(&deps, config.server.workers);
         let remember = Arc::clone(&versions);
         let watcher = crate::script::watch::watch(
             &config.server.scripts_dir,
@@ -242,7 +254,8 @@ impl App {
             state,
             engine,
             admin_token,
-            workers: parking_lot::Mutex::new(Some(workers)),
+            workers: parking_lot::Mutex::new(None),
+            deps,
             tasks,
             started: Instant::now(),
             approvals,
@@ -256,6 +269,14 @@ impl App {
         let host = &app.engine.host;
         tokio::spawn(Arc::clone(&host.outbox).run(host.http.clone(), app.tasks.child_token()));
         Ok(app)
+    }
+
+    /// Starts `server.workers` workers, unless they run already.
+    pub fn start_workers(&self) {
+        let mut workers = self.workers.lock();
+        if workers.is_none() {
+            *workers = Some(WorkerPool::start(&self.deps, self.config.server.workers));
+        }
     }
 
     /// Every HTTP route of the daemon.

@@ -46,11 +46,21 @@ impl Metrics {
         self.events_rejected.add(rejected as u64);
     }
 
+    fn runs(&self, status: RunStatus) -> Option<&Counter> {
+        let i = STATUSES.iter().position(|s| *s == status)?;
+        Some(&self.runs[i])
+    }
+
     /// Counts a finished run by status.
     pub fn count_run(&self, status: RunStatus) {
-        if let Some(i) = STATUSES.iter().position(|s| *s == status) {
-            self.runs[i].add(1);
+        if let Some(c) = self.runs(status) {
+            c.add(1);
         }
+    }
+
+    /// Runs finished with `status` since the start.
+    pub fn runs_finished(&self, status: RunStatus) -> u64 {
+        self.runs(status).map_or(0, Counter::get)
     }
 
     /// Renders every metric; `gauges` are point-in-time values from the caller.
