@@ -1,7 +1,7 @@
 //! Throughput of the real daemon (in-process, loopback HTTP, sled on disk):
 //! durable batched ingest, durable single-event ingest, handler runs (a backlog of
 //! 100,000 queued runs, timed from the moment the workers start), and the same with
-//! 10,000 runs parked.
+//! 10,000 runs parked; and how long a saved script takes to be live.
 //!
 //! Run with: `cargo bench --bench throughput` (add `-- --secs 10` for longer phases).
 //! The load generator shares the machine with the daemon (request bodies are built
@@ -88,18 +88,37 @@ async fn daemon(
     (app, base, dir)
 }
 
-/// `conns` clients POST for `secs`; returns events accepted and seconds taken.
-async fn load(base: &str, path: &str, conns: usize, secs: u64, per_request: u64) -> (u64, f64) {
-    let done = Arc::new(AtomicU64::new(0));
+/// What a load phase measured.
+struct Load {
+    events: u64,
+    secs: f64,
+    /// Request latencies, sorted.
+    latencies: Vec<Duration>,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.secs
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        let i = ((self.latencies.len() as f64 * p) as usize).min(self.latencies.len() - 1);
+        self.latencies[i].as_secs_f64() * 1000.0
+    }
+}
+
+/// `conns` clients POST `per_request` events at a time for `secs`.
+async fn load(base: &str, path: &str, conns: usize, secs: u64, per_request: u64) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conns {
-        let (done, stop, next) = (Arc::clone(&done), Arc::clone(&stop), Arc::clone(&next));
+        let (stop, next) = (Arc::clone(&stop), Arc::clone(&next));
         let url = format!("{base}{path}");
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
+            let mut latencies = Vec::new();
             let mut body = String::new();
             while !stop.load(Ordering::Relaxed) {
                 let first = next.fetch_add(per_request, Ordering::Relaxed);
@@ -109,6 +128,7 @@ async fn load(base: &str, path: &str, conns: usize, secs: u64, per_request: u64)
                 } else {
                     body = batch(first, per_request, "Order Completed");
                 }
+                let sent = Instant::now();
                 let r = client
                     .post(&url)
                     .header("content-type", "application/json")
@@ -118,19 +138,23 @@ async fn load(base: &str, path: &str, conns: usize, secs: u64, per_request: u64)
                     .unwrap();
                 assert_eq!(r.status(), 200);
                 let _ = r.bytes().await;
-                done.fetch_add(per_request, Ordering::Relaxed);
+                latencies.push(sent.elapsed());
             }
+            latencies
         }));
     }
     tokio::time::sleep(Duration::from_secs(secs)).await;
     stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
     for t in tasks {
-        t.await.unwrap();
+        latencies.extend(t.await.unwrap());
     }
-    (
-        done.load(Ordering::Relaxed),
-        started.elapsed().as_secs_f64(),
-    )
+    latencies.sort_unstable();
+    Load {
+        events: latencies.len() as u64 * per_request,
+        secs: started.elapsed().as_secs_f64(),
+        latencies,
+    }
 }
 
 /// Ingests `n` events of `name` in batches of 500.
@@ -158,6 +182,34 @@ async fn finished(app: &App, status: RunStatus, n: u64) -> Instant {
     Instant::now()
 }
 
+/// Saves `orders.rhai` with a new handler `rounds` times; returns the median time
+/// from the write to the handler being live.
+async fn reload_latency(app: &App, scripts: &std::path::Path, rounds: u32) -> Duration {
+    let mut changed = app.scripts.subscribe();
+    let mut times = Vec::new();
+    for n in 0..rounds {
+        let key = format!("on_track(Reload {n})#0");
+        let t = Instant::now();
+        std::fs::write(
+            scripts.join("orders.rhai"),
+            format!("{SCRIPT}\non_track(\"Reload {n}\", |e| {{}});\n"),
+        )
+        .unwrap();
+        while app
+            .scripts
+            .get()
+            .script("orders")
+            .and_then(|s| s.handler(&key))
+            .is_none()
+        {
+            changed.changed().await.unwrap();
+        }
+        times.push(t.elapsed());
+    }
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
 fn main() {
     let secs: u64 = std::env::args()
         .skip_while(|a| a != "--secs")
@@ -176,13 +228,31 @@ fn main() {
         );
 
         let (app, base, _dir) = daemon(1, false, false).await;
-        let (n, t) = load(&base, "/v1/batch", 8, secs, 100).await;
-        println!("batched ingest (/v1/batch, 100 events/request, 8 clients): {:>9.0} events/s", n as f64 / t);
+        let l = load(&base, "/v1/batch", 8, secs, 100).await;
+        println!(
+            "batched ingest (/v1/batch, 100 events/request, 8 clients): {:>9.0} events/s, p50 {:.2} ms, p99 {:.2} ms per request",
+            l.rate(), l.percentile_ms(0.5), l.percentile_ms(0.99)
+        );
         app.shutdown().await;
 
         let (app, base, _dir) = daemon(1, false, false).await;
-        let (n, t) = load(&base, "/v1/track", 64, secs, 1).await;
-        println!("single-event ingest (/v1/track, 64 clients):              {:>9.0} requests/s", n as f64 / t);
+        let l = load(&base, "/v1/track", 64, secs, 1).await;
+        println!(
+            "single-event ingest (/v1/track, 64 clients):              {:>9.0} requests/s, p50 {:.2} ms, p99 {:.2} ms",
+            l.rate(), l.percentile_ms(0.5), l.percentile_ms(0.99)
+        );
+        app.shutdown().await;
+
+        // The peers' workload (stack-notes.md): 16 clients POST track events that a
+        // handler checks; the handler runs on the workers while requests keep coming.
+        let (app, base, _dir) = daemon(WORKERS, true, false).await;
+        let l = load(&base, "/v1/track", 16, secs, 1).await;
+        let (ran, ended) = (app.metrics.runs_finished(RunStatus::Ok), Instant::now());
+        let behind = (finished(&app, RunStatus::Ok, l.events).await - ended).as_secs_f64();
+        println!(
+            "track + handler (/v1/track, 16 clients, {WORKERS} workers):    {:>9.0} requests/s, p50 {:.2} ms, p99 {:.2} ms; {:.0} runs/s ({behind:.2}s behind at the end)",
+            l.rate(), l.percentile_ms(0.5), l.percentile_ms(0.99), ran as f64 / l.secs
+        );
         app.shutdown().await;
 
         // A backlog of 100,000 queued runs, then the workers start.
@@ -194,6 +264,8 @@ fn main() {
         app.start_workers();
         let done = finished(&app, RunStatus::Ok, BACKLOG).await;
         let runs = BACKLOG as f64 / (done - t).as_secs_f64();
+        let recorded = app.runs.list(&spur::run::RunFilter::default(), usize::MAX).unwrap();
+        assert_eq!(recorded.len() as u64, BACKLOG, "every run leaves a record");
         println!("handler runs ({BACKLOG} queued, {WORKERS} workers):             {runs:>9.0} runs/s (queued at {queued:.0} events/s, 1 client, 500/request)");
         app.shutdown().await;
 
@@ -208,6 +280,14 @@ fn main() {
         let done = finished(&app, RunStatus::Ok, BACKLOG).await;
         let runs = (BACKLOG - ok_before) as f64 / (done - t).as_secs_f64();
         println!("handler runs with {PARKED} runs parked:                    {runs:>9.0} runs/s ({ok_before} ran before the last parked)");
+        app.shutdown().await;
+
+        let (app, _base, dir) = daemon(1, true, false).await;
+        let latency = reload_latency(&app, &dir.path().join("scripts"), 20).await;
+        println!(
+            "live reload (save to handler live, median of 20):        {:>9.1} ms",
+            latency.as_secs_f64() * 1000.0
+        );
         app.shutdown().await;
     });
 }
