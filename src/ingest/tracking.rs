@@ -17,8 +17,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 
-use super::IngestState;
 use super::body::{json_error, read};
+use super::{IngestState, Sorted};
 use crate::api_error::ApiError;
 use crate::event::{
     BatchDefaults, EventType, InvalidEvent, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_EVENT_BYTES,
@@ -135,47 +135,15 @@ pub(super) async fn batch(
     };
 
     let now = chrono::Utc::now();
-    let received_ms = now.timestamp_millis();
-    let mut rejected = Vec::new();
-    let mut prepared = Vec::with_capacity(items.len());
-    let mut positions = Vec::with_capacity(items.len());
+    let mut sorted = Sorted::new(items.len(), now.timestamp_millis());
     for (i, raw) in items.iter().enumerate() {
-        match prepare_item(i, raw, &defaults, now) {
-            Ok(event) => {
-                prepared.push(PreparedEvent::new(event, received_ms));
-                positions.push(i);
-            }
-            Err(e) => rejected.push(json!({
-                "index": i,
-                "code": e.code,
-                "field": e.field,
-                "error": e.message,
-            })),
-        }
+        sorted.push(i, prepare_item(i, raw, &defaults, now));
     }
-    if prepared.is_empty() && !items.is_empty() {
-        st.metrics.count_ingest(0, 0, rejected.len());
-        return Err(ApiError::BadRequest {
-            code: "invalid_batch",
-            message: format!("none of the {} events is valid", items.len()),
-            field: Some("batch".into()),
-            detail: Some(json!({ "rejected": rejected })),
-        });
+    if sorted.prepared.is_empty() && !items.is_empty() {
+        let message = format!("none of the {} events is valid", items.len());
+        return Err(sorted.refuse(&st, "invalid_batch", message, Some("batch".into())));
     }
-    let receipt = if prepared.is_empty() {
-        crate::queue::IngestReceipt::default()
-    } else {
-        st.queue.ingest(prepared).await?
-    };
-    st.metrics
-        .count_ingest(receipt.accepted, receipt.duplicates.len(), rejected.len());
-    let duplicates: Vec<usize> = receipt.duplicates.iter().map(|&i| positions[i]).collect();
-    Ok(Json(json!({
-        "success": true,
-        "accepted": receipt.accepted,
-        "duplicates": duplicates,
-        "rejected": rejected,
-    })))
+    sorted.commit(&st).await
 }
 
 fn prepare_item(

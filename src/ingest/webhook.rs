@@ -12,15 +12,14 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 use sha1::Sha1;
 
-use super::IngestState;
 use super::body::{json_error, read};
+use super::{IngestState, Sorted};
 use crate::api_error::ApiError;
-use crate::event::{BatchDefaults, Origin, normalize};
-use crate::queue::PreparedEvent;
+use crate::event::{BatchDefaults, InvalidEvent, Origin, normalize};
 
 /// Webhook bodies may carry large Actions batches.
 const MAX_WEBHOOK_BYTES: usize = 8 << 20;
@@ -52,57 +51,38 @@ pub(super) async fn segment(
     )?;
 
     let now = chrono::Utc::now();
-    let mut prepared = Vec::with_capacity(items.len());
-    let mut positions = Vec::with_capacity(items.len());
-    let mut rejected = Vec::new();
+    let mut sorted = Sorted::new(items.len(), now.timestamp_millis());
     for (i, raw) in items.iter().enumerate() {
         let Ok(Value::Object(mut item)) = serde_json::from_str::<Value>(raw.get()) else {
-            rejected.push(json!({ "index": i, "code": "invalid_event", "error": "each event must be a JSON object" }));
+            let e = InvalidEvent::new("invalid_event", "", "each event must be a JSON object");
+            sorted.push(i, Err(e));
             continue;
         };
         // A delivered event's write key is its source's; like the tracking API,
         // spur does not keep it.
         item.remove("writeKey");
-        match normalize(
+        let event = normalize(
             item,
             None,
             &BatchDefaults::default(),
             Origin::Delivered,
             now,
-        ) {
-            Ok(e) => {
-                prepared.push(PreparedEvent::new(e, now.timestamp_millis()));
-                positions.push(i);
-            }
-            Err(e) => rejected
-                .push(json!({ "index": i, "code": e.code, "field": e.field, "error": e.message })),
-        }
+        );
+        sorted.push(i, event);
     }
-    if prepared.is_empty() {
-        return Err(ApiError::BadRequest {
-            code: "invalid_event",
-            message: rejected
-                .first()
-                .and_then(|r| r["error"].as_str())
-                .unwrap_or("no events in the body")
-                .to_owned(),
-            field: rejected
-                .first()
-                .and_then(|r| r["field"].as_str())
-                .map(str::to_owned),
-            detail: Some(json!({ "rejected": rejected })),
-        });
+    if sorted.prepared.is_empty() {
+        let first = sorted.rejected.first();
+        let message = first
+            .and_then(|r| r["error"].as_str())
+            .unwrap_or("no events in the body")
+            .to_owned();
+        let field = first
+            .and_then(|r| r["field"].as_str())
+            .filter(|f| !f.is_empty())
+            .map(str::to_owned);
+        return Err(sorted.refuse(&st, "invalid_event", message, field));
     }
-    let receipt = st.queue.ingest(prepared).await?;
-    st.metrics
-        .count_ingest(receipt.accepted, receipt.duplicates.len(), rejected.len());
-    let duplicates: Vec<usize> = receipt.duplicates.iter().map(|&i| positions[i]).collect();
-    Ok(Json(json!({
-        "success": true,
-        "accepted": receipt.accepted,
-        "duplicates": duplicates,
-        "rejected": rejected,
-    })))
+    sorted.commit(&st).await
 }
 
 fn verify(

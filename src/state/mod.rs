@@ -120,18 +120,22 @@ impl StateStore {
         }
     }
 
-    /// The live value of `key`.
-    ///
-    /// # Errors
-    /// On an invalid key or store failure.
-    pub fn get(&self, ns: &str, key: &str) -> Result<Option<Value>, StateError> {
+    /// The live stored entry of `key`.
+    fn live(&self, ns: &str, key: &str) -> Result<Option<Entry>, StateError> {
         let k = full_key(ns, key)?;
         Ok(self
             .tree
             .get(k)?
             .and_then(|b| decode(&b))
-            .and_then(|e| e.live(now_ms()))
-            .map(|e| e.v))
+            .and_then(|e| e.live(now_ms())))
+    }
+
+    /// The live value of `key`.
+    ///
+    /// # Errors
+    /// On an invalid key or store failure.
+    pub fn get(&self, ns: &str, key: &str) -> Result<Option<Value>, StateError> {
+        Ok(self.live(ns, key)?.map(|e| e.v))
     }
 
     /// The live entry of `key`, with its expiry.
@@ -139,19 +143,13 @@ impl StateStore {
     /// # Errors
     /// On an invalid key or store failure.
     pub fn get_entry(&self, ns: &str, key: &str) -> Result<Option<StateEntry>, StateError> {
-        let k = full_key(ns, key)?;
-        Ok(self
-            .tree
-            .get(k)?
-            .and_then(|b| decode(&b))
-            .and_then(|e| e.live(now_ms()))
-            .map(|e| StateEntry {
-                key: key.to_owned(),
-                value: e.v,
-                expires_at: e.exp.and_then(|ms| {
-                    chrono::DateTime::from_timestamp_millis(ms).map(crate::event::format_time)
-                }),
-            }))
+        Ok(self.live(ns, key)?.map(|e| StateEntry {
+            key: key.to_owned(),
+            value: e.v,
+            expires_at: e.exp.and_then(|ms| {
+                chrono::DateTime::from_timestamp_millis(ms).map(crate::event::format_time)
+            }),
+        }))
     }
 
     /// Sets `key`, with an optional time to live.
