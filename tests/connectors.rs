@@ -7,10 +7,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
 use common::TestApp;
@@ -1767,47 +1764,6 @@ async fn pagerduty_trigger_acknowledge_resolve_send_events_without_an_auth_heade
     );
 }
 
-/// `spur serve` as a child process with extra environment variables.
-struct Served {
-    child: Child,
-    base: String,
-}
-
-impl Served {
-    fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_spur"))
-            .arg("--config")
-            .arg(dir.join("spur.toml"))
-            .arg("serve")
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "spur=warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawning spur");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("spur listening on ") {
-                    let _ = tx.send(addr.to_owned());
-                }
-            }
-        });
-        let base = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("spur did not report its address");
-        Self { child, base }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagerduty_routing_key_falls_back_to_an_allowed_env_secret() {
     let mut fake = FakeHttp::start(pagerduty_fake()).await;
@@ -1827,7 +1783,8 @@ async fn pagerduty_routing_key_falls_back_to_an_allowed_env_secret() {
         common::base_config(dir.path(), &extra),
     )
     .unwrap();
-    let spur = Served::start(dir.path(), &[("PAGERDUTY_ROUTING_KEY", ROUTING_KEY)]);
+    let spur =
+        common::Daemon::start_with_env(dir.path(), &[("PAGERDUTY_ROUTING_KEY", ROUTING_KEY)]);
     let resp = common::client()
         .post(format!("{}/v1/track", spur.base))
         .json(&json!({"userId": "u1", "event": "Recovered"}))

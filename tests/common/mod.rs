@@ -117,15 +117,7 @@ impl TestApp {
 
     /// POSTs JSON; returns status and parsed body.
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        answer(self.client.post(self.url(path)).json(body)).await
     }
 
     /// POSTs raw bytes with headers.
@@ -139,35 +131,22 @@ impl TestApp {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        answer(req).await
     }
 
     /// GETs an admin path with the token.
     pub async fn admin_get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .client
-            .get(self.url(path))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        answer(self.client.get(self.url(path)).bearer_auth(TOKEN)).await
     }
 
     pub async fn admin_post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .client
-            .post(self.url(path))
-            .bearer_auth(TOKEN)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        answer(
+            self.client
+                .post(self.url(path))
+                .bearer_auth(TOKEN)
+                .json(body),
+        )
+        .await
     }
 
     /// Waits (bounded) until the run records satisfy `done`; returns them, newest first.
@@ -204,6 +183,13 @@ impl TestApp {
     }
 }
 
+/// Sends `req`; the status and the JSON answer (`Null` when it is not JSON).
+async fn answer(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 /// The real binary as a child process, for crash tests.
 pub struct Daemon {
     pub dir: PathBuf,
@@ -215,20 +201,26 @@ impl Daemon {
     /// Starts `spur serve` on `dir` (which holds `spur.toml`), waiting for its
     /// "listening" line.
     pub fn start(dir: &Path) -> Self {
-        Self::spawn(dir, "spur=warn", Stdio::inherit())
+        Self::spawn(dir, "spur=warn", Stdio::inherit(), &[])
+    }
+
+    /// Starts with extra environment variables.
+    pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn(dir, "spur=warn", Stdio::inherit(), env)
     }
 
     /// Starts with `RUST_LOG=rust_log`, the daemon's log going to `dir/daemon.log`.
     pub fn start_logging(dir: &Path, rust_log: &str) -> Self {
         let log = std::fs::File::create(dir.join("daemon.log")).expect("creating the log file");
-        Self::spawn(dir, rust_log, Stdio::from(log))
+        Self::spawn(dir, rust_log, Stdio::from(log), &[])
     }
 
-    fn spawn(dir: &Path, rust_log: &str, stderr: Stdio) -> Self {
+    fn spawn(dir: &Path, rust_log: &str, stderr: Stdio, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_spur"))
             .arg("--config")
             .arg(dir.join("spur.toml"))
             .arg("serve")
+            .envs(env.iter().copied())
             .env("RUST_LOG", rust_log)
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
