@@ -214,7 +214,9 @@ impl Queue {
                 let _ = tx.send(r);
             }),
         })?;
-        rx.await.map_err(|_| QueueError::Closed)?
+        let (receipt, unused) = rx.await.map_err(|_| QueueError::Closed)??;
+        drop(unused);
+        Ok(receipt)
     }
 
     /// Stores `jobs` durably and queues them. A job with id 0 gets a fresh id; a

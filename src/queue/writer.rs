@@ -28,7 +28,9 @@ const MAX_ROUND: usize = 512;
 pub(super) enum WriteCmd {
     Ingest {
         events: Vec<PreparedEvent>,
-        reply: Reply<IngestReceipt>,
+        /// With the events no job needs, handed back to be freed by the caller:
+        /// the writer thread, which every write waits on, does not spend time on it.
+        reply: Reply<(IngestReceipt, Vec<PreparedEvent>)>,
     },
     Enqueue {
         jobs: Vec<Job>,
@@ -238,16 +240,18 @@ impl Writer<'_> {
         seen: &mut HashSet<String>,
         unparked: &mut Vec<u64>,
         events: Vec<PreparedEvent>,
-        reply: Reply<IngestReceipt>,
+        reply: Reply<(IngestReceipt, Vec<PreparedEvent>)>,
     ) -> Result<(), QueueError> {
         let tree = self.inner.store.queue_tree();
         let generation = self.inner.dedup_gen.load(Ordering::Acquire);
         let now = now_ms();
         let mut receipt = IngestReceipt::default();
+        let mut unused = Vec::new();
         for (i, prepared) in events.into_iter().enumerate() {
             let id = prepared.event.message_id.as_str();
             if seen.contains(id) || is_duplicate(tree, generation, id)? {
                 receipt.duplicates.push(i);
+                unused.push(prepared);
                 continue;
             }
             seen.insert(id.to_owned());
@@ -266,6 +270,7 @@ impl Writer<'_> {
             }
             let targets = self.dispatch.targets(&prepared.event);
             if targets.is_empty() {
+                unused.push(prepared);
                 continue;
             }
             let user = prepared.event.user_key().map(str::to_owned);
@@ -299,7 +304,7 @@ impl Writer<'_> {
                 round.put_job(job);
             }
         }
-        round.answer(reply, receipt);
+        round.answer(reply, (receipt, unused));
         Ok(())
     }
 
