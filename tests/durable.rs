@@ -239,15 +239,7 @@ async fn approve_after_kill9_resumes_once_without_repeating_the_first_post() {
         waiting["runs"][0]["status"], "waiting",
         "still parked after the crash: {waiting}"
     );
-    let pending: Value = client
-        .get(api("/api/approvals?status=pending"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pending = daemon.get("/api/approvals?status=pending").await;
     assert_eq!(pending["approvals"][0]["id"], id.as_str());
     assert_eq!(
         pending["approvals"][0]["title"],
@@ -296,15 +288,7 @@ async fn approve_after_kill9_resumes_once_without_repeating_the_first_post() {
     );
     assert_eq!(c["/chat.postMessage"], 1, "the request was announced once");
     // The run record shows the decision.
-    let runs: Value = client
-        .get(api("/api/runs?status=ok&wait=10s"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs = daemon.get("/api/runs?status=ok&wait=10s").await;
     let decisions = &runs["runs"][0]["decisions"][0];
     assert_eq!(
         (decisions["by"].as_str(), decisions["status"].as_str()),

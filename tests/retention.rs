@@ -74,22 +74,15 @@ fn run_records_older_than_the_retention_are_purged() {
     let store = Store::temporary().unwrap();
     let runs = RunStore::new(&store);
     for i in 0..5 {
-        let mut r = RunRecord::parked(&spur::queue::Job {
+        let trigger = spur::queue::Trigger::Schedule {
+            schedule: "@hourly".into(),
+            at_ms: 0,
+        };
+        let job = spur::queue::Job {
             id: i,
-            trigger: spur::queue::Trigger::Schedule {
-                schedule: "@hourly".into(),
-                at_ms: 0,
-            },
-            script: "s".into(),
-            handler: "h".into(),
-            user: None,
-            attempt: 0,
-            not_before_ms: 0,
-            created_ms: 0,
-            pinned: None,
-            wakeups: 0,
-            waiting: None,
-        });
+            ..spur::queue::Job::new(trigger, "s".into(), "h".into(), None, 0)
+        };
+        let mut r = RunRecord::parked(&job);
         r.id = store.next_id().unwrap();
         r.status = RunStatus::Ok;
         runs.insert(r).unwrap();

@@ -31,6 +31,32 @@ pub struct Job {
     pub waiting: Option<Wait>,
 }
 
+impl Job {
+    /// A first attempt of `script`'s `handler`, due at `not_before_ms`. Id 0 and
+    /// `created_ms` 0 are filled in when the job is enqueued.
+    pub fn new(
+        trigger: Trigger,
+        script: String,
+        handler: String,
+        user: Option<String>,
+        not_before_ms: i64,
+    ) -> Self {
+        Self {
+            id: 0,
+            trigger,
+            script,
+            handler,
+            user,
+            attempt: 0,
+            not_before_ms,
+            created_ms: 0,
+            pinned: None,
+            wakeups: 0,
+            waiting: None,
+        }
+    }
+}
+
 #[allow(clippy::trivially_copy_pass_by_ref)]
 fn is_zero(n: &u32) -> bool {
     *n == 0

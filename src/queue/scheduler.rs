@@ -195,19 +195,16 @@ mod tests {
         Lease {
             job: Job {
                 id,
-                trigger: Trigger::Schedule {
-                    schedule: "t".into(),
-                    at_ms: 0,
-                },
-                script: "s".into(),
-                handler: "h".into(),
-                user: user.map(str::to_owned),
-                attempt: 0,
-                not_before_ms,
-                created_ms: 0,
-                pinned: None,
-                wakeups: 0,
-                waiting: None,
+                ..Job::new(
+                    Trigger::Schedule {
+                        schedule: "t".into(),
+                        at_ms: 0,
+                    },
+                    "s".into(),
+                    "h".into(),
+                    user.map(str::to_owned),
+                    not_before_ms,
+                )
             },
             event: None,
         }

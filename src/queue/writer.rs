@@ -281,22 +281,13 @@ impl Writer<'_> {
                 body: prepared.event.body,
             });
             for t in targets {
-                let job = Job {
-                    id: self.inner.store.next_id()?,
-                    trigger: Trigger::Event {
-                        seq,
-                        message_id: message_id.clone(),
-                    },
-                    script: t.script,
-                    handler: t.handler,
-                    user: user.clone(),
-                    attempt: 0,
-                    not_before_ms: now,
-                    created_ms: now,
-                    pinned: None,
-                    wakeups: 0,
-                    waiting: None,
+                let trigger = Trigger::Event {
+                    seq,
+                    message_id: message_id.clone(),
                 };
+                let mut job = Job::new(trigger, t.script, t.handler, user.clone(), now);
+                job.id = self.inner.store.next_id()?;
+                job.created_ms = now;
                 round.leases.push(Lease {
                     job: job.clone(),
                     event: Some(Arc::clone(&stored)),

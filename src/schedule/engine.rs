@@ -196,23 +196,12 @@ impl Schedules {
             let key = state_key(&e.script, &e.handler);
             let bytes = serde_json::to_vec(&state).expect("state serialises");
             if fire {
-                let job = Job {
-                    id: 0,
-                    trigger: Trigger::Schedule {
-                        schedule: e.schedule.expr().to_owned(),
-                        at_ms: latest.timestamp_millis(),
-                    },
-                    script: e.script.clone(),
-                    handler: e.handler.clone(),
-                    user: None,
-                    attempt: 0,
-                    // Due now: the tick's own time is in the trigger.
-                    not_before_ms: 0,
-                    created_ms: 0,
-                    pinned: None,
-                    wakeups: 0,
-                    waiting: None,
+                let trigger = Trigger::Schedule {
+                    schedule: e.schedule.expr().to_owned(),
+                    at_ms: latest.timestamp_millis(),
                 };
+                // Due now: the tick's own time is in the trigger.
+                let job = Job::new(trigger, e.script.clone(), e.handler.clone(), None, 0);
                 self.queue
                     .enqueue_with(vec![job], vec![(key, bytes)])
                     .await?;
