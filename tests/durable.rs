@@ -296,17 +296,22 @@ async fn approve_after_kill9_resumes_once_without_repeating_the_first_post() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reject_expiry_and_approvers() {
-    let (mut fake, _) = counting(&[]).await;
-    let t = TestApp::builder()
+/// The approval script on an in-process daemon, its calls going to `fake`.
+async fn approval_app(fake: &FakeHttp) -> TestApp {
+    TestApp::builder()
         .script(
             "privacy.rhai",
             &APPROVAL_SCRIPT.replace("${SINK}", &fake.base_url),
         )
         .config(&approval_config(&fake.base_url, ""))
         .start()
-        .await;
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_expiry_and_approvers() {
+    let (mut fake, _) = counting(&[]).await;
+    let t = approval_app(&fake).await;
     // Rejected, with a comment; only a named approver may decide.
     t.post(
         "/v1/track",
@@ -459,14 +464,7 @@ fn slack_sign(secret: &str, ts: &str, body: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack_buttons_decide_with_a_valid_signature_only() {
     let (mut fake, _) = counting(&[]).await;
-    let t = TestApp::builder()
-        .script(
-            "privacy.rhai",
-            &APPROVAL_SCRIPT.replace("${SINK}", &fake.base_url),
-        )
-        .config(&approval_config(&fake.base_url, ""))
-        .start()
-        .await;
+    let t = approval_app(&fake).await;
     t.post(
         "/v1/track",
         &json!({"userId": "s1", "event": "Deletion Requested"}),
