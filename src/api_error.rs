@@ -31,6 +31,11 @@ pub enum ApiError {
     /// Temporarily unable (store failing, shutting down): clients retry.
     #[error("{0}")]
     Unavailable(String),
+    /// At capacity (requests in flight, events waiting for the writer): answered
+    /// 503 with `Retry-After: 1`, which Segment's libraries honour; not logged as an
+    /// error, since shedding is the daemon working as meant.
+    #[error("{0}")]
+    Overloaded(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -61,7 +66,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,6 +79,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::Unavailable(_) => "unavailable",
+            Self::Overloaded(_) => "overloaded",
             Self::Internal(_) => "internal",
         }
     }
@@ -82,14 +88,16 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status.is_server_error() {
-            tracing::error!(error = %self, "Request failed.");
-            match &self {
-                Self::Unavailable(_) => "temporarily unavailable, retry later".to_owned(),
-                _ => "internal error".to_owned(),
+        let message = match &self {
+            Self::Overloaded(m) => format!("{m}; retry later"),
+            _ if status.is_server_error() => {
+                tracing::error!(error = %self, "Request failed.");
+                match &self {
+                    Self::Unavailable(_) => "temporarily unavailable, retry later".to_owned(),
+                    _ => "internal error".to_owned(),
+                }
             }
-        } else {
-            self.to_string()
+            _ => self.to_string(),
         };
         let mut body = json!({
             "success": false,
@@ -106,9 +114,16 @@ impl IntoResponse for ApiError {
             }
         }
         let mut resp = (status, Json(body)).into_response();
-        if matches!(self, Self::Unavailable(_)) {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        match self {
+            Self::Unavailable(_) => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::Overloaded(_) => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         if matches!(self, Self::Unauthorized(_)) {
             resp.headers_mut()
@@ -120,7 +135,12 @@ impl IntoResponse for ApiError {
 
 impl From<crate::queue::QueueError> for ApiError {
     fn from(e: crate::queue::QueueError) -> Self {
-        Self::Unavailable(e.to_string())
+        match e {
+            crate::queue::QueueError::Overloaded { .. } => {
+                Self::Overloaded(format!("spur is at capacity: {e}"))
+            }
+            _ => Self::Unavailable(e.to_string()),
+        }
     }
 }
 

@@ -117,7 +117,12 @@ pub fn build_host(
     let env = allowed_env(config);
     let redactor = Arc::new(redactor(config, &env));
     let connections = segment::with_segment_connections(&config.connections, &config.segment);
-    let http = HttpClient::new(&connections, redactor, recorder)?;
+    let http = HttpClient::new(
+        &connections,
+        config.limits.max_response_bytes,
+        redactor,
+        recorder,
+    )?;
     Ok(Arc::new(Host {
         rt,
         segment: segment::SegmentApi::new(http.clone(), config.segment.clone()),
@@ -176,6 +181,7 @@ impl App {
             Arc::clone(&scripts) as Arc<dyn crate::queue::Dispatch>,
         )
         .context("opening the queue")?;
+        queue.set_max_pending_events(config.server.max_pending_events);
         let runs = RunStore::new(&store);
         let dead = DeadLetters::new(&store);
         let state = StateStore::new(&store);
@@ -285,6 +291,11 @@ impl App {
             queue: self.queue.clone(),
             write_keys: Arc::new(self.config.segment.write_keys.clone()),
             webhook_secret: self.config.segment.webhook_secret.clone(),
+            webhook_token: self.config.segment.webhook_token.clone(),
+            cors: ingest::Cors::new(&self.config.segment.cors_origins),
+            inflight: Arc::new(tokio::sync::Semaphore::new(
+                self.config.server.max_inflight_requests,
+            )),
             metrics: Arc::clone(&self.metrics),
         });
         let admin = admin::router(AdminState {
@@ -385,6 +396,8 @@ fn admin_token_file(data_dir: &Path) -> anyhow::Result<Secret> {
     if let Ok(t) = std::fs::read_to_string(&path) {
         let t = t.trim();
         if !t.is_empty() {
+            crate::store::restrict(&path, 0o600)
+                .with_context(|| format!("restricting {}", path.display()))?;
             return Ok(Secret::new(t));
         }
     }
@@ -421,12 +434,27 @@ async fn retention_loop(app: Arc<App>) {
         let result = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let r = &a.config.retention;
             let now = now_ms();
-            let runs = a.runs.purge(now - r.runs.as_millis() as i64)?;
-            let dead = a.dead.purge(now - r.dead_letters.as_millis() as i64)?;
-            let events = a.queue.purge(now - r.events.as_millis() as i64)?;
+            let before = |d: Duration| now.saturating_sub(crate::duration::as_ms(d));
+            let runs = a.runs.purge(before(r.runs))?;
+            // A dead letter's journal goes with it (kept until then for its replay).
+            let dead = a.dead.purge(before(r.dead_letters))?;
+            a.queue.forget_journals(&dead)?;
+            let events = a.queue.purge(before(r.events))?;
             let state = a.state.purge_expired()?;
-            if runs + dead + events + state > 0 {
-                tracing::info!(runs, dead, events, state, "Purged expired records.");
+            let approvals = a.approvals.store.purge(before(r.approvals))?;
+            let pinned = a.queue.pinned_versions()?;
+            let sources = a.versions.purge(&a.scripts.get(), &pinned, before(r.runs))?;
+            let dead = dead.len();
+            if runs + dead + events + state + approvals + sources > 0 {
+                tracing::info!(
+                    runs,
+                    dead,
+                    events,
+                    state,
+                    approvals,
+                    sources,
+                    "Purged expired records."
+                );
             }
             Ok(())
         })

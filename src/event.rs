@@ -86,6 +86,16 @@ pub struct InvalidEvent {
     pub message: String,
 }
 
+/// `text` quoted for an error message and cut to 40 characters (at a character
+/// boundary), so an answer never echoes a huge value back.
+pub fn quote(text: &str) -> String {
+    const SHOWN: usize = 40;
+    match text.char_indices().nth(SHOWN) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}…", &text[..cut]),
+    }
+}
+
 impl InvalidEvent {
     pub fn new(code: &'static str, field: &str, message: impl Into<String>) -> Self {
         Self {
@@ -176,7 +186,8 @@ pub fn normalize(
                         "invalid_type",
                         "type",
                         format!(
-                            "`type` {s:?} is not one of track, identify, page, screen, group, alias"
+                            "`type` {} is not one of track, identify, page, screen, group, alias",
+                            quote(s)
                         ),
                     ));
                 }
@@ -415,7 +426,7 @@ fn stamp_times(
             InvalidEvent::new(
                 "invalid_timestamp",
                 "timestamp",
-                format!("`timestamp` {s:?} is not an ISO-8601 date-time"),
+                format!("`timestamp` {} is not an ISO-8601 date-time", quote(s)),
             )
         })?),
         Some(Value::Null) | None => None,
@@ -437,13 +448,22 @@ fn stamp_times(
             InvalidEvent::new(
                 "invalid_timestamp",
                 "sentAt",
-                format!("`sentAt` {s:?} is not an ISO-8601 date-time"),
+                format!("`sentAt` {} is not an ISO-8601 date-time", quote(s)),
             )
         })?),
         _ => None,
     };
     let timestamp = match (original, sent) {
-        (Some(orig), Some(sent)) => now - (sent - orig),
+        // Clock-skew correction: the device's clock was off by `sent - orig`'s error.
+        (Some(orig), Some(sent)) => now
+            .checked_add_signed(orig.signed_duration_since(sent))
+            .ok_or_else(|| {
+                InvalidEvent::new(
+                    "invalid_timestamp",
+                    "sentAt",
+                    "`timestamp` and `sentAt` are too far apart to correct the clock skew",
+                )
+            })?,
         (Some(orig), None) => orig,
         (None, _) => now,
     };
@@ -463,7 +483,8 @@ pub fn format_time(t: DateTime<Utc>) -> String {
 }
 
 /// Parses ISO-8601 leniently: offsets or `Z`, any fraction, a space for `T`,
-/// unpadded months and days (`2015-2-02T00:30:08.276Z`), or a bare date.
+/// unpadded months and days (`2015-2-02T00:30:08.276Z`), or a bare date. Any text
+/// is safe to pass (no byte slicing inside a character).
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
@@ -480,7 +501,11 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         let day = NaiveDate::parse_from_str(&padded, "%Y-%m-%d").ok()?;
         return Some(day.and_hms_opt(0, 0, 0)?.and_utc());
     }
-    let has_zone = rest.ends_with('Z') || rest[1..].contains('+') || rest[1..].contains('-');
+    // A sign after the first character is an offset (`12:00+02:00`).
+    let mut after_first = rest.chars();
+    after_first.next();
+    let after_first = after_first.as_str();
+    let has_zone = rest.ends_with('Z') || after_first.contains(['+', '-']);
     let full = if has_zone {
         format!("{padded}T{rest}")
     } else {
@@ -619,6 +644,30 @@ mod tests {
         assert!(parse_time("2025-03-21 06:15:02").is_some());
         assert!(parse_time("2025-03-21").is_some());
         assert!(parse_time("soon").is_none());
+        assert!(parse_time("2025-01-01Té").is_none());
+        assert!(parse_time("2025-01-01T\u{e9}12:00").is_none());
+    }
+
+    #[test]
+    fn far_apart_timestamp_and_sent_at_are_refused_not_overflowed() {
+        let err = normalize(
+            obj(json!({"userId": "u", "event": "A", "timestamp": "+262142-01-01",
+                       "sentAt": "0000-01-01"})),
+            Some(EventType::Track),
+            &BatchDefaults::default(),
+            Origin::Tracking,
+            now(),
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "sentAt");
+    }
+
+    #[test]
+    fn quoted_values_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(100);
+        let q = quote(&long);
+        assert!(q.ends_with('…') && q.chars().count() < 50, "{q}");
+        assert_eq!(quote("ok"), "\"ok\"");
     }
 
     #[test]

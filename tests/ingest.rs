@@ -249,11 +249,9 @@ async fn batch_limits_size_and_item_count() {
         .map(|i| json!({"type": "track", "anonymousId": format!("a{}", i % 7), "event": "E"}))
         .collect();
     let (status, body) = t.post("/v1/batch", &json!({ "batch": items })).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["accepted"], 2500);
-    assert_eq!(body["rejected"].as_array().unwrap().len(), 1);
-    assert_eq!(body["rejected"][0]["index"], 2500);
-    assert_eq!(body["rejected"][0]["code"], "too_many_events");
+    assert_eq!(status, 400, "over 2,500 events: {body}");
+    assert_eq!(body["code"], "too_many_events");
+    assert!(body["message"].as_str().unwrap().contains("2501"), "{body}");
 
     let (status, body) = t
         .post("/v1/batch", &json!({"batch": [{"userId": "u"}]}))
@@ -439,6 +437,9 @@ async fn webhook_signatures_are_verified() {
     assert!(fixture("webhook-signatures.txt").contains(SINGLE_SIG));
     let single = fixture("webhook-single.json");
     let batch = fixture("webhook-batch.json");
+    // Element 0 of the batch, exactly the bytes X-Signature covers.
+    let first: Vec<&serde_json::value::RawValue> = serde_json::from_str(&batch).unwrap();
+    let first = format!("[{}]", first[0].get());
 
     let (status, body) = t
         .post_raw(
@@ -448,6 +449,7 @@ async fn webhook_signatures_are_verified() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    // X-Signature vouches for element 0 only: a longer batch is refused whole.
     let (status, body) = t
         .post_raw(
             "/webhooks/segment",
@@ -455,11 +457,16 @@ async fn webhook_signatures_are_verified() {
             &[("x-signature", batch_sig)],
         )
         .await;
-    assert_eq!(
-        (status, body["accepted"].as_u64()),
-        (200, Some(3)),
-        "{body}"
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("webhook_token"),
+        "says how to enable batches: {body}"
     );
+    // ... while a one-element array is exactly what it signs.
+    let (status, body) = t
+        .post_raw("/webhooks/segment", first, &[("x-signature", batch_sig)])
+        .await;
+    assert_eq!((status, body["accepted"].as_u64()), (200, Some(1)), "{body}");
 
     // Wrong, missing, or signing a tampered body: 401, nothing stored.
     let tampered = batch.replacen("Cart Viewed", "Cart Emptied", 1);
@@ -494,9 +501,9 @@ async fn webhook_signatures_are_verified() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
-        body["duplicates"],
-        json!([0, 1, 2]),
-        "same events again are duplicates"
+        (body["accepted"].as_u64(), &body["duplicates"]),
+        (Some(2), &json!([0])),
+        "element 0 came before: {body}"
     );
 
     let runs = t.wait_run_count(4, 10).await;
@@ -511,6 +518,46 @@ async fn webhook_signatures_are_verified() {
             .iter()
             .all(|e| e["event"] != "Product Stolen" && e["event"] != "Cart Emptied")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_token_authenticates_whole_batches() {
+    let t = echo_app(
+        "[segment]\nwebhook_secret = \"test-secret\"\nwebhook_token = \"mapping-token\"",
+    )
+    .await;
+    let batch = fixture("webhook-batch.json");
+    // Someone holding one signed delivery appends an event of their own.
+    let mut items: Vec<Value> = serde_json::from_str(&batch).unwrap();
+    let mut forged = items[0].clone();
+    forged["event"] = json!("Refund Issued");
+    forged["type"] = json!("track");
+    forged["messageId"] = json!("forged-1");
+    items.push(forged);
+    let appended = serde_json::to_string(&items).unwrap();
+    for (body, headers) in [
+        (appended.clone(), vec![("x-signature", BATCH_SIG)]),
+        (
+            appended.clone(),
+            vec![("authorization", "Bearer wrong-token")],
+        ),
+        (appended, vec![]),
+    ] {
+        let (status, resp) = t.post_raw("/webhooks/segment", body, &headers).await;
+        assert_eq!(status, 401, "{resp}");
+    }
+    let (status, body) = t
+        .post_raw(
+            "/webhooks/segment",
+            batch,
+            &[("authorization", "Bearer mapping-token")],
+        )
+        .await;
+    assert_eq!((status, body["accepted"].as_u64()), (200, Some(3)), "{body}");
+    let runs = t.wait_run_count(3, 10).await;
+    let events = handled(&runs);
+    assert_eq!(events.len(), 3);
+    assert!(events.iter().all(|e| e["messageId"] != "forged-1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

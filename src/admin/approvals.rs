@@ -46,7 +46,10 @@ async fn list(
             ApiError::bad_field(
                 "invalid_status",
                 "status",
-                format!("status {s:?} is not one of pending, approved, rejected, expired"),
+                format!(
+                    "status {} is not one of pending, approved, rejected, expired",
+                    crate::event::quote(s)
+                ),
             )
         })?),
     };

@@ -35,6 +35,7 @@ pub struct Metrics {
     events_accepted: Counter,
     events_duplicate: Counter,
     events_rejected: Counter,
+    requests_shed: Counter,
     runs: [Counter; 6],
 }
 
@@ -44,6 +45,11 @@ impl Metrics {
         self.events_accepted.add(accepted as u64);
         self.events_duplicate.add(duplicates as u64);
         self.events_rejected.add(rejected as u64);
+    }
+
+    /// Counts an ingest request refused with 503 because the daemon was at capacity.
+    pub fn count_shed(&self) {
+        self.requests_shed.add(1);
     }
 
     fn runs(&self, status: RunStatus) -> Option<&Counter> {
@@ -81,6 +87,11 @@ impl Metrics {
                 c.get()
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP spur_ingest_shed_total Ingest requests answered 503 at capacity.\n# TYPE spur_ingest_shed_total counter\nspur_ingest_shed_total {}",
+            self.requests_shed.get()
+        );
         let _ = writeln!(
             out,
             "# HELP spur_runs_finished_total Handler runs finished, by status.\n# TYPE spur_runs_finished_total counter"

@@ -46,7 +46,10 @@ async fn list_runs(
             ApiError::bad_field(
                 "invalid_status",
                 "status",
-                format!("status {s:?} is not one of ok, skipped, failed, retrying, dead, waiting"),
+                format!(
+                    "status {} is not one of ok, skipped, failed, retrying, dead, waiting",
+                    crate::event::quote(s)
+                ),
             )
         })?),
     };
@@ -149,20 +152,48 @@ struct EventsQuery {
 async fn list_events(
     State(st): State<AdminState>,
     Query(q): Query<EventsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let since = match q.since.as_deref() {
         None => Duration::from_secs(3600),
         Some(s) => crate::duration::parse(s)
             .map_err(|e| ApiError::bad_field("invalid_since", "since", e))?,
     };
-    let cutoff = now_ms() - since.as_millis() as i64;
+    let cutoff = now_ms().saturating_sub(crate::duration::as_ms(since));
     let limit = q.limit.unwrap_or(10_000).clamp(1, 100_000);
-    let mut events = st.queue.events_since(cutoff)?;
-    if events.len() > limit {
-        events.drain(..events.len() - limit);
-    }
-    let bodies: Vec<Value> = events.into_iter().map(|e| Value::Object(e.body)).collect();
-    Ok(Json(json!({ "events": bodies })))
+    // Streamed as it is read: the answer never sits in memory whole.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let store = st.queue.store().clone();
+    tokio::task::spawn_blocking(move || {
+        let mut chunk = b"{\"events\":[".to_vec();
+        let mut first = true;
+        let visited = crate::queue::visit_events_since(&store, cutoff, limit, |e| {
+            if !std::mem::take(&mut first) {
+                chunk.push(b',');
+            }
+            serde_json::to_writer(&mut chunk, &e.body).expect("a JSON map always serialises");
+            if chunk.len() < 64 << 10 {
+                return true;
+            }
+            tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_ok()
+        });
+        let end = match visited {
+            Ok(()) => {
+                chunk.extend_from_slice(b"]}");
+                Ok(chunk)
+            }
+            // The status is already sent: cut the body short so the client sees
+            // invalid JSON rather than a silently partial list.
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        let _ = tx.blocking_send(end);
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    Ok(axum::response::Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from_stream(stream))
+        .expect("a response with a valid header builds"))
 }
 
 #[derive(Deserialize)]

@@ -122,9 +122,10 @@ async fn put_key(
 ) -> Result<Json<Value>, ApiError> {
     let ttl = match &body.ttl {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(std::time::Duration::from_secs_f64(
-            n.as_f64().unwrap_or(0.0).max(0.0),
-        )),
+        Some(Value::Number(n)) => Some(
+            crate::duration::from_secs_f64(n.as_f64().unwrap_or(f64::NAN))
+                .map_err(|e| ApiError::bad_field("invalid_ttl", "ttl", e))?,
+        ),
         Some(Value::String(s)) => Some(
             crate::duration::parse(s).map_err(|e| ApiError::bad_field("invalid_ttl", "ttl", e))?,
         ),

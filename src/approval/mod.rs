@@ -273,6 +273,34 @@ impl ApprovalStore {
         })
     }
 
+    /// Removes decided requests (approved, rejected, expired) decided before
+    /// `cutoff_ms`; pending ones stay until they are decided or expire. Returns how
+    /// many were removed.
+    ///
+    /// # Errors
+    /// On store failure.
+    pub fn purge(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in &self.tree {
+            let (k, v) = item?;
+            let Ok(a) = decode(&String::from_utf8_lossy(&k), &v) else {
+                continue;
+            };
+            let decided_ms = a
+                .decided_at
+                .as_deref()
+                .and_then(crate::event::parse_time)
+                .map(|t| t.timestamp_millis());
+            if a.status != Status::Pending && decided_ms.is_some_and(|ms| ms < cutoff_ms) {
+                batch.remove(k);
+                n += 1;
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(n)
+    }
+
     /// Remembers the Slack message of a request.
     ///
     /// # Errors

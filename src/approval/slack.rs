@@ -20,7 +20,7 @@ use crate::connectors::ConnectorError;
 use crate::connectors::http::{Body, Destination, HttpClient, OutboundRequest};
 
 /// Oldest accepted request timestamp, in seconds (Slack's guidance).
-const MAX_SKEW_S: i64 = 300;
+const MAX_SKEW_S: u64 = 300;
 
 /// The message asking for a decision.
 pub fn message(a: &Approval, public_url: Option<&str>) -> Value {
@@ -178,7 +178,7 @@ fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8], now: i64) -> Result<(
     let ts_n: i64 = ts
         .parse()
         .map_err(|_| ApiError::Unauthorized("X-Slack-Request-Timestamp is not a number".into()))?;
-    if (now - ts_n).abs() > MAX_SKEW_S {
+    if now.abs_diff(ts_n) > MAX_SKEW_S {
         return Err(ApiError::Unauthorized(
             "X-Slack-Request-Timestamp is too old".into(),
         ));
@@ -238,7 +238,7 @@ async fn interactivity(
         "approve" => true,
         "reject" => false,
         other => {
-            return ApiError::bad("invalid_action", format!("unknown action {other:?}"))
+            return ApiError::bad("invalid_action", format!("unknown action {}", crate::event::quote(other)))
                 .into_response();
         }
     };
@@ -310,5 +310,18 @@ mod tests {
             "too old even when the signature is valid"
         );
         assert!(verify(b"s", &HeaderMap::new(), body, 1000).is_err());
+    }
+
+    #[test]
+    fn extreme_timestamps_are_refused_without_overflow() {
+        let body = b"payload=%7B%7D";
+        for ts in ["-9223372036854775808", "9223372036854775807"] {
+            let mut h = HeaderMap::new();
+            h.insert("x-slack-request-timestamp", ts.parse().unwrap());
+            h.insert("x-slack-signature", sign("s", ts, body).parse().unwrap());
+            for now in [0, 1000, 1_800_000_000] {
+                assert!(verify(b"s", &h, body, now).is_err(), "{ts} at {now}");
+            }
+        }
     }
 }

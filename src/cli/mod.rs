@@ -353,7 +353,7 @@ fn recorded_events(
     window: std::time::Duration,
     url: Option<&str>,
 ) -> anyhow::Result<Vec<serde_json::Map<String, serde_json::Value>>> {
-    let cutoff = crate::store::now_ms() - window.as_millis() as i64;
+    let cutoff = crate::store::now_ms().saturating_sub(crate::duration::as_ms(window));
     if url.is_none()
         && let Ok(store) = crate::store::Store::open(&cfg.server.data_dir)
     {

@@ -116,15 +116,27 @@ pub fn load_from_str(
     if let Some(v) = s.get("workers", |v| parse_int(v, 1, 1024)) {
         cfg.server.workers = v as usize;
     }
+    if let Some(v) = s.get("max_inflight_requests", |v| parse_int(v, 1, 1_000_000)) {
+        cfg.server.max_inflight_requests = v as usize;
+    }
+    if let Some(v) = s.get("max_pending_events", |v| parse_int(v, 1, 100_000_000)) {
+        cfg.server.max_pending_events = v as usize;
+    }
     s.finish();
 
     let mut s = r.section(&table, "segment");
     if let Some(v) = s.get("write_keys", parse_string_list) {
         cfg.segment.write_keys = v.into_iter().map(Secret::new).collect();
     }
+    if let Some(v) = s.get("cors_origins", parse_string_list) {
+        cfg.segment.cors_origins = v;
+    }
     cfg.segment.webhook_secret = s
         .get("webhook_secret", parse_secret)
         .or(cfg.segment.webhook_secret);
+    cfg.segment.webhook_token = s
+        .get("webhook_token", parse_secret)
+        .filter(|t| !t.expose().is_empty());
     cfg.segment.write_key = s.get("write_key", parse_secret).or(cfg.segment.write_key);
     for (key, slot) in [
         ("api_base", &mut cfg.segment.api_base),
@@ -178,6 +190,11 @@ pub fn load_from_str(
         ("max_array_len", &mut cfg.limits.max_array_len, 100_000_000),
         ("max_map_len", &mut cfg.limits.max_map_len, 100_000_000),
         ("max_log_lines", &mut cfg.limits.max_log_lines, 100_000),
+        (
+            "max_response_bytes",
+            &mut cfg.limits.max_response_bytes,
+            1 << 30,
+        ),
     ] {
         if let Some(v) = s.get(key, |v| parse_int(v, 1, max)) {
             *slot = v as usize;
@@ -202,6 +219,7 @@ pub fn load_from_str(
         ("runs", &mut cfg.retention.runs),
         ("events", &mut cfg.retention.events),
         ("dead_letters", &mut cfg.retention.dead_letters),
+        ("approvals", &mut cfg.retention.approvals),
     ] {
         if let Some(v) = s.get(key, parse_duration) {
             *slot = v;
@@ -304,6 +322,12 @@ fn read_connection(r: &mut Reader<'_>, name: &str, value: &Value) -> Option<Conn
         .map(|v| v as u32);
     if let Some(v) = s.get("require_approval", parse_approval_patterns) {
         c.require_approval = v;
+    }
+    c.max_response_bytes = s
+        .get("max_response_bytes", |v| parse_int(v, 1, 1 << 30))
+        .map(|v| v as usize);
+    if let Some(v) = s.get("on_unknown", parse_on_unknown) {
+        c.on_unknown = v;
     }
     s.finish();
     Some(c)
@@ -460,6 +484,17 @@ fn parse_int(v: &Value, min: i64, max: i64) -> Result<i64, String> {
     Ok(n)
 }
 
+fn parse_on_unknown(v: &Value) -> Result<super::OnUnknown, String> {
+    match v.as_str() {
+        Some("retry") => Ok(super::OnUnknown::Retry),
+        Some("fail") => Ok(super::OnUnknown::Fail),
+        _ => Err(format!(
+            "expected \"retry\" or \"fail\", got {}",
+            describe(v)
+        )),
+    }
+}
+
 fn parse_positive_float(v: &Value) -> Result<f64, String> {
     let n = match v {
         Value::Integer(n) => *n as f64,
@@ -478,7 +513,7 @@ fn parse_positive_float(v: &Value) -> Result<f64, String> {
 
 fn parse_duration(v: &Value) -> Result<Duration, String> {
     match v {
-        Value::Integer(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
+        Value::Integer(n) => crate::duration::from_secs(*n),
         Value::String(s) => crate::duration::parse(s),
         other => Err(format!(
             "expected a duration like \"7d\" or \"12h\", got {}",

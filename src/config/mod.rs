@@ -60,6 +60,10 @@ pub struct ServerConfig {
     pub scripts_dir: PathBuf,
     /// Worker threads that run handlers (each blocks while its handler waits on HTTP).
     pub workers: usize,
+    /// Ingest requests handled at once; more are answered 503 with `Retry-After`.
+    pub max_inflight_requests: usize,
+    /// Accepted events that may wait for the store's writer; more are answered 503.
+    pub max_pending_events: usize,
 }
 
 /// `[segment]`: inbound keys and outbound Segment APIs.
@@ -67,8 +71,14 @@ pub struct ServerConfig {
 pub struct SegmentConfig {
     /// Write keys accepted on the tracking API; empty accepts any key.
     pub write_keys: Vec<Secret>,
+    /// Origins browsers may send events from (`https://shop.example.com`); empty
+    /// (the default) allows any, as Segment's API does.
+    pub cors_origins: Vec<String>,
     /// Shared secret of the Segment Webhooks destination (`X-Signature`).
     pub webhook_secret: Option<Secret>,
+    /// Bearer token the Actions mapping sends (`Authorization: Bearer …`): it
+    /// authenticates a whole webhook body, so batches are accepted.
+    pub webhook_token: Option<Secret>,
     /// Write key used for write-back (`segment::track` …).
     pub write_key: Option<Secret>,
     pub api_base: String,
@@ -102,6 +112,8 @@ pub struct LimitsConfig {
     pub max_map_len: usize,
     /// Log lines kept per run record (the rest are counted, not kept).
     pub max_log_lines: usize,
+    /// Largest upstream response body read by any connector (bytes).
+    pub max_response_bytes: usize,
 }
 
 /// `[retry]`: backoff for runs that failed with a retryable error.
@@ -118,6 +130,8 @@ pub struct RetentionConfig {
     pub runs: Duration,
     pub events: Duration,
     pub dead_letters: Duration,
+    /// Decided approval requests (pending ones are kept until decided or expired).
+    pub approvals: Duration,
 }
 
 /// `[connections.NAME]`: a named outbound HTTP connection.
@@ -135,6 +149,22 @@ pub struct ConnectionConfig {
     pub require_approval: Vec<String>,
     /// Attempts per call for 429, 5xx and connection errors.
     pub max_attempts: Option<u32>,
+    /// Largest response body read (default: `limits.max_response_bytes`).
+    pub max_response_bytes: Option<usize>,
+    /// What happens to a call whose outcome is unknown (sent, then timed out or cut
+    /// off): retried with the same `Idempotency-Key` (default), or never re-sent.
+    pub on_unknown: OnUnknown,
+}
+
+/// `on_unknown` of a connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnUnknown {
+    /// The run is retried: the call is sent again with the same `Idempotency-Key`
+    /// (at-least-once).
+    #[default]
+    Retry,
+    /// The run fails to the dead letters; a person decides whether to replay it.
+    Fail,
 }
 
 /// How a connection authenticates.
@@ -158,10 +188,14 @@ impl Default for Config {
                 data_dir: PathBuf::from(".spur"),
                 scripts_dir: PathBuf::from("scripts"),
                 workers: 16,
+                max_inflight_requests: 512,
+                max_pending_events: crate::queue::DEFAULT_MAX_PENDING_EVENTS,
             },
             segment: SegmentConfig {
                 write_keys: Vec::new(),
+                cors_origins: Vec::new(),
                 webhook_secret: None,
+                webhook_token: None,
                 write_key: None,
                 api_base: "https://api.segment.io".into(),
                 profile_base: "https://profiles.segment.com".into(),
@@ -182,6 +216,7 @@ impl Default for Config {
                 max_array_len: 100_000,
                 max_map_len: 100_000,
                 max_log_lines: 200,
+                max_response_bytes: 10 << 20,
             },
             retry: RetryConfig {
                 max_attempts: 8,
@@ -192,6 +227,7 @@ impl Default for Config {
                 runs: Duration::from_hours(168),
                 events: Duration::from_hours(168),
                 dead_letters: Duration::from_hours(720),
+                approvals: Duration::from_hours(720),
             },
             connections: BTreeMap::new(),
             env_allow: Vec::new(),
@@ -218,6 +254,7 @@ impl Config {
         self.segment.write_keys.iter().for_each(&mut push);
         for s in [
             &self.segment.webhook_secret,
+            &self.segment.webhook_token,
             &self.segment.write_key,
             &self.segment.profile_token,
             &self.segment.public_api_token,

@@ -4,8 +4,14 @@
 //!   the connection's auth and headers (secrets never pass through scripts), and
 //!   refuses paths that would leave the connection's origin.
 //! - Retries inside the call: connection errors, 429 and 5xx (not 501) with
-//!   exponential backoff and jitter, honouring `Retry-After`. A POST or PATCH is not
-//!   re-sent after a read time-out or a 500, where the service may have acted.
+//!   exponential backoff and jitter, honouring `Retry-After` on 429 and 503 (at most
+//!   30 s, never past the run's deadline). A POST or PATCH is not re-sent after a
+//!   read time-out or a 500, where the service may have acted: such an attempt's
+//!   outcome is marked unknown.
+//! - Responses are read as a stream and stop at the limit
+//!   (`limits.max_response_bytes`, or the connection's own): memory stays bounded.
+//! - A named connection's secrets never leave its origin: its calls do not follow
+//!   redirects to another origin.
 //! - Each connection's `rate_limit` (requests/s) and `max_concurrency` are shared by
 //!   every worker.
 //! - Dry-run: a [`Recorder`] answers instead of the network.
@@ -24,10 +30,8 @@ use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 use super::recorder::{RecordedCall, Recorder};
 use super::redact::Redactor;
 use super::{CallRecord, ConnectorError};
-use crate::config::{Auth, ConnectionConfig};
+use crate::config::{Auth, ConnectionConfig, OnUnknown};
 
-/// Largest response body accepted.
-pub const MAX_RESPONSE_BYTES: usize = 10 << 20;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_ATTEMPTS: u32 = 3;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -121,39 +125,63 @@ pub struct HttpClient {
 }
 
 struct Inner {
+    /// For plain URLs: follows up to 5 redirects.
     client: reqwest::Client,
+    /// For named connections: follows redirects only within the request's origin.
+    scoped: reqwest::Client,
     connections: HashMap<String, Connection>,
     recorder: Option<Arc<Recorder>>,
     redactor: Arc<Redactor>,
+    /// Largest response body read when the connection sets no limit of its own.
+    max_response_bytes: usize,
 }
 
 impl HttpClient {
-    /// Builds the client; `recorder` switches on dry-run.
+    /// Builds the client; `recorder` switches on dry-run. `max_response_bytes` is
+    /// the default limit of a response body (`limits.max_response_bytes`).
     ///
     /// # Errors
     /// When a connection's `base_url` does not parse or TLS cannot initialise.
     pub fn new(
         connections: &std::collections::BTreeMap<String, ConnectionConfig>,
+        max_response_bytes: usize,
         redactor: Arc<Redactor>,
         recorder: Option<Arc<Recorder>>,
     ) -> Result<Self, ConnectorError> {
         install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("spur/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_mins(1))
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .no_proxy()
-            .build()
-            .map_err(|e| ConnectorError::Invalid(format!("building the HTTP client: {e}")))?;
+        let build = |policy| {
+            reqwest::Client::builder()
+                .user_agent(concat!("spur/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(5))
+                .pool_idle_timeout(Duration::from_mins(1))
+                .redirect(policy)
+                .no_proxy()
+                .build()
+                .map_err(|e| ConnectorError::Invalid(format!("building the HTTP client: {e}")))
+        };
+        let client = build(reqwest::redirect::Policy::limited(5))?;
+        let scoped = build(reqwest::redirect::Policy::custom(|attempt| {
+            let same_origin = attempt
+                .previous()
+                .first()
+                .is_some_and(|first| first.origin() == attempt.url().origin());
+            if !same_origin {
+                // Answered as is (the 3xx reaches the script), never followed.
+                attempt.stop()
+            } else if attempt.previous().len() > 5 {
+                attempt.error("too many redirects")
+            } else {
+                attempt.follow()
+            }
+        }))?;
         let mut map = HashMap::new();
         for (name, config) in connections {
             let base = Url::parse(&format!("{}/", config.base_url.trim_end_matches('/'))).map_err(
                 |e| ConnectorError::Invalid(format!("connections.{name}.base_url: {e}")),
             )?;
-            let interval = config
-                .rate_limit
-                .map_or(Duration::ZERO, |r| Duration::from_secs_f64(1.0 / r));
+            let interval = config.rate_limit.map_or(Duration::ZERO, |r| {
+                crate::duration::from_secs_f64(1.0 / r).unwrap_or(crate::duration::MAX)
+            });
             map.insert(
                 name.clone(),
                 Connection {
@@ -169,9 +197,11 @@ impl HttpClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
+                scoped,
                 connections: map,
                 recorder,
                 redactor,
+                max_response_bytes,
             }),
         })
     }
@@ -203,194 +233,25 @@ impl HttpClient {
     /// Sends `req`, retrying as the module doc says, within `deadline` if given.
     pub async fn send(&self, req: OutboundRequest, deadline: Option<Instant>) -> Exchange {
         let mut attempts = Vec::new();
-        let result = self.send_inner(req, deadline, &mut attempts).await;
-        Exchange { result, attempts }
-    }
-
-    async fn send_inner(
-        &self,
-        req: OutboundRequest,
-        deadline: Option<Instant>,
-        attempts: &mut Vec<CallRecord>,
-    ) -> Result<OutboundResponse, ConnectorError> {
-        let (url, conn) = self.resolve(&req)?;
-        let redacted_url = self.redact_url(&url);
-        let method_name = req.method.as_str().to_owned();
-        let conn_name = conn.map(|c| c.name.clone());
-
-        if let Some(recorder) = &self.inner.recorder {
-            let started = Instant::now();
-            let path = match (&req.destination, conn) {
-                (Destination::Connection { .. }, Some(c)) => {
-                    let base_path = c.base.path().trim_end_matches('/');
-                    url.path()
-                        .strip_prefix(base_path)
-                        .unwrap_or(url.path())
-                        .to_owned()
+        let result = match self.resolve(&req) {
+            Err(e) => Err(e),
+            Ok((url, conn)) => {
+                let call = Call {
+                    redacted_url: self.redact_url(&url),
+                    method: req.method.as_str().to_owned(),
+                    connection: conn.map(|c| c.name.clone()),
+                    client: self,
+                    req: &req,
+                    url,
+                    conn,
+                };
+                match &self.inner.recorder {
+                    Some(recorder) => Ok(call.dry_run(recorder, &mut attempts)),
+                    None => call.live(deadline, &mut attempts).await,
                 }
-                _ => url.path().to_owned(),
-            };
-            let body = match &req.body {
-                Body::None => None,
-                Body::Json(v) => Some(v.clone()),
-                Body::Text(t) => Some(Value::String(t.clone())),
-                Body::Form(f) => Some(Value::Object(
-                    f.iter()
-                        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                        .collect(),
-                )),
-            };
-            let (status, reply) = recorder.answer(RecordedCall {
-                method: method_name.clone(),
-                url: redacted_url.clone(),
-                path,
-                connection: conn_name.clone(),
-                body,
-            });
-            attempts.push(CallRecord {
-                method: method_name,
-                url: redacted_url,
-                connection: conn_name,
-                status: Some(status),
-                ms: started.elapsed().as_secs_f64() * 1000.0,
-                attempt: 1,
-                error: None,
-                dry_run: true,
-            });
-            let body = reply.to_string();
-            return Ok(OutboundResponse {
-                status,
-                headers: vec![("content-type".into(), "application/json".into())],
-                body,
-                json: Some(reply),
-            });
-        }
-
-        let max_attempts = conn
-            .and_then(|c| c.config.max_attempts)
-            .unwrap_or(DEFAULT_ATTEMPTS);
-        let per_attempt = req
-            .timeout
-            .or_else(|| conn.and_then(|c| c.config.timeout_ms.map(Duration::from_millis)))
-            .unwrap_or(DEFAULT_TIMEOUT);
-        // Only methods that are idempotent by definition are re-sent after a 500 or
-        // a read time-out: many services ignore Idempotency-Key (Slack, Jira, HubSpot).
-        let idempotent = matches!(
-            req.method,
-            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
-        );
-        let headers = Self::headers(&req, conn)?;
-
-        let _slot = match conn.and_then(|c| c.slots.as_ref()) {
-            Some(s) => Some(
-                s.acquire()
-                    .await
-                    .map_err(|_| ConnectorError::Invalid("connection is shutting down".into()))?,
-            ),
-            None => None,
+            }
         };
-
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            if let Some(c) = conn {
-                c.wait_for_rate_limit().await;
-            }
-            let timeout = match deadline {
-                Some(d) => per_attempt.min(d.saturating_duration_since(Instant::now())),
-                None => per_attempt,
-            };
-            if timeout.is_zero() {
-                return Err(ConnectorError::Transport {
-                    method: method_name,
-                    url: redacted_url,
-                    message: "run time limit reached before the call".into(),
-                    retryable: true,
-                });
-            }
-            let mut builder = self
-                .inner
-                .client
-                .request(req.method.clone(), url.clone())
-                .headers(headers.clone())
-                .timeout(timeout);
-            builder = match &req.body {
-                Body::None => builder,
-                Body::Json(v) => builder
-                    .header("content-type", "application/json; charset=utf-8")
-                    .body(serde_json::to_vec(v).expect("a JSON value always serialises")),
-                Body::Text(t) => builder.body(t.clone()),
-                Body::Form(f) => {
-                    let encoded = form_urlencoded::Serializer::new(String::new())
-                        .extend_pairs(f.iter())
-                        .finish();
-                    builder
-                        .header("content-type", "application/x-www-form-urlencoded")
-                        .body(encoded)
-                }
-            };
-            let started = Instant::now();
-            let outcome = match builder.send().await {
-                Ok(resp) => self.read_response(resp, &method_name, &redacted_url).await,
-                Err(e) => Err(e),
-            };
-            let ms = started.elapsed().as_secs_f64() * 1000.0;
-            let (retry, delay_hint, result) = match outcome {
-                Ok(resp) => {
-                    attempts.push(CallRecord {
-                        method: method_name.clone(),
-                        url: redacted_url.clone(),
-                        connection: conn_name.clone(),
-                        status: Some(resp.status),
-                        ms,
-                        attempt,
-                        error: None,
-                        dry_run: false,
-                    });
-                    let s = resp.status;
-                    let retry = s == 429
-                        || matches!(s, 502..=504)
-                        || (idempotent && s >= 500 && s != 501 && s != 505 && s != 511);
-                    let hint = resp.header("retry-after").and_then(parse_retry_after);
-                    (retry, hint, Ok(resp))
-                }
-                Err(e) => {
-                    let message = self.inner.redactor.redact(&describe(&e)).into_owned();
-                    attempts.push(CallRecord {
-                        method: method_name.clone(),
-                        url: redacted_url.clone(),
-                        connection: conn_name.clone(),
-                        status: None,
-                        ms,
-                        attempt,
-                        error: Some(message.clone()),
-                        dry_run: false,
-                    });
-                    let retry = e.is_connect() || (e.is_timeout() && idempotent);
-                    let err = ConnectorError::Transport {
-                        method: method_name.clone(),
-                        url: redacted_url.clone(),
-                        message: if attempt > 1 {
-                            format!("{message} (after {attempt} attempts)")
-                        } else {
-                            message
-                        },
-                        retryable: e.is_connect() || e.is_timeout(),
-                    };
-                    (retry, None, Err(err))
-                }
-            };
-            if !retry || attempt >= max_attempts {
-                return result;
-            }
-            let delay = delay_hint.unwrap_or_else(|| backoff(attempt));
-            if let Some(d) = deadline
-                && Instant::now() + delay >= d
-            {
-                return result;
-            }
-            tokio::time::sleep(delay).await;
-        }
+        Exchange { result, attempts }
     }
 
     fn resolve(&self, req: &OutboundRequest) -> Result<(Url, Option<&Connection>), ConnectorError> {
@@ -488,46 +349,6 @@ impl HttpClient {
         Ok(map)
     }
 
-    async fn read_response(
-        &self,
-        resp: reqwest::Response,
-        method: &str,
-        url: &str,
-    ) -> Result<OutboundResponse, reqwest::Error> {
-        let status = resp.status().as_u16();
-        let red = &self.inner.redactor;
-        let headers: Vec<(String, String)> = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    red.redact(&String::from_utf8_lossy(v.as_bytes()))
-                        .into_owned(),
-                )
-            })
-            .collect();
-        let bytes = resp.bytes().await?;
-        let body = if bytes.len() > MAX_RESPONSE_BYTES {
-            tracing::warn!(%method, %url, bytes = bytes.len(), "Response body truncated.");
-            String::from_utf8_lossy(&bytes[..MAX_RESPONSE_BYTES]).into_owned()
-        } else {
-            String::from_utf8_lossy(&bytes).into_owned()
-        };
-        let body = red.redact(&body).into_owned();
-        let json = if body.is_empty() {
-            None
-        } else {
-            serde_json::from_str(&body).ok()
-        };
-        Ok(OutboundResponse {
-            status,
-            headers,
-            body,
-            json,
-        })
-    }
-
     /// The URL as records show it: no userinfo, secrets in the query removed.
     pub fn redact_url(&self, url: &Url) -> String {
         let mut u = url.clone();
@@ -550,6 +371,316 @@ impl Connection {
         let now = Instant::now();
         if wait_until > now {
             tokio::time::sleep(wait_until - now).await;
+        }
+    }
+}
+
+/// One call being made: the request, where it goes, and how its attempts are
+/// recorded.
+struct Call<'a> {
+    client: &'a HttpClient,
+    req: &'a OutboundRequest,
+    url: Url,
+    conn: Option<&'a Connection>,
+    redacted_url: String,
+    method: String,
+    connection: Option<String>,
+}
+
+/// Why one attempt got no usable response.
+enum Failure {
+    Transport(reqwest::Error),
+    /// The response body passed the limit (its `Content-Length`, or the bytes read
+    /// when the stream stopped).
+    TooLarge { bytes: u64, limit: usize },
+}
+
+impl Call<'_> {
+    /// The record of one attempt (URL without secrets).
+    fn record(&self, attempt: u32, started: Instant) -> CallRecord {
+        CallRecord {
+            method: self.method.clone(),
+            url: self.redacted_url.clone(),
+            connection: self.connection.clone(),
+            status: None,
+            ms: started.elapsed().as_secs_f64() * 1000.0,
+            attempt,
+            error: None,
+            unknown: false,
+            dry_run: false,
+        }
+    }
+
+    /// The recorder answers instead of the network.
+    fn dry_run(&self, recorder: &Recorder, attempts: &mut Vec<CallRecord>) -> OutboundResponse {
+        let started = Instant::now();
+        let path = match (&self.req.destination, self.conn) {
+            (Destination::Connection { .. }, Some(c)) => {
+                let base_path = c.base.path().trim_end_matches('/');
+                self.url
+                    .path()
+                    .strip_prefix(base_path)
+                    .unwrap_or(self.url.path())
+                    .to_owned()
+            }
+            _ => self.url.path().to_owned(),
+        };
+        let (status, reply) = recorder.answer(RecordedCall {
+            method: self.method.clone(),
+            url: self.redacted_url.clone(),
+            path,
+            connection: self.connection.clone(),
+            body: self.req.body.as_json(),
+        });
+        attempts.push(CallRecord {
+            status: Some(status),
+            dry_run: true,
+            ..self.record(1, started)
+        });
+        OutboundResponse {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: reply.to_string(),
+            json: Some(reply),
+        }
+    }
+
+    /// Sends over the network, retrying 429, 5xx and connection failures (see the
+    /// module doc).
+    async fn live(
+        &self,
+        deadline: Option<Instant>,
+        attempts: &mut Vec<CallRecord>,
+    ) -> Result<OutboundResponse, ConnectorError> {
+        let config = self.conn.map(|c| &c.config);
+        let max_attempts = config
+            .and_then(|c| c.max_attempts)
+            .unwrap_or(DEFAULT_ATTEMPTS);
+        let per_attempt = self
+            .req
+            .timeout
+            .or_else(|| config.and_then(|c| c.timeout_ms.map(Duration::from_millis)))
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let limit = config
+            .and_then(|c| c.max_response_bytes)
+            .unwrap_or(self.client.inner.max_response_bytes);
+        let headers = HttpClient::headers(self.req, self.conn)?;
+        let _slot = match self.conn.and_then(|c| c.slots.as_ref()) {
+            Some(s) => Some(
+                s.acquire()
+                    .await
+                    .map_err(|_| ConnectorError::Invalid("connection is shutting down".into()))?,
+            ),
+            None => None,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let Some(c) = self.conn {
+                c.wait_for_rate_limit().await;
+            }
+            let timeout = match deadline {
+                Some(d) => per_attempt.min(d.saturating_duration_since(Instant::now())),
+                None => per_attempt,
+            };
+            if timeout.is_zero() {
+                return Err(self.transport_error(
+                    "run time limit reached before the call".into(),
+                    true,
+                    false,
+                ));
+            }
+            let started = Instant::now();
+            let outcome = self.attempt(headers.clone(), timeout, limit).await;
+            let mut record = self.record(attempt, started);
+            let (retry, wait, result) = match outcome {
+                Ok(resp) => {
+                    record.status = Some(resp.status);
+                    let retry = self.retries_status(resp.status);
+                    let wait = retry_after(
+                        resp.status,
+                        resp.header("retry-after"),
+                        chrono::Utc::now(),
+                    );
+                    (retry, wait, Ok(resp))
+                }
+                Err(Failure::TooLarge { bytes, limit }) => {
+                    let err = ConnectorError::TooLarge {
+                        method: self.method.clone(),
+                        url: self.redacted_url.clone(),
+                        bytes,
+                        limit,
+                    };
+                    record.error = Some(err.to_string());
+                    attempts.push(record);
+                    return Err(err);
+                }
+                Err(Failure::Transport(e)) => {
+                    let message = self.client.inner.redactor.redact(&describe(&e)).into_owned();
+                    // Not even connected: nothing was sent, so sending again is safe.
+                    // Anything else may have reached the service.
+                    let unknown = !e.is_connect() && !self.idempotent();
+                    record.error = Some(message.clone());
+                    record.unknown = unknown;
+                    let retry = e.is_connect() || (e.is_timeout() && self.idempotent());
+                    let message = if attempt > 1 {
+                        format!("{message} (after {attempt} attempts)")
+                    } else {
+                        message
+                    };
+                    let retryable = e.is_connect() || e.is_timeout() || unknown;
+                    (
+                        retry,
+                        None,
+                        Err(self.transport_error(message, retryable, unknown)),
+                    )
+                }
+            };
+            attempts.push(record);
+            if !retry || attempt >= max_attempts {
+                return result;
+            }
+            let delay = wait.unwrap_or_else(|| backoff(attempt));
+            if let Some(d) = deadline
+                && Instant::now() + delay >= d
+            {
+                return result;
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Methods idempotent by definition: only these are re-sent after a 500 or a
+    /// read time-out, as many services ignore `Idempotency-Key` (Slack, Jira, HubSpot).
+    fn idempotent(&self) -> bool {
+        matches!(
+            self.req.method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+        )
+    }
+
+    fn retries_status(&self, s: u16) -> bool {
+        s == 429
+            || matches!(s, 502..=504)
+            || (self.idempotent() && s >= 500 && s != 501 && s != 505 && s != 511)
+    }
+
+    fn transport_error(&self, message: String, retryable: bool, unknown: bool) -> ConnectorError {
+        ConnectorError::Transport {
+            method: self.method.clone(),
+            url: self.redacted_url.clone(),
+            message,
+            retryable,
+            unknown,
+            fail_on_unknown: self
+                .conn
+                .is_some_and(|c| c.config.on_unknown == OnUnknown::Fail),
+        }
+    }
+
+    /// One attempt: sends, then reads the body up to `limit` bytes.
+    async fn attempt(
+        &self,
+        headers: HeaderMap,
+        timeout: Duration,
+        limit: usize,
+    ) -> Result<OutboundResponse, Failure> {
+        // A connection's calls never follow a redirect to another origin: its
+        // secrets stay with its base_url.
+        let client = if self.conn.is_some() {
+            &self.client.inner.scoped
+        } else {
+            &self.client.inner.client
+        };
+        let builder = client
+            .request(self.req.method.clone(), self.url.clone())
+            .headers(headers)
+            .timeout(timeout);
+        let resp = self
+            .req
+            .body
+            .attach(builder)
+            .send()
+            .await
+            .map_err(Failure::Transport)?;
+        if let Some(bytes) = resp.content_length()
+            && bytes > limit as u64
+        {
+            return Err(Failure::TooLarge { bytes, limit });
+        }
+        let status = resp.status().as_u16();
+        let red = &self.client.inner.redactor;
+        let headers: Vec<(String, String)> = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                let value = red.redact(&String::from_utf8_lossy(v.as_bytes())).into_owned();
+                (k.as_str().to_owned(), value)
+            })
+            .collect();
+        let body = read_capped(resp, limit).await?;
+        let body = red.redact(&String::from_utf8_lossy(&body)).into_owned();
+        let json = if body.is_empty() {
+            None
+        } else {
+            serde_json::from_str(&body).ok()
+        };
+        Ok(OutboundResponse {
+            status,
+            headers,
+            body,
+            json,
+        })
+    }
+}
+
+/// Reads a response body chunk by chunk, stopping (and dropping the connection) as
+/// soon as it passes `limit`: memory stays bounded whatever the server sends.
+async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, Failure> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Failure::Transport)? {
+        if out.len() + chunk.len() > limit {
+            return Err(Failure::TooLarge {
+                bytes: (out.len() + chunk.len()) as u64,
+                limit,
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+impl Body {
+    /// The body as the dry-run record shows it.
+    fn as_json(&self) -> Option<Value> {
+        match self {
+            Self::None => None,
+            Self::Json(v) => Some(v.clone()),
+            Self::Text(t) => Some(Value::String(t.clone())),
+            Self::Form(f) => Some(Value::Object(
+                f.iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            )),
+        }
+    }
+
+    /// Puts the encoded body and its content type on `builder`.
+    fn attach(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Self::None => builder,
+            Self::Json(v) => builder
+                .header("content-type", "application/json; charset=utf-8")
+                .body(serde_json::to_vec(v).expect("a JSON value always serialises")),
+            Self::Text(t) => builder.body(t.clone()),
+            Self::Form(f) => {
+                let encoded = form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(f.iter())
+                    .finish();
+                builder
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(encoded)
+            }
         }
     }
 }
@@ -605,15 +736,28 @@ fn describe(e: &reqwest::Error) -> String {
     }
 }
 
-/// `Retry-After` in seconds or as an HTTP date; capped so a bad header cannot park a
-/// worker for long.
-fn parse_retry_after(v: &str) -> Option<Duration> {
-    let d = if let Ok(secs) = v.trim().parse::<f64>() {
-        Duration::from_secs_f64(secs.max(0.0))
+/// The wait a `Retry-After` header asks for, honoured only where it means "try
+/// again later" (429 and 503). Seconds or an HTTP date; whatever the value (`inf`,
+/// negative, garbage, a date long past or far ahead) the wait is between zero and
+/// 30 s, or `None` when the header says nothing usable. The caller also keeps it
+/// within the run's deadline.
+pub fn retry_after(
+    status: u16,
+    value: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<Duration> {
+    if status != 429 && status != 503 {
+        return None;
+    }
+    let v = value?.trim();
+    let d = if v.bytes().all(|b| b.is_ascii_digit()) && !v.is_empty() {
+        v.parse::<u64>().map_or(MAX_BACKOFF, Duration::from_secs)
+    } else if let Ok(secs) = v.parse::<f64>().map(|s| if s.is_nan() { None } else { Some(s) }) {
+        crate::duration::from_secs_f64(secs?.max(0.0)).unwrap_or(MAX_BACKOFF)
     } else {
-        let t = chrono::DateTime::parse_from_rfc2822(v.trim()).ok()?;
-        let ms = t.timestamp_millis() - chrono::Utc::now().timestamp_millis();
-        Duration::from_millis(ms.max(0) as u64)
+        let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+        let ms = at.timestamp_millis().saturating_sub(now.timestamp_millis());
+        Duration::from_millis(u64::try_from(ms).unwrap_or(0))
     };
     Some(d.min(MAX_BACKOFF))
 }
@@ -659,11 +803,21 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_parses_seconds_and_dates() {
-        assert_eq!(parse_retry_after("1"), Some(Duration::from_secs(1)));
-        assert_eq!(parse_retry_after("3600"), Some(MAX_BACKOFF));
-        assert!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT").is_some());
-        assert!(parse_retry_after("soon").is_none());
+    fn retry_after_is_bounded_and_only_for_429_and_503() {
+        let now = chrono::Utc::now();
+        let wait = |status, v: &str| retry_after(status, Some(v), now);
+        assert_eq!(wait(429, "1"), Some(Duration::from_secs(1)));
+        assert_eq!(wait(503, "3600"), Some(MAX_BACKOFF));
+        assert_eq!(wait(429, "99999999999999999999999"), Some(MAX_BACKOFF));
+        assert_eq!(wait(429, "inf"), Some(MAX_BACKOFF));
+        assert_eq!(wait(429, "NaN"), None);
+        assert_eq!(wait(429, "-5"), Some(Duration::ZERO));
+        assert_eq!(wait(429, "1e30"), Some(MAX_BACKOFF));
+        assert_eq!(wait(429, "Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(wait(429, "soon"), None);
+        assert_eq!(wait(200, "inf"), None);
+        assert_eq!(wait(500, "1"), None);
+        assert_eq!(retry_after(429, None, now), None);
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub struct CallRecord {
     pub attempt: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The request may have reached the service, but no answer came (a time-out or
+    /// a connection lost after sending): the effect may or may not have happened.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unknown: bool,
     /// Answered by the dry-run recorder, not the network.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
@@ -42,12 +46,19 @@ pub enum ConnectorError {
         url: String,
         message: String,
         retryable: bool,
+        /// The request may have reached the service (see [`CallRecord::unknown`]).
+        unknown: bool,
+        /// The connection says such a call is never re-sent on its own
+        /// (`on_unknown = "fail"`).
+        fail_on_unknown: bool,
     },
-    #[error("{method} {url}: response of {bytes} bytes exceeds the {limit}-byte limit")]
+    #[error(
+        "{method} {url}: the response body passed {bytes} bytes, over the {limit}-byte limit (limits.max_response_bytes, or the connection's max_response_bytes)"
+    )]
     TooLarge {
         method: String,
         url: String,
-        bytes: usize,
+        bytes: u64,
         limit: usize,
     },
     #[error("{0}")]

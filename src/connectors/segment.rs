@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -419,6 +420,8 @@ pub fn encode_segment(s: &str) -> String {
 /// The durable outbox of written-back messages.
 pub struct Outbox {
     tree: sled::Tree,
+    /// Messages in the tree (counted, so no write scans the tree).
+    pending: std::sync::atomic::AtomicUsize,
     store: Store,
     batch_size: usize,
     interval: Duration,
@@ -429,8 +432,10 @@ impl Outbox {
     /// # Errors
     /// When the tree cannot be opened.
     pub fn open(store: &Store, cfg: &SegmentConfig) -> Result<Self, StoreError> {
+        let tree = store.tree(OUTBOX_TREE)?;
         Ok(Self {
-            tree: store.tree(OUTBOX_TREE)?,
+            pending: std::sync::atomic::AtomicUsize::new(tree.len()),
+            tree,
             store: store.clone(),
             batch_size: cfg.batch_size,
             interval: cfg.flush_interval,
@@ -449,7 +454,8 @@ impl Outbox {
             serde_json::to_vec(msg).expect("JSON serialises"),
         )?;
         self.store.sync_blocking()?;
-        if self.tree.len() >= self.batch_size {
+        let pending = self.pending.fetch_add(1, Ordering::AcqRel) + 1;
+        if pending >= self.batch_size {
             self.wake.notify_one();
         }
         Ok(())
@@ -457,11 +463,11 @@ impl Outbox {
 
     /// Messages waiting to be sent.
     pub fn len(&self) -> usize {
-        self.tree.len()
+        self.pending.load(Ordering::Acquire)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tree.is_empty()
+        self.len() == 0
     }
 
     /// Sends batches until `stop`; keeps messages through failures.
@@ -531,12 +537,18 @@ impl Outbox {
                     }));
             }
             let mut remove = sled::Batch::default();
+            let sent = keys.len();
             for k in keys {
                 remove.remove(k);
             }
             self.tree
                 .apply_batch(remove)
                 .map_err(|e| ConnectorError::Invalid(e.to_string()))?;
+            let _ = self
+                .pending
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    Some(n.saturating_sub(sent))
+                });
         }
     }
 }

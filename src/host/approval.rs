@@ -60,7 +60,7 @@ fn park(key: String, kind: WaitKind, wake_after: Option<Duration>) -> Box<EvalAl
         ctx.park = Some(Wait {
             key,
             kind,
-            wake_at_ms: wake_after.map(|d| now.timestamp_millis() + d.as_millis() as i64),
+            wake_at_ms: wake_after.map(|d| now.timestamp_millis().saturating_add(crate::duration::as_ms(d))),
             since_ms: now.timestamp_millis(),
             run_id: ctx.run_id,
         });
@@ -104,7 +104,9 @@ pub(crate) fn ask(host: &Host, ask: Ask, key_args: &Value) -> Res<Value> {
         return Ok(d);
     }
     let now = chrono::Utc::now();
-    let expires_ms = now.timestamp_millis() + ask.expires.as_millis() as i64;
+    let expires_ms = now
+        .timestamp_millis()
+        .saturating_add(crate::duration::as_ms(ask.expires));
     let id = format!(
         "apr_{job_id}_{}",
         journal::digest(&Value::String(key.clone()))
@@ -239,13 +241,7 @@ pub(crate) fn require_for_call(
 }
 
 fn duration_of(what: &str, v: &Dynamic) -> Res<Duration> {
-    let d = if let Ok(secs) = v.as_int() {
-        Duration::from_secs(secs.max(0) as u64)
-    } else if let Ok(secs) = v.as_float() {
-        Duration::from_secs_f64(secs.max(0.0))
-    } else {
-        crate::duration::parse(&to_text(v)).map_err(|e| error(format!("{what}: {e}")))?
-    };
+    let d = super::convert::to_duration(v).map_err(|e| error(format!("{what}: {e}")))?;
     if d > MAX_WAIT {
         return Err(error(format!(
             "{what}: {} is longer than a year",
@@ -261,7 +257,7 @@ pub(crate) fn sleep(v: &Dynamic) -> Res<()> {
     if !super::in_run() {
         return Err(error("time::sleep is only allowed inside a handler"));
     }
-    let key = journal::next_key("sleep", &json!(d.as_millis() as u64));
+    let key = journal::next_key("sleep", &json!(crate::duration::as_ms(d)));
     if journal::recorded(&key)?.is_some() || d.is_zero() {
         return Ok(());
     }
@@ -294,7 +290,7 @@ fn wait_for(filter: &Map, timeout: &Dynamic) -> Res<Dynamic> {
     }
     let key = journal::next_key(
         "wait_for",
-        &json!({ "filter": filter, "timeout_ms": d.as_millis() as u64 }),
+        &json!({ "filter": filter, "timeout_ms": crate::duration::as_ms(d) }),
     );
     if let Some(v) = journal::recorded(&key)? {
         return Ok(to_dynamic(&v));

@@ -19,6 +19,21 @@ pub fn to_dynamic(v: &Value) -> Dynamic {
     }
 }
 
+/// A duration argument: whole or fractional seconds, or text like `"10m"`. The
+/// error says what was wrong (never a panic, whatever the number).
+///
+/// # Errors
+/// When the value is negative, not finite, too long or not a duration.
+pub fn to_duration(d: &Dynamic) -> Result<std::time::Duration, String> {
+    if let Ok(secs) = d.as_int() {
+        crate::duration::from_secs(secs)
+    } else if let Ok(secs) = d.as_float() {
+        crate::duration::from_secs_f64(secs)
+    } else {
+        crate::duration::parse(&to_text(d))
+    }
+}
+
 /// A JSON object as a Rhai map.
 pub fn map_to_dynamic(o: &serde_json::Map<String, Value>) -> Map {
     o.iter()

@@ -72,13 +72,25 @@ pub(crate) fn connector_failure(
     what: Option<&str>,
 ) -> Box<EvalAltResult> {
     use crate::connectors::ConnectorError as E;
-    let text = host.http.redactor().redact(&e.to_string()).into_owned();
-    let msg = what.map_or_else(|| text.clone(), |w| format!("{w}: {text}"));
+    let mut text = host.http.redactor().redact(&e.to_string()).into_owned();
     let permanent = match e {
         E::UnknownConnection { .. } | E::Invalid(_) | E::TooLarge { .. } => true,
         E::Service(s) => (400..500).contains(&s.status) && s.status != 408 && s.status != 429,
+        E::Transport {
+            unknown: true,
+            fail_on_unknown: true,
+            ..
+        } => {
+            text.push_str(
+                " — the request may have reached the service (outcome unknown), and the \
+                 connection has on_unknown = \"fail\", so it is not sent again on its own: \
+                 check the service, then replay the dead letter to send it again",
+            );
+            true
+        }
         E::Transport { .. } | E::Rejected(_) => false,
     };
+    let msg = what.map_or_else(|| text.clone(), |w| format!("{w}: {text}"));
     if permanent {
         outcome(Signal::Fail(msg.clone()), msg)
     } else {

@@ -27,25 +27,11 @@ fn ttl_of(v: &Dynamic) -> Res<Option<Duration>> {
     if v.is_unit() {
         return Ok(None);
     }
-    if let Ok(secs) = v.as_int() {
-        if secs <= 0 {
-            return Err(error(format!(
-                "state::set: ttl must be positive, got {secs}"
-            )));
-        }
-        return Ok(Some(Duration::from_secs(secs as u64)));
+    match super::convert::to_duration(v) {
+        Ok(d) if d.is_zero() => Err(error("state::set: ttl must be positive, got 0")),
+        Ok(d) => Ok(Some(d)),
+        Err(e) => Err(error(format!("state::set: ttl: {e}"))),
     }
-    if let Ok(secs) = v.as_float() {
-        if secs.is_finite() && secs > 0.0 {
-            return Ok(Some(Duration::from_secs_f64(secs)));
-        }
-        return Err(error(format!(
-            "state::set: ttl must be positive, got {secs}"
-        )));
-    }
-    crate::duration::parse(&to_text(v))
-        .map(Some)
-        .map_err(|e| error(format!("state::set: ttl: {e}")))
 }
 
 fn json_of(what: &str, v: &Dynamic) -> Res<serde_json::Value> {
@@ -99,7 +85,7 @@ fn module(host: &Arc<Host>, shared: bool) -> Module {
                 let (ns, key) = (ns()?, to_text(&key));
                 let v = json_of("state::set", &value)?;
                 let ttl = ttl_of(&ttl)?;
-                let args = json!(["set", ns, key, v, ttl.map(|t| t.as_millis() as u64)]);
+                let args = json!(["set", ns, key, v, ttl.map(crate::duration::as_ms)]);
                 write("state.set", args, || {
                     s.set(&ns, &key, v, ttl).map(|()| Value::Null).map_err(fail)
                 })

@@ -126,7 +126,7 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
     });
     time.set_native_fn("duration_ms", |ctx: NativeCallContext, text: &str| {
         let ms = crate::duration::parse(text)
-            .map(|d| d.as_millis() as i64)
+            .map(crate::duration::as_ms)
             .map_err(|e| error(format!("time::duration_ms: {e}")));
         placed(&ctx, ms)
     });

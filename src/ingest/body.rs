@@ -49,7 +49,10 @@ pub(super) async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Resul
         }
         other => Err(ApiError::bad(
             "unsupported_encoding",
-            format!("Content-Encoding {other:?} is not supported (use gzip or none)"),
+            format!(
+                "Content-Encoding {} is not supported (use gzip or none)",
+                crate::event::quote(other)
+            ),
         )),
     }
 }

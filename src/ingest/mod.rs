@@ -1,17 +1,29 @@
 //! HTTP ingest: Segment's Tracking API (`tracking.rs`) and the Segment Webhooks
 //! destination (`webhook.rs`). An event is answered 200 only once it is durable.
+//!
+//! Bounded by construction: at most `server.max_inflight_requests` ingest requests
+//! are handled at once and the writer takes at most `server.max_pending_events`
+//! waiting events; past either, the answer is 503 with `Retry-After` (Segment's
+//! libraries retry those), so overload costs retries, never memory. Browsers get
+//! CORS on `/v1/*` (`cors.rs`).
 
 mod body;
+mod cors;
 mod tracking;
 mod webhook;
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use tokio::sync::Semaphore;
+
+pub use cors::Cors;
 
 use serde_json::{Value, json};
 
@@ -27,7 +39,26 @@ pub struct IngestState {
     /// Accepted write keys; empty accepts any.
     pub write_keys: Arc<Vec<Secret>>,
     pub webhook_secret: Option<Secret>,
+    /// Bearer token that authenticates a whole webhook body (batches).
+    pub webhook_token: Option<Secret>,
     pub metrics: Arc<crate::admin::metrics::Metrics>,
+    /// Origins browsers may send from (`segment.cors_origins`).
+    pub cors: Cors,
+    /// One permit per request being handled (`server.max_inflight_requests`).
+    pub inflight: Arc<Semaphore>,
+}
+
+/// Sheds load: a request that finds every permit taken is answered 503 at once,
+/// before its body is read.
+async fn shed(State(st): State<IngestState>, req: Request, next: Next) -> Response {
+    match Arc::clone(&st.inflight).try_acquire_owned() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => {
+            st.metrics.count_shed();
+            ApiError::Overloaded("spur is at capacity: too many requests in flight".into())
+                .into_response()
+        }
+    }
 }
 
 /// The ingest routes.
@@ -49,19 +80,31 @@ pub fn router(state: IngestState) -> Router {
             .route(&format!("/v1/{long}"), post(handler))
             .route(&format!("/v1/{short}"), post(handler));
     }
-    r.route("/v1/batch", post(tracking::batch))
+    let tracking = r
+        .route("/v1/batch", post(tracking::batch))
         .route("/v1/b", post(tracking::batch))
         .route("/v1/import", post(tracking::batch))
+        .layer(middleware::from_fn_with_state(state.clone(), shed))
+        // Outside the shedding, so a 503 reaches a browser readable (and retried).
+        .layer(middleware::from_fn_with_state(state.cors.clone(), cors::layer));
+    let webhooks = Router::new()
         .route("/webhooks/segment", post(webhook::segment))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), shed));
+    tracking.merge(webhooks).with_state(state)
 }
+
+/// Rejections listed one by one in an answer; the rest are only counted, so an
+/// answer stays small (under 64 KB) whatever the request.
+const MAX_LISTED_REJECTIONS: usize = 100;
 
 /// A request's events sorted into the valid ones (with their index in the request)
 /// and the rejected ones.
 struct Sorted {
     prepared: Vec<PreparedEvent>,
     positions: Vec<usize>,
+    /// The first [`MAX_LISTED_REJECTIONS`] rejections.
     rejected: Vec<Value>,
+    rejected_count: usize,
     received_ms: i64,
 }
 
@@ -71,6 +114,7 @@ impl Sorted {
             prepared: Vec::with_capacity(capacity),
             positions: Vec::with_capacity(capacity),
             rejected: Vec::new(),
+            rejected_count: 0,
             received_ms,
         }
     }
@@ -82,13 +126,32 @@ impl Sorted {
                     .push(PreparedEvent::new(event, self.received_ms));
                 self.positions.push(index);
             }
-            Err(e) => self.rejected.push(json!({
-                "index": index,
-                "code": e.code,
-                "field": e.field,
-                "error": e.message,
-            })),
+            Err(e) => {
+                self.rejected_count += 1;
+                if self.rejected.len() < MAX_LISTED_REJECTIONS {
+                    self.rejected.push(json!({
+                        "index": index,
+                        "code": e.code,
+                        "field": e.field,
+                        "error": e.message,
+                    }));
+                }
+            }
         }
+    }
+
+    /// The first rejection's message and field, for a request refused whole.
+    fn first_rejection(&self, otherwise: &str) -> (String, Option<String>) {
+        let first = self.rejected.first();
+        let message = first
+            .and_then(|r| r["error"].as_str())
+            .unwrap_or(otherwise)
+            .to_owned();
+        let field = first
+            .and_then(|r| r["field"].as_str())
+            .filter(|f| !f.is_empty())
+            .map(str::to_owned);
+        (message, field)
     }
 
     /// No event of the request is valid: counts the rejections and answers 400
@@ -100,12 +163,15 @@ impl Sorted {
         message: String,
         field: Option<String>,
     ) -> ApiError {
-        st.metrics.count_ingest(0, 0, self.rejected.len());
+        st.metrics.count_ingest(0, 0, self.rejected_count);
         ApiError::BadRequest {
             code,
             message,
             field,
-            detail: Some(json!({ "rejected": self.rejected })),
+            detail: Some(json!({
+                "rejected": self.rejected,
+                "rejected_count": self.rejected_count,
+            })),
         }
     }
 
@@ -120,7 +186,7 @@ impl Sorted {
         st.metrics.count_ingest(
             receipt.accepted,
             receipt.duplicates.len(),
-            self.rejected.len(),
+            self.rejected_count,
         );
         let duplicates: Vec<usize> = receipt
             .duplicates
@@ -132,6 +198,7 @@ impl Sorted {
             "accepted": receipt.accepted,
             "duplicates": duplicates,
             "rejected": self.rejected,
+            "rejected_count": self.rejected_count,
         })))
     }
 }

@@ -115,6 +115,16 @@ pub(super) async fn batch(
             "`batch` is required and must be an array of events",
         )
     })?;
+    if items.len() > MAX_BATCH_ITEMS {
+        return Err(ApiError::bad_field(
+            "too_many_events",
+            "batch",
+            format!(
+                "`batch` has {} events; the limit is {MAX_BATCH_ITEMS}",
+                items.len()
+            ),
+        ));
+    }
     let object = |key: &str, v: &Option<Value>| -> Result<Option<Map<String, Value>>, ApiError> {
         match v {
             None | Some(Value::Null) => Ok(None),
@@ -137,7 +147,7 @@ pub(super) async fn batch(
     let now = chrono::Utc::now();
     let mut sorted = Sorted::new(items.len(), now.timestamp_millis());
     for (i, raw) in items.iter().enumerate() {
-        sorted.push(i, prepare_item(i, raw, &defaults, now));
+        sorted.push(i, prepare_item(raw, &defaults, now));
     }
     if sorted.prepared.is_empty() && !items.is_empty() {
         let message = format!("none of the {} events is valid", items.len());
@@ -147,18 +157,10 @@ pub(super) async fn batch(
 }
 
 fn prepare_item(
-    index: usize,
     raw: &RawValue,
     defaults: &BatchDefaults<'_>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<crate::event::Event, InvalidEvent> {
-    if index >= MAX_BATCH_ITEMS {
-        return Err(InvalidEvent::new(
-            "too_many_events",
-            "batch",
-            format!("a batch holds at most {MAX_BATCH_ITEMS} events"),
-        ));
-    }
     let text = raw.get();
     if text.len() > MAX_EVENT_BYTES {
         return Err(InvalidEvent::new(

@@ -1,25 +1,37 @@
 //! The Segment Webhooks destination (`segment-spec.md` §2): `POST /webhooks/segment`
 //! with one event, or the Actions batch array.
 //!
-//! `X-Signature` is hex HMAC-SHA1 over the body, or for an array over element 0 only
-//! (its exact bytes, sliced from the body — never re-serialised). The newer
-//! `X-Segment-Signature` covers the whole body and is preferred when present.
-//! Digests are compared in constant time. A missing or wrong signature is 401 and
-//! nothing is stored.
+//! A body is authenticated before it is parsed, and as a whole or not at all:
+//! - `Authorization: Bearer <segment.webhook_token>` (set in the Actions mapping's
+//!   headers) authenticates the whole body, so batches of any size are accepted;
+//! - `X-Segment-Signature` (Segment's opt-in header) is hex HMAC-SHA1 of the whole
+//!   body with `segment.webhook_secret`;
+//! - `X-Signature` is the same HMAC, but for a batch array Segment signs only element
+//!   0. spur checks it over the bytes inside the array's brackets, so it matches only
+//!   when element 0 is the whole array: a single event or a one-element array. A
+//!   longer batch signed that way is refused (anyone holding one signed delivery
+//!   could append events to it), with a message saying how to enable batches.
+//!
+//! Every comparison is in constant time. A refused body is 401 and nothing is
+//! stored. Items have the Tracking API's limits (count and size).
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use sha1::Sha1;
+use subtle::ConstantTimeEq;
 
 use super::body::{json_error, read};
 use super::{IngestState, Sorted};
 use crate::api_error::ApiError;
-use crate::event::{BatchDefaults, InvalidEvent, Origin, normalize};
+use crate::event::{
+    BatchDefaults, InvalidEvent, MAX_BATCH_ITEMS, MAX_EVENT_BYTES, Origin, normalize,
+};
 
 /// Webhook bodies may carry large Actions batches.
 const MAX_WEBHOOK_BYTES: usize = 8 << 20;
@@ -29,112 +41,169 @@ pub(super) async fn segment(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let Some(secret) = &st.webhook_secret else {
+    if st.webhook_secret.is_none() && st.webhook_token.is_none() {
         return Err(ApiError::Unauthorized(
-            "webhooks are disabled: set segment.webhook_secret to the destination's shared secret"
+            "webhooks are disabled: set segment.webhook_secret to the destination's shared \
+             secret (and segment.webhook_token for batches)"
                 .into(),
         ));
-    };
+    }
     let bytes = read(&headers, body, MAX_WEBHOOK_BYTES).await?;
+    authenticate(&st, &headers, &bytes)?;
+
     let is_array = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let items: Vec<&RawValue> = if is_array {
         serde_json::from_slice(&bytes).map_err(|e| json_error(&e))?
     } else {
         vec![serde_json::from_slice(&bytes).map_err(|e| json_error(&e))?]
     };
-    verify(
-        secret.expose().as_bytes(),
-        &headers,
-        &bytes,
-        is_array,
-        items.first().copied(),
-    )?;
+    if items.len() > MAX_BATCH_ITEMS {
+        return Err(ApiError::bad_field(
+            "too_many_events",
+            "batch",
+            format!(
+                "the body has {} events; the limit is {MAX_BATCH_ITEMS}",
+                items.len()
+            ),
+        ));
+    }
 
     let now = chrono::Utc::now();
     let mut sorted = Sorted::new(items.len(), now.timestamp_millis());
     for (i, raw) in items.iter().enumerate() {
-        let Ok(Value::Object(mut item)) = serde_json::from_str::<Value>(raw.get()) else {
-            let e = InvalidEvent::new("invalid_event", "", "each event must be a JSON object");
-            sorted.push(i, Err(e));
-            continue;
-        };
-        // A delivered event's write key is its source's; like the tracking API,
-        // spur does not keep it.
-        item.remove("writeKey");
-        let event = normalize(
-            item,
-            None,
-            &BatchDefaults::default(),
-            Origin::Delivered,
-            now,
-        );
-        sorted.push(i, event);
+        sorted.push(i, prepare_item(raw, now));
     }
     if sorted.prepared.is_empty() {
-        let first = sorted.rejected.first();
-        let message = first
-            .and_then(|r| r["error"].as_str())
-            .unwrap_or("no events in the body")
-            .to_owned();
-        let field = first
-            .and_then(|r| r["field"].as_str())
-            .filter(|f| !f.is_empty())
-            .map(str::to_owned);
+        let (message, field) = sorted.first_rejection("no events in the body");
         return Err(sorted.refuse(&st, "invalid_event", message, field));
     }
     sorted.commit(&st).await
 }
 
-fn verify(
-    secret: &[u8],
-    headers: &HeaderMap,
-    body: &[u8],
-    is_array: bool,
-    first: Option<&RawValue>,
-) -> Result<(), ApiError> {
-    let header = |name: &str| {
+fn prepare_item(
+    raw: &RawValue,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<crate::event::Event, InvalidEvent> {
+    let text = raw.get();
+    if text.len() > MAX_EVENT_BYTES {
+        return Err(InvalidEvent::new(
+            "too_large",
+            "",
+            format!(
+                "event is {} bytes; the limit is {MAX_EVENT_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    let Ok(Value::Object(mut item)) = serde_json::from_str::<Value>(text) else {
+        return Err(InvalidEvent::new(
+            "invalid_event",
+            "",
+            "each event must be a JSON object",
+        ));
+    };
+    // A delivered event's write key is its source's; like the tracking API, spur
+    // does not keep it.
+    item.remove("writeKey");
+    normalize(
+        item,
+        None,
+        &BatchDefaults::default(),
+        Origin::Delivered,
+        now,
+    )
+}
+
+/// Checks that the whole body comes from Segment (see the module doc).
+fn authenticate(st: &IngestState, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    let header = |name| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    let (signature, signed): (&str, &[u8]) = if let Some(sig) = header("x-segment-signature") {
-        (sig, body)
-    } else if let Some(sig) = header("x-signature") {
-        let signed = if is_array {
-            first.map_or(&b""[..], |r| r.get().as_bytes())
+    if let Some(token) = &st.webhook_token
+        && let Some(sent) = header(AUTHORIZATION.as_str())
+    {
+        let sent = sent
+            .strip_prefix("Bearer ")
+            .or_else(|| sent.strip_prefix("bearer "))
+            .unwrap_or("");
+        return if bool::from(token.expose().as_bytes().ct_eq(sent.trim().as_bytes())) {
+            Ok(())
         } else {
-            body
+            Err(ApiError::Unauthorized(
+                "the bearer token does not match segment.webhook_token".into(),
+            ))
         };
-        (sig, signed)
-    } else {
-        return Err(ApiError::Unauthorized("missing X-Signature header".into()));
-    };
-    let Ok(expected) = hex::decode(signature) else {
+    }
+    let Some(secret) = &st.webhook_secret else {
         return Err(ApiError::Unauthorized(
-            "X-Signature is not a hex digest".into(),
+            "missing `Authorization: Bearer <segment.webhook_token>` header".into(),
+        ));
+    };
+    let secret = secret.expose().as_bytes();
+    if let Some(sig) = header("x-segment-signature") {
+        return check_hmac(secret, sig, body, "X-Segment-Signature does not match the body");
+    }
+    let Some(sig) = header("x-signature") else {
+        return Err(ApiError::Unauthorized(
+            "missing X-Signature header (or `Authorization: Bearer` with segment.webhook_token)"
+                .into(),
+        ));
+    };
+    match array_inner(body) {
+        None => check_hmac(secret, sig, body, "X-Signature does not match the body"),
+        Some(inner) => check_hmac(
+            secret,
+            sig,
+            inner,
+            "X-Signature does not match: Segment signs only the first event of a batch, so a \
+             batch of several events is accepted only with segment.webhook_token (sent by the \
+             Actions mapping as `Authorization: Bearer …`) or the X-Segment-Signature header",
+        ),
+    }
+}
+
+/// The bytes inside a JSON array's outer brackets, when the body is an array.
+fn array_inner(body: &[u8]) -> Option<&[u8]> {
+    let trimmed = body.trim_ascii();
+    trimmed
+        .strip_prefix(b"[")?
+        .strip_suffix(b"]")
+        .map(<[u8]>::trim_ascii)
+}
+
+fn check_hmac(secret: &[u8], sig: &str, signed: &[u8], mismatch: &str) -> Result<(), ApiError> {
+    let Ok(expected) = hex::decode(sig) else {
+        return Err(ApiError::Unauthorized(
+            "the signature is not a hex digest".into(),
         ));
     };
     let mut mac = Hmac::<Sha1>::new_from_slice(secret).expect("HMAC accepts keys of any length");
     mac.update(signed);
     mac.verify_slice(&expected)
-        .map_err(|_| ApiError::Unauthorized("X-Signature does not match the body".into()))
+        .map_err(|_| ApiError::Unauthorized(mismatch.to_owned()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn sign(key: &[u8], bytes: &[u8]) -> String {
+        let mut mac = Hmac::<Sha1>::new_from_slice(key).unwrap();
+        mac.update(bytes);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
     #[test]
-    fn array_signature_covers_exactly_element_zero() {
-        let body = br#"[{"a":"\u00e9 x","b":[1,2]},{"c":3}]"#;
-        let items: Vec<&RawValue> = serde_json::from_slice(body).unwrap();
-        let mut mac = Hmac::<Sha1>::new_from_slice(b"k").unwrap();
-        mac.update(br#"{"a":"\u00e9 x","b":[1,2]}"#);
-        let sig = hex::encode(mac.finalize().into_bytes());
-        let mut headers = HeaderMap::new();
-        headers.insert("x-signature", sig.parse().unwrap());
-        assert!(verify(b"k", &headers, body, true, items.first().copied()).is_ok());
-        assert!(verify(b"other", &headers, body, true, items.first().copied()).is_err());
+    fn x_signature_authenticates_only_a_one_element_array() {
+        let element = br#"{"a":"\u00e9 x","b":[1,2]}"#;
+        let sig = sign(b"k", element);
+        assert!(check_hmac(b"k", &sig, array_inner(br#"[{"a":"\u00e9 x","b":[1,2]}]"#).unwrap(), "").is_ok());
+        assert!(check_hmac(b"k", &sig, array_inner(br#"[{"a":"\u00e9 x","b":[1,2]},{"c":3}]"#).unwrap(), "").is_err());
+        assert!(check_hmac(b"other", &sig, element, "").is_err());
+        assert_eq!(array_inner(b"{}"), None);
+        assert_eq!(array_inner(b" [ ] "), Some(&b""[..]));
     }
 }

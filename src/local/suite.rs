@@ -31,7 +31,7 @@ use super::{Local, LocalRun, RunOpts};
 use crate::config::Config;
 use crate::connectors::recorder::{RecordedCall, Stub, glob_match};
 use crate::event::{BatchDefaults, Origin, normalize};
-use crate::host::convert::{to_dynamic, to_json, to_text};
+use crate::host::convert::{to_dynamic, to_json};
 use crate::host::{JournalRef, WaitMode, placed};
 use crate::queue::{WaitKind, wait_matches};
 use crate::schedule::cron::Schedule;
@@ -603,10 +603,7 @@ fn stub(method: &str, path: &str, status: u16, body: &Dynamic) -> Res<()> {
 }
 
 fn duration_ms(d: &Dynamic) -> Res<i64> {
-    if let Ok(secs) = d.as_int() {
-        return Ok(secs * 1000);
-    }
-    crate::duration::parse(&to_text(d))
-        .map(|d| d.as_millis() as i64)
+    crate::host::convert::to_duration(d)
+        .map(crate::duration::as_ms)
         .map_err(|e| format!("clock::advance: {e}").into())
 }

@@ -28,7 +28,7 @@ mod waits;
 mod writer;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use parking_lot::Mutex;
@@ -64,6 +64,9 @@ pub enum QueueError {
     Closed,
     #[error("writing to the queue failed: {0}")]
     Write(String),
+    /// Too many events wait for the writer: the caller should come back later.
+    #[error("{pending} events are waiting to be stored (limit {limit})")]
+    Overloaded { pending: usize, limit: usize },
 }
 
 impl From<sled::Error> for QueueError {
@@ -135,7 +138,14 @@ struct Inner {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     dedup_gen: AtomicU32,
     settled_waits: Mutex<Option<SettledCheck>>,
+    /// Events handed to the writer and not yet taken by it, and their limit: the
+    /// writer's queue is bounded, so overload costs a 503, not memory.
+    pending_events: AtomicUsize,
+    max_pending_events: AtomicUsize,
 }
+
+/// Events that may wait for the writer at once, by default.
+pub const DEFAULT_MAX_PENDING_EVENTS: usize = 100_000;
 
 /// Tells whether a wait is already over when its run parks (e.g. the approval was
 /// decided between its creation and the park): its result, to wake at once.
@@ -171,6 +181,8 @@ impl Queue {
             writer: Mutex::new(None),
             dedup_gen: AtomicU32::new(generation),
             settled_waits: Mutex::new(None),
+            pending_events: AtomicUsize::new(0),
+            max_pending_events: AtomicUsize::new(DEFAULT_MAX_PENDING_EVENTS),
         });
         let mut ready = Vec::new();
         let mut parked = Vec::new();
@@ -206,14 +218,30 @@ impl Queue {
     ///
     /// # Errors
     /// When the store fails or the queue is shut down.
+    /// Refused with [`QueueError::Overloaded`] when more than the limit of events
+    /// already wait for the writer ([`Queue::set_max_pending_events`]).
     pub async fn ingest(&self, events: Vec<PreparedEvent>) -> Result<IngestReceipt, QueueError> {
+        let n = events.len();
+        let limit = self.inner.max_pending_events.load(Ordering::Relaxed);
+        let before = self.inner.pending_events.fetch_add(n, Ordering::AcqRel);
+        if before + n > limit && before > 0 {
+            self.inner.pending_events.fetch_sub(n, Ordering::AcqRel);
+            return Err(QueueError::Overloaded {
+                pending: before,
+                limit,
+            });
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(WriteCmd::Ingest {
+        let sent = self.send(WriteCmd::Ingest {
             events,
             reply: Box::new(move |r| {
                 let _ = tx.send(r);
             }),
-        })?;
+        });
+        if sent.is_err() {
+            self.inner.pending_events.fetch_sub(n, Ordering::AcqRel);
+        }
+        sent?;
         let (receipt, unused) = rx.await.map_err(|_| QueueError::Closed)??;
         drop(unused);
         Ok(receipt)
@@ -271,6 +299,11 @@ impl Queue {
             let _ = tx.send(r);
         })))?;
         rx.recv().map_err(|_| QueueError::Closed)?
+    }
+
+    /// How many events may wait for the writer at once before ingest is refused.
+    pub fn set_max_pending_events(&self, n: usize) {
+        self.inner.max_pending_events.store(n.max(1), Ordering::Relaxed);
     }
 
     /// Installs the check consulted when a run parks (see [`SettledCheck`]).
@@ -421,6 +454,36 @@ impl Queue {
         Ok(())
     }
 
+    /// Forgets the journals of `jobs` (dead letters removed by retention).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn forget_journals(&self, jobs: &[u64]) -> Result<(), QueueError> {
+        for &job in jobs {
+            self.clear_journal(job)?;
+        }
+        Ok(())
+    }
+
+    /// The script versions pending jobs are pinned to (with the job, or in the
+    /// journal of a run interrupted before it could store its pin).
+    ///
+    /// # Errors
+    /// When the store fails or a stored job is corrupt.
+    pub fn pinned_versions(&self) -> Result<std::collections::HashSet<String>, QueueError> {
+        let mut out = std::collections::HashSet::new();
+        for job in all_jobs(self.inner.store.queue_tree())? {
+            let pin = match job.pinned {
+                Some(p) => Some(p),
+                None => self
+                    .journal_get(job.id, crate::host::journal::PIN_KEY)?
+                    .and_then(|v| v.as_str().map(str::to_owned)),
+            };
+            out.extend(pin);
+        }
+        Ok(out)
+    }
+
     /// Forgets `job`'s journal (it finished).
     fn clear_journal(&self, job: u64) -> Result<(), sled::Error> {
         let tree = self.inner.store.queue_tree();
@@ -566,16 +629,49 @@ impl Queue {
 /// When the store fails or a record is corrupt.
 pub fn events_since(store: &Store, since_ms: i64) -> Result<Vec<StoredEvent>, QueueError> {
     let mut out = Vec::new();
-    for item in store.queue_tree().scan_prefix([EVENT]).rev() {
+    visit_events_since(store, since_ms, usize::MAX, |e| {
+        out.push(e);
+        true
+    })?;
+    Ok(out)
+}
+
+/// Visits the newest `limit` events received at or after `since_ms`, oldest first,
+/// one at a time (memory stays flat however long the log); stops early when
+/// `visit` returns false.
+///
+/// # Errors
+/// When the store fails or a record is corrupt.
+pub fn visit_events_since(
+    store: &Store,
+    since_ms: i64,
+    limit: usize,
+    mut visit: impl FnMut(StoredEvent) -> bool,
+) -> Result<(), QueueError> {
+    let tree = store.queue_tree();
+    // Backwards to find where the window starts, reading only the times.
+    let mut start = None;
+    let mut count = 0;
+    for item in tree.scan_prefix([EVENT]).rev() {
         let (k, v) = item.map_err(StoreError::from)?;
-        let ev = decode_event(key_id(&k), &v)?;
-        if ev.received_ms < since_ms {
+        let received = v.get(..8).map_or(0, key_id) as i64;
+        if received < since_ms || count >= limit {
             break;
         }
-        out.push(ev);
+        start = Some(k);
+        count += 1;
     }
-    out.reverse();
-    Ok(out)
+    let Some(start) = start else { return Ok(()) };
+    for item in tree.range(start..).take(count) {
+        let (k, v) = item.map_err(StoreError::from)?;
+        if k.first() != Some(&EVENT) {
+            break;
+        }
+        if !visit(decode_event(key_id(&k), &v)?) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn all_jobs(tree: &sled::Tree) -> Result<Vec<Job>, QueueError> {

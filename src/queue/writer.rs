@@ -154,11 +154,14 @@ impl Writer<'_> {
         let mut seen: HashSet<String> = HashSet::new();
         for cmd in cmds {
             if let Some(e) = &failed {
-                fail(cmd, e);
+                fail(self.inner, cmd, e);
                 continue;
             }
             let r = match cmd {
                 WriteCmd::Ingest { events, reply } => {
+                    self.inner
+                        .pending_events
+                        .fetch_sub(events.len(), Ordering::AcqRel);
                     self.ingest(&mut round, &mut seen, &mut unparked, events, reply)
                 }
                 WriteCmd::Enqueue { jobs, extra, reply } => {
@@ -407,10 +410,15 @@ impl Writer<'_> {
     }
 }
 
-fn fail(cmd: WriteCmd, e: &QueueError) {
+fn fail(inner: &Inner, cmd: WriteCmd, e: &QueueError) {
     let err = || QueueError::Write(e.to_string());
     match cmd {
-        WriteCmd::Ingest { reply, .. } => reply(Err(err())),
+        WriteCmd::Ingest { reply, events } => {
+            inner
+                .pending_events
+                .fetch_sub(events.len(), Ordering::AcqRel);
+            reply(Err(err()));
+        }
         WriteCmd::Enqueue { reply, .. } => reply(Err(err())),
         WriteCmd::Park { reply, .. } => reply(Err(err())),
         WriteCmd::Resume { reply, .. } => reply(Err(err())),

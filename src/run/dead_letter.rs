@@ -2,6 +2,9 @@
 //! event, so they can be inspected and replayed even after the event log moved on.
 //! Layout: tree `dead_letters`, key job id, value `dead ms (i64 BE) + JSON`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -28,12 +31,16 @@ pub struct DeadLetter {
 #[derive(Clone)]
 pub struct DeadLetters {
     tree: sled::Tree,
+    /// Dead letters kept (counted, so `/metrics` does not scan the tree).
+    count: Arc<AtomicUsize>,
 }
 
 impl DeadLetters {
     pub fn new(store: &Store) -> Self {
+        let tree = store.dead_tree().clone();
         Self {
-            tree: store.dead_tree().clone(),
+            count: Arc::new(AtomicUsize::new(tree.len())),
+            tree,
         }
     }
 
@@ -42,7 +49,9 @@ impl DeadLetters {
     pub fn insert(&self, dl: &DeadLetter) -> Result<(), StoreError> {
         let mut value = now_ms().to_be_bytes().to_vec();
         serde_json::to_writer(&mut value, dl).expect("a dead letter always serialises");
-        self.tree.insert(id_key(dl.id), value)?;
+        if self.tree.insert(id_key(dl.id), value)?.is_none() {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -67,10 +76,11 @@ impl DeadLetters {
     /// # Errors
     /// On store failure.
     pub fn take(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
-        self.tree
-            .remove(id_key(id))?
-            .map(|v| decode(&id_key(id), &v))
-            .transpose()
+        let removed = self.tree.remove(id_key(id))?;
+        if removed.is_some() {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed.map(|v| decode(&id_key(id), &v)).transpose()
     }
 
     /// Puts one back (a replay that could not be queued).
@@ -82,17 +92,22 @@ impl DeadLetters {
     }
 
     pub fn len(&self) -> usize {
-        self.tree.len()
+        self.count.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tree.is_empty()
+        self.len() == 0
     }
 
+    /// Removes dead letters older than `cutoff_ms`; returns their ids, so their
+    /// journals can go too.
+    ///
     /// # Errors
     /// On store failure.
-    pub fn purge(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
-        purge_before(&self.tree, cutoff_ms)
+    pub fn purge(&self, cutoff_ms: i64) -> Result<Vec<u64>, StoreError> {
+        let ids = purge_before(&self.tree, cutoff_ms)?;
+        self.count.fetch_sub(ids.len(), Ordering::Relaxed);
+        Ok(ids)
     }
 }
 

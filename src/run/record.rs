@@ -280,7 +280,7 @@ impl RunStore {
     /// # Errors
     /// On store failure.
     pub fn purge(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
-        purge_before(&self.tree, cutoff_ms)
+        purge_before(&self.tree, cutoff_ms).map(|ids| ids.len())
     }
 }
 
@@ -292,9 +292,9 @@ fn decode(k: &[u8], v: &[u8]) -> Result<RunRecord, StoreError> {
 }
 
 /// Deletes leading entries (id order = time order) whose 8-byte ms prefix is older
-/// than `cutoff_ms`.
-pub(super) fn purge_before(tree: &sled::Tree, cutoff_ms: i64) -> Result<usize, StoreError> {
-    let mut n = 0;
+/// than `cutoff_ms`; returns their ids.
+pub(super) fn purge_before(tree: &sled::Tree, cutoff_ms: i64) -> Result<Vec<u64>, StoreError> {
+    let mut ids = Vec::new();
     let mut batch = sled::Batch::default();
     for item in tree {
         let (k, v) = item?;
@@ -302,12 +302,12 @@ pub(super) fn purge_before(tree: &sled::Tree, cutoff_ms: i64) -> Result<usize, S
         if at >= cutoff_ms {
             break;
         }
+        ids.push(key_id(&k));
         batch.remove(k);
-        n += 1;
-        if n % 1000 == 0 {
+        if ids.len() % 1000 == 0 {
             tree.apply_batch(std::mem::take(&mut batch))?;
         }
     }
     tree.apply_batch(batch)?;
-    Ok(n)
+    Ok(ids)
 }

@@ -4,8 +4,11 @@
 //! records the hash on its first execution; a later execution (a retry, a wake-up)
 //! whose script has since changed compiles that stored version instead — an edit
 //! never changes a run halfway. Compiled versions are cached.
+//!
+//! Retention removes a version once no pending job is pinned to it and it has not
+//! been loaded for the retention time (`seen_ms` is refreshed while it is loaded).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::loader::{SourceFile, compile_script};
 use super::{Script, ScriptSet};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, now_ms};
 
 const TREE: &str = "sources";
 
@@ -23,6 +26,9 @@ struct Stored {
     name: String,
     path: PathBuf,
     text: String,
+    /// When this version was last part of the loaded scripts.
+    #[serde(default)]
+    seen_ms: i64,
 }
 
 /// Stored script versions and their compiled forms.
@@ -54,6 +60,7 @@ impl Versions {
                 name: s.name.clone(),
                 path: s.path.clone(),
                 text: s.source.to_string(),
+                seen_ms: now_ms(),
             };
             self.tree.insert(
                 s.hash.as_bytes(),
@@ -61,6 +68,45 @@ impl Versions {
             )?;
         }
         Ok(())
+    }
+
+    /// Removes versions that are not loaded now (`current`), that no pending job is
+    /// pinned to (`pinned`), and that were last loaded before `cutoff_ms`; refreshes
+    /// `seen_ms` of the loaded ones. Returns how many were removed.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn purge(
+        &self,
+        current: &ScriptSet,
+        pinned: &HashSet<String>,
+        cutoff_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let loaded: HashSet<&str> = current.scripts.iter().map(|s| s.hash.as_str()).collect();
+        let mut n = 0;
+        for item in &self.tree {
+            let (k, v) = item?;
+            let hash = String::from_utf8_lossy(&k).into_owned();
+            let Ok(mut stored) = serde_json::from_slice::<Stored>(&v) else {
+                continue;
+            };
+            if loaded.contains(hash.as_str()) {
+                // Refreshed now and then, not on every pass.
+                if now - stored.seen_ms > 3_600_000 {
+                    stored.seen_ms = now;
+                    self.tree.insert(
+                        &k,
+                        serde_json::to_vec(&stored).expect("a source serialises"),
+                    )?;
+                }
+            } else if !pinned.contains(&hash) && stored.seen_ms < cutoff_ms {
+                self.tree.remove(&k)?;
+                self.cache.lock().remove(&hash);
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// The script version `hash`, compiled with `engine` (the current modules).

@@ -95,7 +95,7 @@ fn encode(entry: &Entry) -> Vec<u8> {
 }
 
 fn expiry(ttl: Option<Duration>) -> Option<i64> {
-    ttl.map(|t| now_ms() + t.as_millis() as i64)
+    ttl.map(|t| now_ms().saturating_add(crate::duration::as_ms(t)))
 }
 
 fn type_of(v: &Value) -> String {

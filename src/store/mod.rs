@@ -67,10 +67,12 @@ impl Store {
     /// # Errors
     /// When sled cannot open the directory (permissions, another daemon holding it).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-            path: dir.display().to_string(),
-            source: e.into(),
-        })?;
+        std::fs::create_dir_all(dir)
+            .and_then(|()| restrict(dir, 0o700))
+            .map_err(|e| StoreError::Open {
+                path: dir.display().to_string(),
+                source: e.into(),
+            })?;
         let db = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(256 << 20)
@@ -173,6 +175,26 @@ impl Store {
     pub fn size_on_disk(&self) -> u64 {
         self.inner.db.size_on_disk().unwrap_or(0)
     }
+}
+
+/// Sets `path`'s permission bits to `mode` unless they already grant no more than it
+/// (the data dir is `0700`, the admin token file `0600`: only the daemon's user).
+///
+/// # Errors
+/// When the permissions cannot be read or changed.
+pub fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let current = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        if current & !mode != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+            tracing::info!(path = %path.display(), from = format!("{current:o}"), to = format!("{mode:o}"), "Tightened permissions.");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
 }
 
 /// Big-endian key bytes of an id, so keys sort by id.
