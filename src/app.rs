@@ -431,36 +431,69 @@ async fn retention_loop(app: Arc<App>) {
             _ = tick.tick() => {}
         }
         let a = Arc::clone(&app);
-        let result = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let r = &a.config.retention;
-            let now = now_ms();
-            let before = |d: Duration| now.saturating_sub(crate::duration::as_ms(d));
-            let runs = a.runs.purge(before(r.runs))?;
-            // A dead letter's journal goes with it (kept until then for its replay).
-            let dead = a.dead.purge(before(r.dead_letters))?;
-            a.queue.forget_journals(&dead)?;
-            let events = a.queue.purge(before(r.events))?;
-            let state = a.state.purge_expired()?;
-            let approvals = a.approvals.store.purge(before(r.approvals))?;
-            let pinned = a.queue.pinned_versions()?;
-            let sources = a.versions.purge(&a.scripts.get(), &pinned, before(r.runs))?;
-            let dead = dead.len();
-            if runs + dead + events + state + approvals + sources > 0 {
-                tracing::info!(
-                    runs,
-                    dead,
-                    events,
-                    state,
-                    approvals,
-                    sources,
-                    "Purged expired records."
-                );
-            }
-            Ok(())
-        })
-        .await;
-        if let Ok(Err(e)) = result {
-            tracing::warn!(error = %e, "Purging expired records failed.");
+        let result = tokio::task::spawn_blocking(move || a.purge_expired(now_ms())).await;
+        match result {
+            Ok(Ok(p)) if p.total() > 0 => tracing::info!(
+                runs = p.runs,
+                dead = p.dead_letters,
+                events = p.events,
+                state = p.state,
+                approvals = p.approvals,
+                sources = p.sources,
+                "Purged expired records."
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "Purging expired records failed."),
+            _ => {}
         }
+    }
+}
+
+/// What one retention pass removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    pub runs: usize,
+    pub dead_letters: usize,
+    pub events: usize,
+    pub state: usize,
+    pub approvals: usize,
+    pub sources: usize,
+}
+
+impl Purged {
+    pub fn total(&self) -> usize {
+        self.runs + self.dead_letters + self.events + self.state + self.approvals + self.sources
+    }
+}
+
+impl App {
+    /// One retention pass as of `now_ms` over every tree (`[retention]`): run
+    /// records, dead letters with their journals, events no pending job needs,
+    /// expired state, decided approvals, and script versions no job is pinned to.
+    /// Blocking; the daemon runs it every minute.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn purge_expired(&self, now_ms: i64) -> anyhow::Result<Purged> {
+        let r = &self.config.retention;
+        let before = |d: Duration| now_ms.saturating_sub(crate::duration::as_ms(d));
+        let runs = self.runs.purge(before(r.runs))?;
+        // A dead letter's journal goes with it (kept until then for its replay).
+        let dead = self.dead.purge(before(r.dead_letters))?;
+        self.queue.forget_journals(&dead)?;
+        let events = self.queue.purge(before(r.events))?;
+        let state = self.state.purge_expired()?;
+        let approvals = self.approvals.store.purge(before(r.approvals))?;
+        let pinned = self.queue.pinned_versions()?;
+        let sources = self
+            .versions
+            .purge(&self.scripts.get(), &pinned, before(r.runs))?;
+        Ok(Purged {
+            runs,
+            dead_letters: dead.len(),
+            events,
+            state,
+            approvals,
+            sources,
+        })
     }
 }

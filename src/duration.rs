@@ -17,10 +17,13 @@ pub const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
 /// When `secs` is negative, not a number, infinite, or longer than [`MAX`].
 pub fn from_secs_f64(secs: f64) -> Result<Duration, String> {
     if secs.is_nan() || secs < 0.0 {
-        return Err(format!("duration {secs} must be a positive number of seconds"));
+        return Err(format!(
+            "duration {secs} must be a positive number of seconds"
+        ));
     }
     match Duration::try_from_secs_f64(secs) {
         Ok(d) if d <= MAX => Ok(d),
+        _ if secs >= 1e15 => Err(too_long(&format!("{secs:e}"))),
         _ => Err(too_long(&secs.to_string())),
     }
 }
@@ -150,7 +153,16 @@ mod tests {
 
     #[test]
     fn refuses_what_no_duration_can_hold() {
-        for text in ["1e30", "inf", "-inf", "NaN", "-5", "1e400", "99999999999999999999d", "-1.5"] {
+        for text in [
+            "1e30",
+            "inf",
+            "-inf",
+            "NaN",
+            "-5",
+            "1e400",
+            "99999999999999999999d",
+            "-1.5",
+        ] {
             assert!(parse(text).is_err(), "{text}");
         }
         assert!(parse("36500d").is_ok());

@@ -651,8 +651,10 @@ mod tests {
     #[test]
     fn far_apart_timestamp_and_sent_at_are_refused_not_overflowed() {
         let err = normalize(
-            obj(json!({"userId": "u", "event": "A", "timestamp": "+262142-01-01",
-                       "sentAt": "0000-01-01"})),
+            obj(
+                json!({"userId": "u", "event": "A", "timestamp": "+262142-01-01",
+                       "sentAt": "0000-01-01"}),
+            ),
             Some(EventType::Track),
             &BatchDefaults::default(),
             Origin::Tracking,

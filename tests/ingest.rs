@@ -466,7 +466,11 @@ async fn webhook_signatures_are_verified() {
     let (status, body) = t
         .post_raw("/webhooks/segment", first, &[("x-signature", batch_sig)])
         .await;
-    assert_eq!((status, body["accepted"].as_u64()), (200, Some(1)), "{body}");
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
 
     // Wrong, missing, or signing a tampered body: 401, nothing stored.
     let tampered = batch.replacen("Cart Viewed", "Cart Emptied", 1);
@@ -522,10 +526,9 @@ async fn webhook_signatures_are_verified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_token_authenticates_whole_batches() {
-    let t = echo_app(
-        "[segment]\nwebhook_secret = \"test-secret\"\nwebhook_token = \"mapping-token\"",
-    )
-    .await;
+    let t =
+        echo_app("[segment]\nwebhook_secret = \"test-secret\"\nwebhook_token = \"mapping-token\"")
+            .await;
     let batch = fixture("webhook-batch.json");
     // Someone holding one signed delivery appends an event of their own.
     let mut items: Vec<Value> = serde_json::from_str(&batch).unwrap();
@@ -553,7 +556,11 @@ async fn a_webhook_token_authenticates_whole_batches() {
             &[("authorization", "Bearer mapping-token")],
         )
         .await;
-    assert_eq!((status, body["accepted"].as_u64()), (200, Some(3)), "{body}");
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (200, Some(3)),
+        "{body}"
+    );
     let runs = t.wait_run_count(3, 10).await;
     let events = handled(&runs);
     assert_eq!(events.len(), 3);

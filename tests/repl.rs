@@ -227,7 +227,7 @@ after
         "{out}"
     );
     assert!(out.ends_with("still here\n"), "{out}");
-    assert!(!out.contains("42"), "{out}");
+    assert!(!out.contains("\n42\n"), "nothing runs after :quit: {out}");
 }
 
 /// Reads a child's output on a thread and waits for text to appear in it.

@@ -238,8 +238,11 @@ async fn interactivity(
         "approve" => true,
         "reject" => false,
         other => {
-            return ApiError::bad("invalid_action", format!("unknown action {}", crate::event::quote(other)))
-                .into_response();
+            return ApiError::bad(
+                "invalid_action",
+                format!("unknown action {}", crate::event::quote(other)),
+            )
+            .into_response();
         }
     };
     let user = &payload["user"];

@@ -392,7 +392,10 @@ enum Failure {
     Transport(reqwest::Error),
     /// The response body passed the limit (its `Content-Length`, or the bytes read
     /// when the stream stopped).
-    TooLarge { bytes: u64, limit: usize },
+    TooLarge {
+        bytes: u64,
+        limit: usize,
+    },
 }
 
 impl Call<'_> {
@@ -497,11 +500,8 @@ impl Call<'_> {
                 Ok(resp) => {
                     record.status = Some(resp.status);
                     let retry = self.retries_status(resp.status);
-                    let wait = retry_after(
-                        resp.status,
-                        resp.header("retry-after"),
-                        chrono::Utc::now(),
-                    );
+                    let wait =
+                        retry_after(resp.status, resp.header("retry-after"), chrono::Utc::now());
                     (retry, wait, Ok(resp))
                 }
                 Err(Failure::TooLarge { bytes, limit }) => {
@@ -516,7 +516,12 @@ impl Call<'_> {
                     return Err(err);
                 }
                 Err(Failure::Transport(e)) => {
-                    let message = self.client.inner.redactor.redact(&describe(&e)).into_owned();
+                    let message = self
+                        .client
+                        .inner
+                        .redactor
+                        .redact(&describe(&e))
+                        .into_owned();
                     // Not even connected: nothing was sent, so sending again is safe.
                     // Anything else may have reached the service.
                     let unknown = !e.is_connect() && !self.idempotent();
@@ -614,7 +619,9 @@ impl Call<'_> {
             .headers()
             .iter()
             .map(|(k, v)| {
-                let value = red.redact(&String::from_utf8_lossy(v.as_bytes())).into_owned();
+                let value = red
+                    .redact(&String::from_utf8_lossy(v.as_bytes()))
+                    .into_owned();
                 (k.as_str().to_owned(), value)
             })
             .collect();
@@ -752,7 +759,10 @@ pub fn retry_after(
     let v = value?.trim();
     let d = if v.bytes().all(|b| b.is_ascii_digit()) && !v.is_empty() {
         v.parse::<u64>().map_or(MAX_BACKOFF, Duration::from_secs)
-    } else if let Ok(secs) = v.parse::<f64>().map(|s| if s.is_nan() { None } else { Some(s) }) {
+    } else if let Ok(secs) = v
+        .parse::<f64>()
+        .map(|s| if s.is_nan() { None } else { Some(s) })
+    {
         crate::duration::from_secs_f64(secs?.max(0.0)).unwrap_or(MAX_BACKOFF)
     } else {
         let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
@@ -813,7 +823,10 @@ mod tests {
         assert_eq!(wait(429, "NaN"), None);
         assert_eq!(wait(429, "-5"), Some(Duration::ZERO));
         assert_eq!(wait(429, "1e30"), Some(MAX_BACKOFF));
-        assert_eq!(wait(429, "Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            wait(429, "Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(wait(429, "soon"), None);
         assert_eq!(wait(200, "inf"), None);
         assert_eq!(wait(500, "1"), None);

@@ -60,7 +60,10 @@ fn park(key: String, kind: WaitKind, wake_after: Option<Duration>) -> Box<EvalAl
         ctx.park = Some(Wait {
             key,
             kind,
-            wake_at_ms: wake_after.map(|d| now.timestamp_millis().saturating_add(crate::duration::as_ms(d))),
+            wake_at_ms: wake_after.map(|d| {
+                now.timestamp_millis()
+                    .saturating_add(crate::duration::as_ms(d))
+            }),
             since_ms: now.timestamp_millis(),
             run_id: ctx.run_id,
         });

@@ -54,10 +54,7 @@ impl Cors {
             return Some(HeaderValue::from_static("*"));
         }
         let text = origin.to_str().ok()?.to_ascii_lowercase();
-        self.origins
-            .iter()
-            .any(|o| *o == text)
-            .then(|| origin.clone())
+        self.origins.contains(&text).then(|| origin.clone())
     }
 }
 
@@ -116,8 +113,10 @@ mod tests {
         assert_eq!(any.allow(&page).unwrap(), "*");
         let listed = Cors::new(&["https://Shop.example.com/".into()]);
         assert_eq!(listed.allow(&page).unwrap(), "https://shop.example.com");
-        assert!(listed
-            .allow(&HeaderValue::from_static("https://evil.example"))
-            .is_none());
+        assert!(
+            listed
+                .allow(&HeaderValue::from_static("https://evil.example"))
+                .is_none()
+        );
     }
 }

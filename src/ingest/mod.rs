@@ -51,14 +51,12 @@ pub struct IngestState {
 /// Sheds load: a request that finds every permit taken is answered 503 at once,
 /// before its body is read.
 async fn shed(State(st): State<IngestState>, req: Request, next: Next) -> Response {
-    match Arc::clone(&st.inflight).try_acquire_owned() {
-        Ok(_permit) => next.run(req).await,
-        Err(_) => {
-            st.metrics.count_shed();
-            ApiError::Overloaded("spur is at capacity: too many requests in flight".into())
-                .into_response()
-        }
-    }
+    let Ok(_permit) = Arc::clone(&st.inflight).try_acquire_owned() else {
+        st.metrics.count_shed();
+        return ApiError::Overloaded("spur is at capacity: too many requests in flight".into())
+            .into_response();
+    };
+    next.run(req).await
 }
 
 /// The ingest routes.
@@ -86,7 +84,10 @@ pub fn router(state: IngestState) -> Router {
         .route("/v1/import", post(tracking::batch))
         .layer(middleware::from_fn_with_state(state.clone(), shed))
         // Outside the shedding, so a 503 reaches a browser readable (and retried).
-        .layer(middleware::from_fn_with_state(state.cors.clone(), cors::layer));
+        .layer(middleware::from_fn_with_state(
+            state.cors.clone(),
+            cors::layer,
+        ));
     let webhooks = Router::new()
         .route("/webhooks/segment", post(webhook::segment))
         .layer(middleware::from_fn_with_state(state.clone(), shed));

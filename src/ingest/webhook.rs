@@ -144,7 +144,12 @@ fn authenticate(st: &IngestState, headers: &HeaderMap, body: &[u8]) -> Result<()
     };
     let secret = secret.expose().as_bytes();
     if let Some(sig) = header("x-segment-signature") {
-        return check_hmac(secret, sig, body, "X-Segment-Signature does not match the body");
+        return check_hmac(
+            secret,
+            sig,
+            body,
+            "X-Segment-Signature does not match the body",
+        );
     }
     let Some(sig) = header("x-signature") else {
         return Err(ApiError::Unauthorized(
@@ -200,8 +205,24 @@ mod tests {
     fn x_signature_authenticates_only_a_one_element_array() {
         let element = br#"{"a":"\u00e9 x","b":[1,2]}"#;
         let sig = sign(b"k", element);
-        assert!(check_hmac(b"k", &sig, array_inner(br#"[{"a":"\u00e9 x","b":[1,2]}]"#).unwrap(), "").is_ok());
-        assert!(check_hmac(b"k", &sig, array_inner(br#"[{"a":"\u00e9 x","b":[1,2]},{"c":3}]"#).unwrap(), "").is_err());
+        assert!(
+            check_hmac(
+                b"k",
+                &sig,
+                array_inner(br#"[{"a":"\u00e9 x","b":[1,2]}]"#).unwrap(),
+                ""
+            )
+            .is_ok()
+        );
+        assert!(
+            check_hmac(
+                b"k",
+                &sig,
+                array_inner(br#"[{"a":"\u00e9 x","b":[1,2]},{"c":3}]"#).unwrap(),
+                ""
+            )
+            .is_err()
+        );
         assert!(check_hmac(b"other", &sig, element, "").is_err());
         assert_eq!(array_inner(b"{}"), None);
         assert_eq!(array_inner(b" [ ] "), Some(&b""[..]));

@@ -303,7 +303,9 @@ impl Queue {
 
     /// How many events may wait for the writer at once before ingest is refused.
     pub fn set_max_pending_events(&self, n: usize) {
-        self.inner.max_pending_events.store(n.max(1), Ordering::Relaxed);
+        self.inner
+            .max_pending_events
+            .store(n.max(1), Ordering::Relaxed);
     }
 
     /// Installs the check consulted when a run parks (see [`SettledCheck`]).

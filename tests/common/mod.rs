@@ -41,11 +41,19 @@ pub fn fixture_json(name: &str) -> Value {
 pub struct TestAppBuilder {
     scripts: Vec<(String, String)>,
     config: String,
+    server: String,
 }
 
 impl TestAppBuilder {
     pub fn script(mut self, file: &str, source: &str) -> Self {
         self.scripts.push((file.to_owned(), source.to_owned()));
+        self
+    }
+
+    /// Extra keys of the `[server]` section (`"max_inflight_requests = 1"`).
+    pub fn server(mut self, line: &str) -> Self {
+        self.server.push_str(line);
+        self.server.push('\n');
         self
     }
 
@@ -63,7 +71,7 @@ impl TestAppBuilder {
         for (file, src) in &self.scripts {
             std::fs::write(scripts.join(file), src).unwrap();
         }
-        let text = base_config(dir.path(), &self.config);
+        let text = config_text(dir.path(), &self.server, &self.config);
         let cfg = spur::config::load_from_str(&text, None, &BTreeMap::new())
             .unwrap_or_else(|e| panic!("test config: {e}"));
         let app = App::start(cfg).await.expect("app starts");
@@ -90,8 +98,13 @@ impl TestAppBuilder {
 
 /// Config pointing at `dir` with the test admin token.
 pub fn base_config(dir: &Path, extra: &str) -> String {
+    config_text(dir, "", extra)
+}
+
+/// [`base_config`] with extra `[server]` keys.
+fn config_text(dir: &Path, server: &str, extra: &str) -> String {
     format!(
-        "[server]\ndata_dir = {:?}\nscripts_dir = {:?}\nlisten = \"127.0.0.1:0\"\nworkers = 4\n\n[admin]\ntoken = {TOKEN:?}\n\n{extra}",
+        "[server]\ndata_dir = {:?}\nscripts_dir = {:?}\nlisten = \"127.0.0.1:0\"\nworkers = 4\n{server}\n[admin]\ntoken = {TOKEN:?}\n\n{extra}",
         dir.join("data").display().to_string(),
         dir.join("scripts").display().to_string(),
     )
