@@ -192,7 +192,15 @@ async fn a_broken_lib_module_keeps_its_last_good_version() {
         .start()
         .await;
     let lib = t.dir.path().join("scripts/lib");
+    // A new directory is a change too: let its reload pass first, so the next save
+    // waits for the reload that sees the module.
+    let mut changed = t.app.scripts.subscribe();
+    changed.borrow_and_update();
     std::fs::create_dir_all(&lib).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), changed.changed())
+        .await
+        .expect("reloaded within 5 s")
+        .unwrap();
     save(
         &t,
         &lib.join("greet.rhai"),

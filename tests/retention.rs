@@ -95,3 +95,52 @@ fn run_records_older_than_the_retention_are_purged() {
             .is_empty()
     );
 }
+
+mod common;
+
+/// A dead letter's journal, decided approvals and retired script versions go with
+/// retention; a pending approval and the loaded scripts stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_covers_dead_letter_journals_and_decided_approvals() {
+    let script = r#"
+        on_track("Doomed", |e| { state::incr("n"); fail("no"); });
+        on_track("Ask", |e| { approval::ask(#{ title: `ok ${e.userId}?` }); });
+    "#;
+    let t = common::TestApp::builder()
+        .script("r.rhai", script)
+        .start()
+        .await;
+    for (user, name) in [("a", "Doomed"), ("b", "Ask"), ("c", "Ask")] {
+        t.post("/v1/track", &json!({"userId": user, "event": name}))
+            .await;
+    }
+    let runs = t
+        .wait_runs(10, |r| {
+            r.iter().any(|r| r.status == RunStatus::Failed)
+                && r.iter().filter(|r| r.status == RunStatus::Waiting).count() == 2
+        })
+        .await;
+    let dead = runs.iter().find(|r| r.status == RunStatus::Failed).unwrap();
+    assert!(!t.app.queue.journal(dead.job_id).unwrap().is_empty());
+    let (_, pending) = t.admin_get("/api/approvals?status=pending").await;
+    let first = pending["approvals"][0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = t
+        .admin_post(&format!("/api/approvals/{first}/approve"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    t.wait_runs(10, |r| r.iter().any(|r| r.status == RunStatus::Ok))
+        .await;
+
+    let later = now_ms() + 40 * 86_400_000;
+    let purged = t.app.purge_expired(later).unwrap();
+    assert_eq!(purged.dead_letters, 1, "{purged:?}");
+    assert!(
+        t.app.queue.journal(dead.job_id).unwrap().is_empty(),
+        "the dead letter's journal went with it"
+    );
+    assert_eq!(purged.approvals, 1, "the decided one: {purged:?}");
+    let left = t.app.approvals.store.list(None).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].status, spur::approval::Status::Pending);
+    assert_eq!(purged.sources, 0, "the loaded version stays");
+}

@@ -188,7 +188,7 @@ impl Default for Config {
                 data_dir: PathBuf::from(".spur"),
                 scripts_dir: PathBuf::from("scripts"),
                 workers: 16,
-                max_inflight_requests: 512,
+                max_inflight_requests: 256,
                 max_pending_events: crate::queue::DEFAULT_MAX_PENDING_EVENTS,
             },
             segment: SegmentConfig {

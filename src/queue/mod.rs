@@ -145,7 +145,7 @@ struct Inner {
 }
 
 /// Events that may wait for the writer at once, by default.
-pub const DEFAULT_MAX_PENDING_EVENTS: usize = 100_000;
+pub const DEFAULT_MAX_PENDING_EVENTS: usize = 20_000;
 
 /// Tells whether a wait is already over when its run parks (e.g. the approval was
 /// decided between its creation and the park): its result, to wake at once.

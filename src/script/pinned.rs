@@ -138,3 +138,52 @@ impl Versions {
         Some(script)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::script::loader::SourceFile;
+
+    fn set_of(engine: &rhai::Engine, text: &str) -> ScriptSet {
+        let script = compile_script(
+            engine,
+            SourceFile {
+                name: "s".into(),
+                path: "s.rhai".into(),
+                text: text.into(),
+            },
+        )
+        .unwrap();
+        ScriptSet::new(
+            vec![Arc::new(script)],
+            Arc::default(),
+            Vec::new(),
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn retired_versions_go_unless_a_job_is_pinned_to_them() {
+        let engine = rhai::Engine::new();
+        let versions = Versions::open(&Store::temporary().unwrap()).unwrap();
+        let (v1, v2, v3) = (
+            set_of(&engine, "let a = 1;"),
+            set_of(&engine, "let a = 2;"),
+            set_of(&engine, "let a = 3;"),
+        );
+        for set in [&v1, &v2, &v3] {
+            versions.remember(set).unwrap();
+        }
+        let pinned: HashSet<String> = [v2.scripts[0].hash.clone()].into();
+        let later = now_ms() + 1000;
+        assert_eq!(versions.purge(&v3, &pinned, later).unwrap(), 1);
+        assert!(versions.get(&v1.scripts[0].hash, &engine).is_none());
+        assert!(versions.get(&v2.scripts[0].hash, &engine).is_some());
+        assert!(versions.get(&v3.scripts[0].hash, &engine).is_some());
+        assert_eq!(
+            versions.purge(&v3, &pinned, now_ms() - 60_000).unwrap(),
+            0,
+            "nothing retired after the cutoff goes"
+        );
+    }
+}
