@@ -324,3 +324,50 @@ async fn a_caught_fail_does_not_decide_a_later_error() {
     );
     assert_eq!(runs[0].error.as_ref().unwrap().message, "second problem");
 }
+
+/// The worker decides by the error's type, not its text: a caught `fail("x")`
+/// followed by `throw "x"` (the same words) is a script error and retried; a caught
+/// fault thrown again keeps its kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_follow_the_type_of_the_error_not_its_text() {
+    let t = TestApp::builder()
+        .script(
+            "typed.rhai",
+            r#"
+            on_track("Same words", |e| {
+                try { fail("x"); } catch (err) { log::info(`${err.kind}: ${err.message}`); }
+                throw "failed: x";
+            });
+            on_track("Rethrown", |e| {
+                try { skip("not for us"); } catch (err) { throw err; }
+            });
+            on_track("Connector", |e| {
+                try { http::get("/x", #{ connection: "nowhere" }); } catch (err) { log::info(err.kind); throw err; }
+            });
+            "#,
+        )
+        .config("[retry]\nmax_attempts = 2\nbase_ms = 600000")
+        .start()
+        .await;
+    for (user, name) in [("a", "Same words"), ("b", "Rethrown"), ("c", "Connector")] {
+        t.post("/v1/track", &json!({"userId": user, "event": name}))
+            .await;
+    }
+    let runs = t.wait_run_count(3, 10).await;
+    let of = |name: &str| {
+        runs.iter()
+            .find(|r| r.event.as_deref() == Some(name))
+            .unwrap()
+    };
+    let same = of("Same words");
+    assert_eq!(same.logs[0].message, "fail: failed: x");
+    assert_eq!(same.status, RunStatus::Retrying, "{same:#?}");
+    assert_eq!(of("Rethrown").status, RunStatus::Skipped);
+    let connector = of("Connector");
+    assert_eq!(connector.logs[0].message, "permanent");
+    assert_eq!(
+        connector.status,
+        RunStatus::Failed,
+        "an unknown connection is not retried"
+    );
+}

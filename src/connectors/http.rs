@@ -487,11 +487,9 @@ impl Call<'_> {
                 None => per_attempt,
             };
             if timeout.is_zero() {
-                return Err(self.transport_error(
-                    "run time limit reached before the call".into(),
-                    true,
-                    false,
-                ));
+                return Err(
+                    self.transport_error("run time limit reached before the call".into(), false)
+                );
             }
             let started = Instant::now();
             let outcome = self.attempt(headers.clone(), timeout, limit).await;
@@ -533,12 +531,7 @@ impl Call<'_> {
                     } else {
                         message
                     };
-                    let retryable = e.is_connect() || e.is_timeout() || unknown;
-                    (
-                        retry,
-                        None,
-                        Err(self.transport_error(message, retryable, unknown)),
-                    )
+                    (retry, None, Err(self.transport_error(message, unknown)))
                 }
             };
             attempts.push(record);
@@ -570,12 +563,11 @@ impl Call<'_> {
             || (self.idempotent() && s >= 500 && s != 501 && s != 505 && s != 511)
     }
 
-    fn transport_error(&self, message: String, retryable: bool, unknown: bool) -> ConnectorError {
+    fn transport_error(&self, message: String, unknown: bool) -> ConnectorError {
         ConnectorError::Transport {
             method: self.method.clone(),
             url: self.redacted_url.clone(),
             message,
-            retryable,
             unknown,
             fail_on_unknown: self
                 .conn

@@ -40,12 +40,11 @@ pub enum ConnectorError {
     UnknownConnection { name: String, known: String },
     #[error("invalid request: {0}")]
     Invalid(String),
-    #[error("{method} {url}: {message}")]
+    #[error("{method} {url}: {message}{}", if *unknown && *fail_on_unknown { UNKNOWN_NOT_RESENT } else { "" })]
     Transport {
         method: String,
         url: String,
         message: String,
-        retryable: bool,
         /// The request may have reached the service (see [`CallRecord::unknown`]).
         unknown: bool,
         /// The connection says such a call is never re-sent on its own
@@ -67,6 +66,10 @@ pub enum ConnectorError {
     Rejected(String),
 }
 
+const UNKNOWN_NOT_RESENT: &str = " — the request may have reached the service (outcome \
+    unknown), and the connection has on_unknown = \"fail\", so it is not sent again on its \
+    own: check the service, then replay the dead letter to send it again";
+
 /// A service answered with an error; `message` is the service's own.
 #[derive(Debug, Clone)]
 pub struct ServiceError {
@@ -86,12 +89,21 @@ impl fmt::Display for ServiceError {
 }
 
 impl ConnectorError {
-    /// Whether trying again later might succeed.
+    /// Whether running again later might succeed: the one place that decides if a
+    /// connector error retries the run or fails it at once. Not retried: a request
+    /// the client refuses (bad URL, unknown connection, missing configuration), a
+    /// body over the limit, a service's 4xx other than 408 and 429, and an unknown
+    /// outcome on a connection with `on_unknown = "fail"`.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Transport { retryable, .. } => *retryable,
-            Self::Service(e) => e.status == 429 || e.status >= 500,
-            _ => false,
+            Self::UnknownConnection { .. } | Self::Invalid(_) | Self::TooLarge { .. } => false,
+            Self::Service(e) => e.status == 408 || e.status == 429 || e.status >= 500,
+            Self::Transport {
+                unknown,
+                fail_on_unknown,
+                ..
+            } => !(*unknown && *fail_on_unknown),
+            Self::Rejected(_) => true,
         }
     }
 }

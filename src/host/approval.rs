@@ -15,7 +15,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Map, Module, NativeCallContext};
 use serde_json::{Value, json};
 
 use super::convert::{to_dynamic, to_json, to_text};
-use super::ctx::{Signal, WaitMode, with_run};
+use super::ctx::{WaitMode, with_run};
 use super::journal;
 use super::{Host, error, placed};
 use crate::approval::{Approval, Status, slack};
@@ -240,7 +240,7 @@ pub(crate) fn require_for_call(
         .unwrap_or_default();
     let msg =
         format!("{method} {path} on connection {connection} was not approved ({by}{comment})");
-    Err(super::outcome(Signal::Fail(msg.clone()), msg))
+    Err(super::permanent(msg))
 }
 
 fn duration_of(what: &str, v: &Dynamic) -> Res<Duration> {

@@ -27,15 +27,6 @@ pub struct LogLine {
     pub message: String,
 }
 
-/// An outcome a script asked for explicitly.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Signal {
-    /// `skip("why")`: not applicable, never retried.
-    Skip(String),
-    /// `fail("why")`: permanent failure, straight to dead letters.
-    Fail(String),
-}
-
 /// How waits (approvals, sleeps, `wait_for`) behave in this run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum WaitMode {
@@ -102,9 +93,6 @@ pub struct RunCtx {
     pub dropped_logs: usize,
     pub max_logs: usize,
     pub calls: Vec<CallRecord>,
-    /// An explicit outcome and the exact error text that carried it: honoured only
-    /// if that error is what ended the run (a script may catch it and go on).
-    pub signal: Option<(Signal, String)>,
     /// Print logs and calls as they happen (`spur run`, the REPL).
     pub echo: bool,
     /// Identifies the run across retries and wake-ups (the job id); derived ids

@@ -11,6 +11,7 @@
 mod approval;
 pub mod convert;
 mod ctx;
+pub mod fault;
 mod http;
 pub mod journal;
 pub mod log;
@@ -21,11 +22,12 @@ mod util;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rhai::{Engine, EvalAltResult, NativeCallContext, Position};
+use rhai::{Engine, EvalAltResult, NativeCallContext};
 
 pub use ctx::{
-    JournalRef, LogLevel, LogLine, RunCtx, Signal, WaitMode, begin_run, end_run, in_run, with_run,
+    JournalRef, LogLevel, LogLine, RunCtx, WaitMode, begin_run, end_run, in_run, with_run,
 };
+pub use fault::HostFault;
 
 use crate::connectors::http::HttpClient;
 use crate::state::StateStore;
@@ -46,6 +48,7 @@ pub struct Host {
 
 /// Registers every host module on `engine`.
 pub fn register_all(engine: &mut Engine, host: &Arc<Host>) {
+    fault::register(engine);
     log::register(engine);
     http::register(engine, host);
     state::register(engine, host);
@@ -54,55 +57,33 @@ pub fn register_all(engine: &mut Engine, host: &Arc<Host>) {
     util::register(engine, host);
 }
 
-/// A host fault as scripts see it: a runtime error with `message`.
+/// A retryable host fault with `message` (the store, a time-out, a bad argument a
+/// new version of the script may fix).
 pub fn error(message: impl Into<String>) -> Box<EvalAltResult> {
-    Box::new(EvalAltResult::ErrorRuntime(
-        message.into().into(),
-        Position::NONE,
-    ))
+    HostFault::Retryable(message.into()).throw()
+}
+
+/// A host fault that retrying cannot fix: the run fails at once.
+pub fn permanent(message: impl Into<String>) -> Box<EvalAltResult> {
+    HostFault::Permanent(message.into()).throw()
 }
 
 /// A connector error as scripts see it (secrets redacted, prefixed with `what`).
-/// What retrying cannot fix — a request the client refuses (bad URL, unknown
-/// connection, missing configuration) or a service's 4xx other than 408/429 —
-/// fails the run at once instead of being retried for half an hour.
+/// Whether the run is retried is [`ConnectorError::is_retryable`]'s decision alone.
+///
+/// [`ConnectorError::is_retryable`]: crate::connectors::ConnectorError::is_retryable
 pub(crate) fn connector_failure(
     host: &Host,
     e: &crate::connectors::ConnectorError,
     what: Option<&str>,
 ) -> Box<EvalAltResult> {
-    use crate::connectors::ConnectorError as E;
-    let mut text = host.http.redactor().redact(&e.to_string()).into_owned();
-    let permanent = match e {
-        E::UnknownConnection { .. } | E::Invalid(_) | E::TooLarge { .. } => true,
-        E::Service(s) => (400..500).contains(&s.status) && s.status != 408 && s.status != 429,
-        E::Transport {
-            unknown: true,
-            fail_on_unknown: true,
-            ..
-        } => {
-            text.push_str(
-                " — the request may have reached the service (outcome unknown), and the \
-                 connection has on_unknown = \"fail\", so it is not sent again on its own: \
-                 check the service, then replay the dead letter to send it again",
-            );
-            true
-        }
-        E::Transport { .. } | E::Rejected(_) => false,
-    };
+    let text = host.http.redactor().redact(&e.to_string()).into_owned();
     let msg = what.map_or_else(|| text.clone(), |w| format!("{w}: {text}"));
-    if permanent {
-        outcome(Signal::Fail(msg.clone()), msg)
-    } else {
+    if e.is_retryable() {
         error(msg)
+    } else {
+        permanent(msg)
     }
-}
-
-/// An error that ends the run with `signal` (skipped or failed) if the script does
-/// not catch it.
-pub(crate) fn outcome(signal: Signal, text: String) -> Box<EvalAltResult> {
-    with_run(|ctx| ctx.signal = Some((signal, text.clone())));
-    error(text)
 }
 
 /// Places a host error at the script's call site: rhai leaves errors of

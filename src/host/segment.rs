@@ -16,7 +16,7 @@ use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Module, NativeCallContext
 use serde_json::{Value, json};
 
 use super::convert::{to_dynamic, to_json, to_text};
-use super::ctx::{LogLevel, Signal, with_run};
+use super::ctx::{LogLevel, with_run};
 use super::{Host, error, placed};
 use crate::connectors::http::{Body, Destination, OutboundRequest};
 use crate::connectors::segment::{self, TRACKING};
@@ -91,7 +91,7 @@ fn write_now(host: &Host, kind: EventType, msg: &Map, key: &str) -> Res<String> 
     )
     .map_err(|e| {
         let msg = format!("{what}: {e}");
-        super::outcome(Signal::Fail(msg.clone()), msg)
+        super::permanent(msg)
     })?;
     let message = Value::Object(event.body);
     if host.http.is_dry_run() {

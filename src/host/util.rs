@@ -9,19 +9,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::convert::{to_dynamic, to_json, to_text};
-use super::ctx::{Signal, with_run};
-use super::{Host, error, placed};
+use super::ctx::with_run;
+use super::{Host, HostFault, error, placed};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
-
-/// The message a `skip`/`fail` throws; the worker reads the signal, not this text.
-fn signal(sig: Signal) -> Box<EvalAltResult> {
-    let text = match &sig {
-        Signal::Skip(why) => format!("skipped: {why}"),
-        Signal::Fail(why) => format!("failed: {why}"),
-    };
-    super::outcome(sig, text)
-}
 
 /// A value that differs per execution (clock, random), journaled by occurrence so a
 /// re-execution sees the same one.
@@ -46,13 +37,13 @@ fn uuid_once() -> String {
 
 pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_fn("skip", |why: &str| -> Res<()> {
-        Err(signal(Signal::Skip(why.into())))
+        Err(HostFault::Skip(why.into()).throw())
     });
     engine.register_fn("skip", || -> Res<()> {
-        Err(signal(Signal::Skip(String::new())))
+        Err(HostFault::Skip(String::new()).throw())
     });
     engine.register_fn("fail", |why: &str| -> Res<()> {
-        Err(signal(Signal::Fail(why.into())))
+        Err(HostFault::Fail(why.into()).throw())
     });
     engine.register_fn("uuid", uuid_once);
 
@@ -162,7 +153,7 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
             let msg = format!(
                 "env::secret({name:?}): not allowed or not set (list it in [env] allow = [...])"
             );
-            super::outcome(Signal::Fail(msg.clone()), msg)
+            super::permanent(msg)
         });
         placed(&ctx, value)
     });

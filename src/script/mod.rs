@@ -108,6 +108,9 @@ pub fn describe_eval(err: &EvalAltResult, file: &str) -> (Position, String) {
     }
     let mut message = match cur {
         EvalAltResult::ErrorRuntime(v, _) if v.is_string() => v.to_string(),
+        EvalAltResult::ErrorRuntime(v, _) if v.is::<crate::host::HostFault>() => {
+            v.clone().cast::<crate::host::HostFault>().message()
+        }
         other => {
             let text = other.to_string();
             match (inner_pos.line(), inner_pos.position()) {

@@ -15,7 +15,7 @@ use super::WorkerDeps;
 use crate::event::format_time;
 use std::sync::Arc;
 
-use crate::host::{self, JournalRef, RunCtx, Signal};
+use crate::host::{self, HostFault, JournalRef, RunCtx};
 use crate::queue::{Lease, StoredEvent, Trigger, Wait};
 use crate::run::{RunError, RunRecord, RunStatus};
 use crate::script::{
@@ -323,23 +323,14 @@ pub fn outcome_of(
     }
     match result {
         Ok(_) => (Outcome::Ok, None),
-        Err(e) => classify(
-            &script.path.display().to_string(),
-            handler.line,
-            e,
-            ctx.signal.take(),
-        ),
+        Err(e) => classify(&script.path.display().to_string(), handler.line, e),
     }
 }
 
-/// Classifies a failed call; errors without a position (a time-out) are placed at
-/// the handler's registration line.
-fn classify(
-    file: &str,
-    handler_line: usize,
-    err: &EvalAltResult,
-    signal: Option<(Signal, String)>,
-) -> (Outcome, Option<RunError>) {
+/// Classifies a failed call by the type of what ended it (a [`HostFault`], a
+/// script's own `throw`, an engine limit); errors without a position (a time-out)
+/// are placed at the handler's registration line.
+fn classify(file: &str, handler_line: usize, err: &EvalAltResult) -> (Outcome, Option<RunError>) {
     let (pos, message) = describe_eval(err, file);
     let place = |kind: &str, message: String| RunError {
         kind: kind.into(),
@@ -348,21 +339,13 @@ fn classify(
         line: pos.line().or(Some(handler_line).filter(|l| *l > 0)),
         column: pos.position(),
     };
-    let mut inner = err;
-    while let EvalAltResult::ErrorInFunctionCall(_, _, e, _)
-    | EvalAltResult::ErrorInModule(_, e, _) = inner
-    {
-        inner = e;
-    }
-    // The explicit outcome counts only if its error is the one that ended the run.
-    let ended_by = |text: &str| matches!(inner, EvalAltResult::ErrorRuntime(v, _) if v.is_string() && v.to_string() == text);
-    match signal.filter(|(_, text)| ended_by(text)).map(|(s, _)| s) {
-        Some(Signal::Skip(why)) => return (Outcome::Skipped(why), None),
-        Some(Signal::Fail(why)) => {
+    match HostFault::of(err) {
+        Some(HostFault::Skip(why)) => return (Outcome::Skipped(why), None),
+        Some(HostFault::Fail(why) | HostFault::Permanent(why)) => {
             let e = place("failed", why.clone());
             return (Outcome::Failed(why), Some(e));
         }
-        None => {}
+        Some(HostFault::Retryable(_)) | None => {}
     }
     let mut inner = err;
     while let EvalAltResult::ErrorInFunctionCall(_, _, e, _)
