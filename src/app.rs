@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::approval::{ApprovalStore, Approvals, DecideError};
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Auth, Config, Secret};
 use crate::connectors::http::HttpClient;
 use crate::connectors::recorder::Recorder;
@@ -27,8 +28,8 @@ use crate::run::{DeadLetters, RunStore};
 use crate::schedule::{ScheduleInfo, Schedules};
 use crate::script::pinned::Versions;
 use crate::script::{EngineOptions, Live, load_dir};
-use crate::state::StateStore;
-use crate::store::{Store, now_ms};
+use crate::state::{SledState, StateStore};
+use crate::store::Store;
 use crate::worker::retry::RetryPolicy;
 use crate::worker::{WorkerDeps, WorkerPool};
 
@@ -40,7 +41,7 @@ pub struct App {
     pub scripts: Arc<Live>,
     pub runs: RunStore,
     pub dead: DeadLetters,
-    pub state: StateStore,
+    pub state: Arc<dyn StateStore>,
     pub engine: EngineOptions,
     pub admin_token: Secret,
     pub approvals: Approvals,
@@ -130,7 +131,8 @@ pub fn build_host(
         approvals: ApprovalStore::open(store)?,
         approvals_cfg: config.approvals.clone(),
         http,
-        state: StateStore::new(store),
+        state: Arc::new(SledState::open(store)?),
+        clock: Arc::clone(store.clock()),
         env,
     }))
 }
@@ -141,7 +143,15 @@ impl App {
     /// # Errors
     /// When the store cannot be opened or the host cannot be built.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Self>> {
-        let app = Self::open(config).await?;
+        Self::start_with(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`App::start`] on `clock` (tests drive a manual one).
+    ///
+    /// # Errors
+    /// As [`App::start`].
+    pub async fn start_with(config: Config, clock: SharedClock) -> anyhow::Result<Arc<Self>> {
+        let app = Self::open_with(config, clock).await?;
         app.start_workers();
         Ok(app)
     }
@@ -153,8 +163,16 @@ impl App {
     /// # Errors
     /// When the store cannot be opened or the host cannot be built.
     pub async fn open(config: Config) -> anyhow::Result<Arc<Self>> {
+        Self::open_with(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`App::open`] on `clock`.
+    ///
+    /// # Errors
+    /// As [`App::open`].
+    pub async fn open_with(config: Config, clock: SharedClock) -> anyhow::Result<Arc<Self>> {
         let data_dir = config.server.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+        let store = tokio::task::spawn_blocking(move || Store::open_with(&data_dir, clock))
             .await?
             .context("opening the store")?;
         let admin_token = match &config.admin.token {
@@ -184,7 +202,7 @@ impl App {
         queue.set_max_pending_events(config.server.max_pending_events);
         let runs = RunStore::new(&store);
         let dead = DeadLetters::new(&store);
-        let state = StateStore::new(&store);
+        let state = Arc::clone(&engine.host.state);
         let versions = Arc::new(Versions::open(&store)?);
         let metrics = Arc::new(crate::admin::metrics::Metrics::default());
         versions.remember(&scripts.get())?;
@@ -207,6 +225,7 @@ impl App {
         }));
         let timers = Timers::start(
             on_due(queue.clone(), approvals.clone()),
+            Arc::clone(store.clock()),
             tasks.child_token(),
         );
         let parked = queue.waiting_jobs()?;
@@ -243,7 +262,7 @@ impl App {
         )
         .ok();
         let mut schedules = Schedules::new(queue.clone());
-        schedules.load(&scripts.get(), chrono::Utc::now())?;
+        schedules.load(&scripts.get(), store.clock().now())?;
         let schedule_view = schedules.view();
         tokio::spawn(crate::schedule::run(
             schedules,
@@ -431,7 +450,7 @@ async fn retention_loop(app: Arc<App>) {
             _ = tick.tick() => {}
         }
         let a = Arc::clone(&app);
-        let result = tokio::task::spawn_blocking(move || a.purge_expired(now_ms())).await;
+        let result = tokio::task::spawn_blocking(move || a.purge_expired(a.store.now_ms())).await;
         match result {
             Ok(Ok(p)) if p.total() > 0 => tracing::info!(
                 runs = p.runs,

@@ -11,6 +11,7 @@ pub mod api_error;
 pub mod app;
 pub mod approval;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod connectors;
 pub mod duration;

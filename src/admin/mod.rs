@@ -32,7 +32,7 @@ pub struct AdminState {
     pub runs: RunStore,
     pub dead: DeadLetters,
     pub scripts: Arc<Live>,
-    pub state: StateStore,
+    pub state: Arc<dyn StateStore>,
     pub approvals: crate::approval::Approvals,
     pub metrics: Arc<metrics::Metrics>,
     pub schedules: Arc<parking_lot::RwLock<Vec<crate::schedule::ScheduleInfo>>>,

@@ -13,7 +13,6 @@ use super::AdminState;
 use crate::api_error::ApiError;
 use crate::queue::{Job, Trigger};
 use crate::run::{RunFilter, RunRecord, RunStatus};
-use crate::store::now_ms;
 
 pub(super) fn router() -> Router<AdminState> {
     Router::new()
@@ -158,7 +157,11 @@ async fn list_events(
         Some(s) => crate::duration::parse(s)
             .map_err(|e| ApiError::bad_field("invalid_since", "since", e))?,
     };
-    let cutoff = now_ms().saturating_sub(crate::duration::as_ms(since));
+    let cutoff = st
+        .queue
+        .store()
+        .now_ms()
+        .saturating_sub(crate::duration::as_ms(since));
     let limit = q.limit.unwrap_or(10_000).clamp(1, 100_000);
     // Streamed as it is read: the answer never sits in memory whole.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
@@ -239,7 +242,7 @@ async fn replay_dead(
     st.queue
         .journal_forget(job.id, crate::host::journal::PIN_KEY)?;
     job.attempt = 0;
-    job.not_before_ms = now_ms();
+    job.not_before_ms = st.queue.store().now_ms();
     job.created_ms = 0;
     match st.queue.enqueue(vec![job]).await {
         Ok(ids) => Ok(Json(json!({ "replayed": id, "job_id": ids.first() }))),

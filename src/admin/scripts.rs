@@ -99,10 +99,10 @@ async fn get_key(
 ) -> Result<Json<Value>, ApiError> {
     match st
         .state
-        .get_entry(&namespace(script), &key)
+        .read(&namespace(script), &key)
         .map_err(state_error)?
     {
-        Some(e) => Ok(Json(json!(e))),
+        Some(e) => Ok(Json(json!(crate::state::StateEntry::new(key, e)))),
         None => Err(ApiError::NotFound(format!("no state key {key:?}"))),
     }
 }
@@ -138,22 +138,38 @@ async fn put_key(
         }
     };
     let ns = namespace(script);
-    st.state
-        .set(&ns, &key, body.value, ttl)
+    let op = crate::state::StateOp::Set {
+        value: body.value,
+        ttl_ms: ttl.map(crate::duration::as_ms),
+    };
+    apply(&st, ns.clone(), key.clone(), op).await?;
+    let entry = st.state.read(&ns, &key).map_err(state_error)?;
+    Ok(Json(json!(
+        entry.map(|e| crate::state::StateEntry::new(key, e))
+    )))
+}
+
+/// Applies an admin change (under the key's lock, which a run may hold for a
+/// moment: off the async threads) and waits until it is durable.
+async fn apply(
+    st: &AdminState,
+    ns: String,
+    key: String,
+    op: crate::state::StateOp,
+) -> Result<Value, ApiError> {
+    let state = std::sync::Arc::clone(&st.state);
+    let result = tokio::task::spawn_blocking(move || state.apply_now(&ns, &key, &op))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(state_error)?;
     st.queue.store().sync().await?;
-    let entry = st.state.get_entry(&ns, &key).map_err(state_error)?;
-    Ok(Json(json!(entry)))
+    Ok(result)
 }
 
 async fn del_key(
     State(st): State<AdminState>,
     Path((script, key)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let deleted = st
-        .state
-        .del(&namespace(script), &key)
-        .map_err(state_error)?;
-    st.queue.store().sync().await?;
+    let deleted = apply(&st, namespace(script), key, crate::state::StateOp::Del).await?;
     Ok(Json(json!({ "deleted": deleted })))
 }

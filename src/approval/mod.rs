@@ -139,6 +139,7 @@ pub enum DecideError {
 #[derive(Clone)]
 pub struct ApprovalStore {
     tree: sled::Tree,
+    clock: crate::clock::SharedClock,
 }
 
 impl ApprovalStore {
@@ -147,6 +148,7 @@ impl ApprovalStore {
     pub fn open(store: &Store) -> Result<Self, StoreError> {
         Ok(Self {
             tree: store.tree(TREE)?,
+            clock: std::sync::Arc::clone(store.clock()),
         })
     }
 
@@ -241,6 +243,7 @@ impl ApprovalStore {
         by: &str,
         comment: Option<&str>,
     ) -> Result<Approval, DecideError> {
+        let now = self.clock.now();
         self.transition(id, |a| {
             if !a.allows(by) {
                 return Err(DecideError::NotAllowed {
@@ -255,7 +258,7 @@ impl ApprovalStore {
                 Status::Rejected
             };
             a.decided_by = Some(by.trim().to_owned());
-            a.decided_at = Some(crate::event::format_time(chrono::Utc::now()));
+            a.decided_at = Some(crate::event::format_time(now));
             a.comment = comment.filter(|c| !c.trim().is_empty()).map(str::to_owned);
             Ok(())
         })
@@ -266,9 +269,10 @@ impl ApprovalStore {
     /// # Errors
     /// As [`ApprovalStore::decide`].
     pub fn expire(&self, id: &str) -> Result<Approval, DecideError> {
+        let now = self.clock.now();
         self.transition(id, |a| {
             a.status = Status::Expired;
-            a.decided_at = Some(crate::event::format_time(chrono::Utc::now()));
+            a.decided_at = Some(crate::event::format_time(now));
             Ok(())
         })
     }

@@ -443,7 +443,9 @@ impl Outbox {
         })
     }
 
-    /// Stores `msg` durably (returns after the shared fsync). Blocking.
+    /// Queues `msg` (not flushed here: the sender flushes before it sends, so a
+    /// message leaves only once it — and everything written before it — is
+    /// durable).
     ///
     /// # Errors
     /// When the store fails.
@@ -453,7 +455,6 @@ impl Outbox {
             id_key(id),
             serde_json::to_vec(msg).expect("JSON serialises"),
         )?;
-        self.store.sync_blocking()?;
         let pending = self.pending.fetch_add(1, Ordering::AcqRel) + 1;
         if pending >= self.batch_size {
             self.wake.notify_one();
@@ -513,6 +514,12 @@ impl Outbox {
             if keys.is_empty() {
                 return Ok(());
             }
+            // The output-commit rule: these messages, and what their runs wrote
+            // before queuing them, are durable before they leave.
+            self.store
+                .sync()
+                .await
+                .map_err(|e| ConnectorError::Invalid(e.to_string()))?;
             let mut req = OutboundRequest::new(
                 Method::POST,
                 Destination::Connection {

@@ -46,11 +46,12 @@ fn echo(line: &str) {
     }
 }
 
-fn park(key: String, kind: WaitKind, wake_after: Option<Duration>) -> Box<EvalAltResult> {
-    let now = with_run(|c| c.clock_ms)
-        .flatten()
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .unwrap_or_else(chrono::Utc::now);
+fn park(
+    now: chrono::DateTime<chrono::Utc>,
+    key: String,
+    kind: WaitKind,
+    wake_after: Option<Duration>,
+) -> Box<EvalAltResult> {
     let what = match &kind {
         WaitKind::Approval { title, .. } => format!("waiting for approval: {title}"),
         WaitKind::Sleep => "sleeping".to_owned(),
@@ -102,11 +103,11 @@ pub(crate) fn ask(host: &Host, ask: Ask, key_args: &Value) -> Res<Value> {
             "approval requested: {} (answered {} by {} in a dry run)",
             ask.title, d["status"], d["by"]
         ));
-        journal::record(&key, &d)?;
+        journal::record(&key, &d);
         with_run(|c| c.decisions.push(d.clone()));
         return Ok(d);
     }
-    let now = chrono::Utc::now();
+    let now = host.clock.now();
     let expires_ms = now
         .timestamp_millis()
         .saturating_add(crate::duration::as_ms(ask.expires));
@@ -143,18 +144,21 @@ pub(crate) fn ask(host: &Host, ask: Ask, key_args: &Value) -> Res<Value> {
     if stored.status != Status::Pending {
         // Decided while this run was between executions: take the decision.
         let d = stored.decision();
-        journal::record(&key, &d)?;
+        journal::record(&key, &d);
         with_run(|c| c.decisions.push(d.clone()));
         return Ok(d);
     }
     if created && stored.channel.is_some() {
         let cfg = &host.approvals_cfg;
-        let sent = host.rt.block_on(slack::notify(
-            &host.http,
-            &cfg.slack_connection,
-            &stored,
-            cfg.public_url.as_deref(),
-        ));
+        let sent = super::outbound(
+            host,
+            slack::notify(
+                &host.http,
+                &cfg.slack_connection,
+                &stored,
+                cfg.public_url.as_deref(),
+            ),
+        )?;
         match sent {
             Ok(msg) => {
                 if let Err(e) = host.approvals.set_slack(&id, msg) {
@@ -169,6 +173,7 @@ pub(crate) fn ask(host: &Host, ask: Ask, key_args: &Value) -> Res<Value> {
     }
     let title = stored.title.clone();
     Err(park(
+        now,
         key,
         WaitKind::Approval {
             approval_id: id,
@@ -255,7 +260,7 @@ fn duration_of(what: &str, v: &Dynamic) -> Res<Duration> {
 }
 
 /// `time::sleep(duration)`.
-pub(crate) fn sleep(v: &Dynamic) -> Res<()> {
+pub(crate) fn sleep(host: &Host, v: &Dynamic) -> Res<()> {
     let d = duration_of("time::sleep", v)?;
     if !super::in_run() {
         return Err(error("time::sleep is only allowed inside a handler"));
@@ -271,12 +276,12 @@ pub(crate) fn sleep(v: &Dynamic) -> Res<()> {
         ));
         return Ok(());
     }
-    Err(park(key, WaitKind::Sleep, Some(d)))
+    Err(park(host.clock.now(), key, WaitKind::Sleep, Some(d)))
 }
 
 /// `wait_for(#{…}, timeout)`: the first event received after the call that
 /// matches every key of the filter (dotted keys reach inside), or `()`.
-fn wait_for(filter: &Map, timeout: &Dynamic) -> Res<Dynamic> {
+fn wait_for(host: &Host, filter: &Map, timeout: &Dynamic) -> Res<Dynamic> {
     let d = duration_of("wait_for", timeout)?;
     let Value::Object(filter) =
         to_json(&Dynamic::from_map(filter.clone())).map_err(|e| error(format!("wait_for: {e}")))?
@@ -306,6 +311,7 @@ fn wait_for(filter: &Map, timeout: &Dynamic) -> Res<Dynamic> {
         return Ok(Dynamic::UNIT);
     }
     Err(park(
+        host.clock.now(),
         key,
         WaitKind::Event {
             filter,
@@ -395,14 +401,16 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
         Ok(to_dynamic(&result).try_cast::<Map>().unwrap_or_default())
     });
     engine.register_static_module("approval", m.into());
+    let h = Arc::clone(host);
     engine.register_fn(
         "wait_for",
-        |ctx: NativeCallContext, filter: Map, timeout: Dynamic| {
-            placed(&ctx, wait_for(&filter, &timeout))
+        move |ctx: NativeCallContext, filter: Map, timeout: Dynamic| {
+            placed(&ctx, wait_for(&h, &filter, &timeout))
         },
     );
-    engine.register_fn("wait_for", |ctx: NativeCallContext, filter: Map| {
-        placed(&ctx, wait_for(&filter, &Dynamic::from("30d")))
+    let h = Arc::clone(host);
+    engine.register_fn("wait_for", move |ctx: NativeCallContext, filter: Map| {
+        placed(&ctx, wait_for(&h, &filter, &Dynamic::from("30d")))
     });
 }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::connectors::CallRecord;
-use crate::queue::{Queue, Wait};
+use crate::queue::Wait;
 
 /// Log levels of captured lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,44 +41,11 @@ pub enum WaitMode {
     Virtual,
 }
 
-/// The journal of one durable run: in the queue's tree (daemon), or in memory
-/// (`spur test`, which replays parked runs on its virtual clock).
-#[derive(Clone)]
+/// The journal of one durable run: its transaction on the store (daemon), or in
+/// memory (`spur test`, which replays parked runs on its virtual clock).
 pub enum JournalRef {
-    Queue { queue: Queue, job: u64 },
+    Durable(Box<crate::run::tx::RunTx>),
     Memory(std::sync::Arc<parking_lot::Mutex<HashMap<String, Value>>>),
-}
-
-impl JournalRef {
-    /// The journaled result of `key`.
-    ///
-    /// # Errors
-    /// When the store fails.
-    pub fn get(&self, key: &str) -> Result<Option<Value>, crate::queue::QueueError> {
-        match self {
-            Self::Queue { queue, job } => queue.journal_get(*job, key),
-            Self::Memory(m) => Ok(m.lock().get(key).cloned()),
-        }
-    }
-
-    /// Journals `value` under `key` (durably when asked and on disk).
-    ///
-    /// # Errors
-    /// When the store fails.
-    pub fn put(
-        &self,
-        key: &str,
-        value: &Value,
-        durable: bool,
-    ) -> Result<(), crate::queue::QueueError> {
-        match self {
-            Self::Queue { queue, job } => queue.journal_put(*job, key, value, durable),
-            Self::Memory(m) => {
-                m.lock().insert(key.to_owned(), value.clone());
-                Ok(())
-            }
-        }
-    }
 }
 
 /// What belongs to one run.
@@ -109,8 +76,6 @@ pub struct RunCtx {
     pub park: Option<Wait>,
     /// Approval decisions this execution received (shown in the run record).
     pub decisions: Vec<Value>,
-    /// A virtual clock (`spur test`): `time::now()` reads it, in Unix ms.
-    pub clock_ms: Option<i64>,
     /// The decision `approval::ask` gets at once in `WaitMode::Immediate`.
     pub auto_decision: Option<Value>,
     /// A script version to record with the first journal entry (a run pins its

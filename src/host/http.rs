@@ -257,6 +257,7 @@ pub(crate) fn call(host: &Host, mut req: OutboundRequest) -> Res<Map> {
     if matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return send(host, req).map(|v| response_dynamic(&v));
     }
+    let reach = super::journal::Reach::Outbound;
     if let Destination::Connection { name, path } = &req.destination {
         let method = req.method.as_str();
         let patterns = host.http.approval_patterns(name);
@@ -291,6 +292,7 @@ pub(crate) fn call(host: &Host, mut req: OutboundRequest) -> Res<Map> {
     let v = super::journal::effect(
         "http",
         &args,
+        reach,
         |key| {
             req.idempotency_key = Some(super::journal::idempotency_key(key));
             send(host, req)
@@ -303,7 +305,7 @@ pub(crate) fn call(host: &Host, mut req: OutboundRequest) -> Res<Map> {
 /// Sends and records; the response as JSON (`status, ok, headers, body, json`).
 fn send(host: &Host, req: OutboundRequest) -> Res<Value> {
     let deadline = crate::script::remaining().map(|d| Instant::now() + d);
-    let exchange = host.rt.block_on(host.http.send(req, deadline));
+    let exchange = super::outbound(host, host.http.send(req, deadline))?;
     echo_calls(&exchange.attempts);
     with_run(|ctx| ctx.calls.extend(exchange.attempts));
     match exchange.result {

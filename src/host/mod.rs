@@ -37,13 +37,15 @@ pub struct Host {
     /// Runtime the blocking worker threads hand async calls to.
     pub rt: tokio::runtime::Handle,
     pub http: HttpClient,
-    pub state: StateStore,
+    pub state: Arc<dyn StateStore>,
     pub segment: crate::connectors::segment::SegmentApi,
     pub outbox: Arc<crate::connectors::segment::Outbox>,
     pub approvals: crate::approval::ApprovalStore,
     pub approvals_cfg: crate::config::ApprovalsConfig,
     /// Names `env::secret(name)` may read, with their values.
     pub env: BTreeMap<String, String>,
+    /// The clock `time::now()`, waits and approvals read (the store's).
+    pub clock: crate::clock::SharedClock,
 }
 
 /// Registers every host module on `engine`.
@@ -55,6 +57,17 @@ pub fn register_all(engine: &mut Engine, host: &Arc<Host>) {
     segment::register(engine, host);
     approval::register(engine, host);
     util::register(engine, host);
+}
+
+/// Runs `call` (something that leaves the process: an HTTP request, a
+/// notification) on the async runtime from the worker's thread, after what the run
+/// wrote before it is durable (the output-commit rule).
+pub(crate) fn outbound<T>(
+    host: &Host,
+    call: impl std::future::Future<Output = T>,
+) -> Result<T, Box<EvalAltResult>> {
+    journal::before_output()?;
+    Ok(host.rt.block_on(call))
 }
 
 /// A retryable host fault with `message` (the store, a time-out, a bad argument a

@@ -56,6 +56,7 @@ fn write(host: &Host, kind: EventType, msg: &Map) -> Res<String> {
     let v = super::journal::effect(
         &format!("segment.{kind}"),
         &args,
+        super::journal::Reach::Handoff,
         |key| write_now(host, kind, msg, key).map(Value::String),
         |_| true,
     )?;
@@ -87,7 +88,7 @@ fn write_now(host: &Host, kind: EventType, msg: &Map, key: &str) -> Res<String> 
         Some(kind),
         &BatchDefaults::default(),
         Origin::Outbound,
-        super::util::now(),
+        host.clock.now(),
     )
     .map_err(|e| {
         let msg = format!("{what}: {e}");
@@ -103,7 +104,7 @@ fn write_now(host: &Host, kind: EventType, msg: &Map, key: &str) -> Res<String> 
             },
         );
         req.body = Body::Json(message);
-        let exchange = host.rt.block_on(host.http.send(req, deadline()));
+        let exchange = super::outbound(host, host.http.send(req, deadline()))?;
         super::http::echo_calls(&exchange.attempts);
         record_calls(exchange.attempts);
         exchange
@@ -136,7 +137,7 @@ where
     Fut: std::future::Future<Output = (segment::Read, Vec<CallRecord>)>,
 {
     in_run(what)?;
-    let (result, calls) = host.rt.block_on(make(&host.segment, deadline()));
+    let (result, calls) = super::outbound(host, make(&host.segment, deadline()))?;
     super::http::echo_calls(&calls);
     record_calls(calls);
     match result {
@@ -224,6 +225,7 @@ fn public(
     let v = super::journal::effect(
         "segment.public",
         &args,
+        super::journal::Reach::Outbound,
         |_| fetch().and_then(|d| to_json(&d).map_err(|e| error(format!("{what}: {e}")))),
         |_| true,
     )?;

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Module, NativeCallContext};
+use rhai::{Dynamic, Engine, EvalAltResult, Module, NativeCallContext};
 
 use serde_json::{Value, json};
 
 use super::convert::{to_dynamic, to_json, to_text};
-use super::ctx::with_run;
+use super::ctx::{JournalRef, with_run};
 use super::{Host, error, placed};
-use crate::state::SHARED;
+use crate::state::{SHARED, StateOp};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
@@ -38,12 +38,6 @@ fn json_of(what: &str, v: &Dynamic) -> Res<serde_json::Value> {
     to_json(v).map_err(|e| error(format!("{what}: {e}")))
 }
 
-/// A state write is an effect: journaled, so a re-execution of the run does not
-/// apply it twice (an `incr` returns the value it returned the first time).
-fn write(op: &str, args: Value, perform: impl FnOnce() -> Res<Value>) -> Res<Value> {
-    super::journal::effect(op, &args, |_| perform(), |_| true)
-}
-
 fn number(what: &str, v: &Dynamic) -> Res<serde_json::Number> {
     match json_of(what, v)? {
         Value::Number(n) => Ok(n),
@@ -59,36 +53,61 @@ fn optional(what: &str, v: &Dynamic) -> Res<Option<Value>> {
     }
 }
 
+/// A state change is an effect: journaled, so a re-execution of the run does not
+/// apply it twice (an `incr` returns the value it returned the first time), and
+/// committed atomically with its journal entry (`host::journal::state_change`).
+fn change(host: &Host, name: &str, shared: bool, key: &Dynamic, op: StateOp) -> Res<Value> {
+    let (ns, key) = (namespace(shared)?, to_text(key));
+    let args = match &op {
+        StateOp::Set { value, ttl_ms } => json!(["set", ns, key, value, ttl_ms]),
+        StateOp::Del => json!([ns, key]),
+        StateOp::Incr(by) => json!([ns, key, by]),
+        StateOp::Cas { old, new } => json!([ns, key, old, new]),
+    };
+    super::journal::state_change(host.state.as_ref(), name, &ns, &key, &op, &args)
+}
+
+/// The live value as the run sees it (its own uncommitted changes first).
+fn read(host: &Host, shared: bool, key: &Dynamic) -> Res<Option<Value>> {
+    let (ns, key) = (namespace(shared)?, to_text(key));
+    let own = with_run(|ctx| match &ctx.journal {
+        Some(JournalRef::Durable(tx)) => Some(tx.state_read(&ns, &key)),
+        _ => None,
+    })
+    .flatten();
+    match own {
+        Some(r) => r.map(|v| v.map(|e| e.v)).map_err(|e| error(e.to_string())),
+        None => host.state.get(&ns, &key).map_err(|e| error(e.to_string())),
+    }
+}
+
 fn module(host: &Arc<Host>, shared: bool) -> Module {
     let mut m = Module::new();
-    let st = || host.state.clone();
-    let fail = |e: crate::state::StateError| error(e.to_string());
-    let ns = move || namespace(shared);
 
-    let s = st();
+    let h = Arc::clone(host);
     m.set_native_fn("get", move |ctx: NativeCallContext, key: Dynamic| {
-        placed(&ctx, s.get(&ns()?, &to_text(&key)).map_err(fail))
-            .map(|v| v.as_ref().map_or(Dynamic::UNIT, to_dynamic))
+        placed(&ctx, read(&h, shared, &key)).map(|v| v.as_ref().map_or(Dynamic::UNIT, to_dynamic))
     });
-    let s = st();
+    let h = Arc::clone(host);
     m.set_native_fn(
         "get",
         move |ctx: NativeCallContext, key: Dynamic, default: Dynamic| {
-            placed(&ctx, s.get(&ns()?, &to_text(&key)).map_err(fail))
-                .map(|v| v.as_ref().map_or(default, to_dynamic))
+            placed(&ctx, read(&h, shared, &key)).map(|v| v.as_ref().map_or(default, to_dynamic))
         },
     );
     for with_ttl in [false, true] {
-        let s = st();
+        let h = Arc::clone(host);
         let set = move |ctx: NativeCallContext, key: Dynamic, value: Dynamic, ttl: Dynamic| {
             let r = (|| {
-                let (ns, key) = (ns()?, to_text(&key));
-                let v = json_of("state::set", &value)?;
-                let ttl = ttl_of(&ttl)?;
-                let args = json!(["set", ns, key, v, ttl.map(crate::duration::as_ms)]);
-                write("state.set", args, || {
-                    s.set(&ns, &key, v, ttl).map(|()| Value::Null).map_err(fail)
-                })
+                let value = json_of("state::set", &value)?;
+                let ttl_ms = ttl_of(&ttl)?.map(crate::duration::as_ms);
+                change(
+                    &h,
+                    "state.set",
+                    shared,
+                    &key,
+                    StateOp::Set { value, ttl_ms },
+                )
             })();
             placed(&ctx, r).map(|_| ())
         };
@@ -103,29 +122,21 @@ fn module(host: &Arc<Host>, shared: bool) -> Module {
             );
         }
     }
-    let s = st();
+    let h = Arc::clone(host);
     m.set_native_fn("del", move |ctx: NativeCallContext, key: Dynamic| {
-        let r = (|| {
-            let (ns, key) = (ns()?, to_text(&key));
-            write("state.del", json!([ns, key]), || {
-                s.del(&ns, &key).map(Value::Bool).map_err(fail)
-            })
-        })();
-        placed(&ctx, r).map(|v| v.as_bool().unwrap_or(false))
+        placed(&ctx, change(&h, "state.del", shared, &key, StateOp::Del))
+            .map(|v| v.as_bool().unwrap_or(false))
     });
     for with_by in [false, true] {
-        let s = st();
+        let h = Arc::clone(host);
         let incr = move |ctx: NativeCallContext, key: Dynamic, by: Dynamic| {
             let r = (|| {
-                let (ns, key) = (ns()?, to_text(&key));
                 let by = if by.is_unit() {
                     1.into()
                 } else {
                     number("state::incr", &by)?
                 };
-                write("state.incr", json!([ns, key, by]), || {
-                    s.incr(&ns, &key, &by).map_err(fail)
-                })
+                change(&h, "state.incr", shared, &key, StateOp::Incr(by))
             })();
             placed(&ctx, r).map(|v| to_dynamic(&v))
         };
@@ -137,33 +148,41 @@ fn module(host: &Arc<Host>, shared: bool) -> Module {
             });
         }
     }
-    let s = st();
+    let h = Arc::clone(host);
     m.set_native_fn(
         "cas",
         move |ctx: NativeCallContext, key: Dynamic, old: Dynamic, new: Dynamic| {
             let r = (|| {
-                let (ns, key) = (ns()?, to_text(&key));
                 let (old, new) = (optional("state::cas", &old)?, optional("state::cas", &new)?);
-                let args = json!([ns, key, old, new]);
-                write("state.cas", args, || {
-                    s.cas(&ns, &key, old.as_ref(), new, None)
-                        .map(Value::Bool)
-                        .map_err(fail)
-                })
+                change(&h, "state.cas", shared, &key, StateOp::Cas { old, new })
             })();
             placed(&ctx, r).map(|v| v.as_bool().unwrap_or(false))
         },
     );
-    let s = st();
+    let h = Arc::clone(host);
+    let keys = move |prefix: &str| -> Res<rhai::Array> {
+        let ns = namespace(shared)?;
+        let own = with_run(|ctx| match &ctx.journal {
+            Some(JournalRef::Durable(tx)) => {
+                Some(tx.state_keys(&ns, prefix).map_err(|e| error(e.to_string())))
+            }
+            _ => None,
+        })
+        .flatten();
+        let keys = match own {
+            Some(keys) => keys?,
+            None => h
+                .state
+                .keys(&ns, prefix)
+                .map_err(|e| error(e.to_string()))?,
+        };
+        Ok(keys.into_iter().map(Dynamic::from).collect())
+    };
+    let k = keys.clone();
     m.set_native_fn("keys", move |ctx: NativeCallContext, prefix: &str| {
-        placed(&ctx, s.keys(&ns()?, prefix).map_err(fail))
-            .map(|keys| keys.into_iter().map(Dynamic::from).collect::<Array>())
+        placed(&ctx, k(prefix))
     });
-    let s = st();
-    m.set_native_fn("keys", move |ctx: NativeCallContext| {
-        placed(&ctx, s.keys(&ns()?, "").map_err(fail))
-            .map(|keys| keys.into_iter().map(Dynamic::from).collect::<Array>())
-    });
+    m.set_native_fn("keys", move |ctx: NativeCallContext| placed(&ctx, keys("")));
     m
 }
 

@@ -9,7 +9,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::convert::{to_dynamic, to_json, to_text};
-use super::ctx::with_run;
+
 use super::{Host, HostFault, error, placed};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
@@ -18,14 +18,6 @@ type Res<T> = Result<T, Box<EvalAltResult>>;
 /// re-execution sees the same one.
 fn once(op: &str, make: impl FnOnce() -> serde_json::Value) -> Res<serde_json::Value> {
     super::journal::value(op, make)
-}
-
-/// The run's clock: virtual in `spur test`, else the system's.
-pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
-    with_run(|c| c.clock_ms)
-        .flatten()
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .unwrap_or_else(chrono::Utc::now)
 }
 
 fn uuid_once() -> String {
@@ -88,16 +80,19 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_static_module("json", json.into());
 
     let mut time = Module::new();
-    time.set_native_fn("now", || {
-        let v = once("time.now", || json!(crate::event::format_time(now())))?;
+    let clock = Arc::clone(&host.clock);
+    time.set_native_fn("now", move || {
+        let v = once("time.now", || json!(crate::event::format_time(clock.now())))?;
         Ok(v.as_str().unwrap_or_default().to_owned())
     });
-    time.set_native_fn("unix_ms", || {
-        let v = once("time.unix_ms", || json!(now().timestamp_millis()))?;
+    let clock = Arc::clone(&host.clock);
+    time.set_native_fn("unix_ms", move || {
+        let v = once("time.unix_ms", || json!(clock.now_ms()))?;
         Ok(v.as_i64().unwrap_or_default())
     });
-    time.set_native_fn("sleep", |ctx: NativeCallContext, d: Dynamic| {
-        placed(&ctx, super::approval::sleep(&d))
+    let h = Arc::clone(host);
+    time.set_native_fn("sleep", move |ctx: NativeCallContext, d: Dynamic| {
+        placed(&ctx, super::approval::sleep(&h, &d))
     });
     time.set_native_fn("parse", |ctx: NativeCallContext, text: &str| {
         let parsed = crate::event::parse_time(text)

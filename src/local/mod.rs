@@ -141,8 +141,8 @@ impl LocalRun {
 #[derive(Default, Clone)]
 pub struct RunOpts {
     pub wait_mode: WaitMode,
-    pub journal: Option<JournalRef>,
-    pub clock_ms: Option<i64>,
+    /// An in-memory journal (`spur test`); `None` runs effects directly.
+    pub journal: Option<Arc<parking_lot::Mutex<std::collections::HashMap<String, Value>>>>,
     pub auto_decision: Option<Value>,
     pub run_key: Option<String>,
 }
@@ -165,12 +165,25 @@ impl Local {
     /// # Errors
     /// When the runtime, store or host cannot be built.
     pub fn new(config: &Config, live: bool, echo: bool) -> anyhow::Result<Self> {
+        Self::with_clock(config, live, echo, Arc::new(crate::clock::SystemClock))
+    }
+
+    /// [`Local::new`] on `clock` (`spur test`'s virtual one).
+    ///
+    /// # Errors
+    /// When the runtime, store or host cannot be built.
+    pub fn with_clock(
+        config: &Config,
+        live: bool,
+        echo: bool,
+        clock: crate::clock::SharedClock,
+    ) -> anyhow::Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        let store = Store::temporary().context("creating the in-memory store")?;
+        let store = Store::temporary_with(clock).context("creating the in-memory store")?;
         let recorder = (!live).then(|| Arc::new(Recorder::new()));
         let host = crate::app::build_host(config, &store, recorder.clone(), rt.handle().clone())?;
         Ok(Self {
@@ -291,8 +304,7 @@ impl Local {
         } else {
             opts.wait_mode
         };
-        ctx.journal = opts.journal;
-        ctx.clock_ms = opts.clock_ms;
+        ctx.journal = opts.journal.map(JournalRef::Memory);
         ctx.auto_decision = opts.auto_decision;
         if let Some(r) = &self.recorder {
             r.take_calls();

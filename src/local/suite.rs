@@ -28,11 +28,12 @@ use rhai::{AST, Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, Module, Nativ
 use serde_json::{Value, json};
 
 use super::{Local, LocalRun, RunOpts};
+use crate::clock::{Clock as _, ManualClock};
 use crate::config::Config;
 use crate::connectors::recorder::{RecordedCall, Stub, glob_match};
 use crate::event::{BatchDefaults, Origin, normalize};
 use crate::host::convert::{to_dynamic, to_json};
-use crate::host::{JournalRef, WaitMode, placed};
+use crate::host::{WaitMode, placed};
 use crate::queue::{WaitKind, wait_matches};
 use crate::schedule::cron::Schedule;
 use crate::script::{HandlerKind, ScriptError, ScriptSet, build_engine, describe_eval};
@@ -66,7 +67,8 @@ struct Parked {
 /// The state of the test being run (thread-local while it runs).
 struct TestCtx {
     local: Local,
-    clock_ms: i64,
+    /// The virtual clock every host call of the test reads.
+    clock: Arc<ManualClock>,
     parked: Vec<Parked>,
     calls: Vec<RecordedCall>,
     auto_decision: Option<Value>,
@@ -176,10 +178,11 @@ fn run_file(
     };
     drop(first);
     for (name, f) in tests {
-        let local = Local::new(config, false, false)?;
-        let mut local = local;
+        let start = crate::event::parse_time(CLOCK_START).unwrap_or_default();
+        let clock = ManualClock::at(start);
+        let mut local = Local::with_clock(config, false, false, clock.clone())?;
         local.set = Arc::clone(&set);
-        let result = run_test(local, &engine, &ast, &f);
+        let result = run_test(local, clock, &engine, &ast, &f);
         match result {
             Ok(()) => {
                 writeln!(out, "test {name} ... ok")?;
@@ -200,12 +203,17 @@ fn run_file(
     Ok(())
 }
 
-fn run_test(local: Local, engine: &Engine, ast: &AST, f: &FnPtr) -> Res<()> {
-    let start = crate::event::parse_time(CLOCK_START).map_or(0, |t| t.timestamp_millis());
+fn run_test(
+    local: Local,
+    clock: Arc<ManualClock>,
+    engine: &Engine,
+    ast: &AST,
+    f: &FnPtr,
+) -> Res<()> {
     CURRENT.with(|c| {
         *c.borrow_mut() = Some(TestCtx {
             local,
-            clock_ms: start,
+            clock,
             parked: Vec::new(),
             calls: Vec::new(),
             auto_decision: None,
@@ -231,8 +239,7 @@ fn opts_for(
 ) -> RunOpts {
     RunOpts {
         wait_mode: WaitMode::Virtual,
-        journal: Some(JournalRef::Memory(journal)),
-        clock_ms: Some(t.clock_ms),
+        journal: Some(journal),
         auto_decision: t.auto_decision.clone(),
         run_key: Some(run_key),
     }
@@ -287,7 +294,7 @@ fn fire(event: &Map) -> Res<Array> {
         unreachable!("a map converts to a JSON object");
     };
     with_test(|t| {
-        let now = chrono::DateTime::from_timestamp_millis(t.clock_ms).unwrap_or_default();
+        let now = t.clock.now();
         let origin = if body.contains_key("receivedAt") {
             Origin::Delivered
         } else {
@@ -325,11 +332,11 @@ fn fire(event: &Map) -> Res<Array> {
 
 fn advance(by_ms: i64) -> Res<Array> {
     with_test(|t| {
-        let end = t.clock_ms + by_ms;
+        let end = t.clock.now_ms().saturating_add(by_ms);
         let mut runs = Vec::new();
         loop {
             // The earliest thing due in (now, end]: a schedule tick or a parked wake-up.
-            let now = chrono::DateTime::from_timestamp_millis(t.clock_ms).unwrap_or_default();
+            let now = t.clock.now();
             let mut next_tick: Option<(i64, String, String, String)> = None;
             for s in &t.local.set.scripts {
                 for h in &s.handlers {
@@ -354,12 +361,12 @@ fn advance(by_ms: i64) -> Res<Array> {
                 .min();
             match (next_tick, next_wake) {
                 (Some((at, script, handler, expr)), wake) if wake.is_none_or(|(w, _)| at <= w) => {
-                    t.clock_ms = at.max(t.clock_ms);
+                    t.clock.set_ms(at.max(t.clock.now_ms()));
                     let args = tick_args(&script, &expr, at);
                     runs.extend(run_one(t, &script, &handler, args, None));
                 }
                 (_, Some((w, i))) => {
-                    t.clock_ms = w.max(t.clock_ms);
+                    t.clock.set_ms(w.max(t.clock.now_ms()));
                     let p = t.parked.remove(i);
                     runs.extend(wake(t, p, Value::Null));
                 }
@@ -367,7 +374,7 @@ fn advance(by_ms: i64) -> Res<Array> {
                 (Some(_), None) => unreachable!("covered by the first arm"),
             }
         }
-        t.clock_ms = end;
+        t.clock.set_ms(end);
         runs.iter().map(LocalRun::to_dynamic).collect()
     })
 }
@@ -471,17 +478,13 @@ fn register(engine: &mut Engine) {
     clock.set_native_fn("set", |ctx: NativeCallContext, at: &str| {
         let set = crate::event::parse_time(at)
             .ok_or_else(|| format!("clock::set: {at:?} is not an ISO-8601 time").into())
-            .and_then(|t| with_test(|c| c.clock_ms = t.timestamp_millis()));
+            .and_then(|t| with_test(|c| c.clock.set_ms(t.timestamp_millis())));
         placed(&ctx, set)
     });
     clock.set_native_fn("now", |ctx: NativeCallContext| {
         placed(
             &ctx,
-            with_test(|c| {
-                chrono::DateTime::from_timestamp_millis(c.clock_ms)
-                    .map(crate::event::format_time)
-                    .unwrap_or_default()
-            }),
+            with_test(|c| crate::event::format_time(c.clock.now())),
         )
     });
     engine.register_static_module("clock", clock.into());

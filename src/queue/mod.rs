@@ -11,6 +11,13 @@
 //! | `d` + generation (u32 BE) + messageId | seq |
 //! | `j` + job id (u64 BE) | the [`Job`] as JSON (with its [`Wait`] while parked) |
 //! | `r` + job id + effect key | the effect's journaled result (JSON) |
+//! | `s` `c` + script + `\0` + handler key | a schedule's [`ScheduleState`] |
+//! | `v` + namespace + `\0` + key | a state value (`state/sled.rs`) |
+//!
+//! A run's own writes (state changes, journal entries) are [`RunWrites`], applied
+//! in one batch with its settle ([`Queue::settle`]) or park, or before an output
+//! ([`Queue::commit`]); no worker flushes: [`Store::sync`] waits for the shared
+//! flusher.
 //!
 //! Writes that decide what runs next go through one writer thread (`writer.rs`):
 //! accepting events (dedup, dispatch to handlers, matching parked `wait_for`s),
@@ -26,6 +33,7 @@ mod job;
 mod scheduler;
 mod waits;
 mod writer;
+mod writes;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -37,9 +45,10 @@ use serde_json::{Map, Value};
 pub use job::{Job, Lease, StoredEvent, Target, Trigger, Wait, WaitKind};
 pub use scheduler::SchedulerStats;
 pub use waits::matches as wait_matches;
+pub use writes::{RunWrites, StateWrite};
 
 use crate::event::Event;
-use crate::store::{Store, StoreError, id_key, key_id, now_ms};
+use crate::store::{Store, StoreError, id_key, key_id};
 use scheduler::Scheduler;
 use writer::WriteCmd;
 
@@ -47,8 +56,7 @@ const EVENT: u8 = b'e';
 const DEDUP: u8 = b'd';
 const JOB: u8 = b'j';
 const JOURNAL: u8 = b'r';
-/// Prefix of keys other modules keep in the queue tree (schedule state).
-pub const OWNED: u8 = b's';
+const SCHEDULE: [u8; 2] = [b's', b'c'];
 const META_DEDUP_GEN: &[u8] = b"dedup_generation";
 const META_DEDUP_ROTATED: &[u8] = b"dedup_rotated_ms";
 const DEDUP_GENERATION_MS: i64 = 24 * 3600 * 1000;
@@ -115,6 +123,16 @@ pub struct IngestReceipt {
     pub duplicates: Vec<usize>,
 }
 
+/// Where a schedule stands, kept per script and handler key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScheduleState {
+    pub expr: String,
+    /// The next tick (`i64::MAX`: never).
+    pub next_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ms: Option<i64>,
+}
+
 /// How a leased job ends.
 #[derive(Debug, Clone, Copy)]
 pub enum Settle {
@@ -170,13 +188,13 @@ impl Queue {
             .map_err(StoreError::from)?
             .is_none()
         {
-            meta.insert(META_DEDUP_ROTATED, &now_ms().to_be_bytes())
+            meta.insert(META_DEDUP_ROTATED, &store.now_ms().to_be_bytes())
                 .map_err(StoreError::from)?;
         }
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
+            sched: Scheduler::new(Arc::clone(store.clock())),
             store,
-            sched: Scheduler::default(),
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(None),
             dedup_gen: AtomicU32::new(generation),
@@ -253,24 +271,10 @@ impl Queue {
     /// # Errors
     /// When the store fails or the queue is shut down.
     pub async fn enqueue(&self, jobs: Vec<Job>) -> Result<Vec<u64>, QueueError> {
-        self.enqueue_with(jobs, Vec::new()).await
-    }
-
-    /// [`Queue::enqueue`], writing `extra` keys of the queue tree in the same atomic
-    /// batch (a schedule's next fire time with its tick's job: never one without the
-    /// other, so a tick never fires twice).
-    ///
-    /// # Errors
-    /// When the store fails or the queue is shut down.
-    pub async fn enqueue_with(
-        &self,
-        jobs: Vec<Job>,
-        extra: Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> Result<Vec<u64>, QueueError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(WriteCmd::Enqueue {
             jobs,
-            extra,
+            extra: Vec::new(),
             reply: Box::new(move |r| {
                 let _ = tx.send(r);
             }),
@@ -278,16 +282,82 @@ impl Queue {
         rx.await.map_err(|_| QueueError::Closed)?
     }
 
-    /// [`Queue::enqueue`] for blocking threads.
+    /// Queues a schedule's tick (`job`, if it fires) and stores the schedule's new
+    /// state in the same atomic batch: never one without the other, so a tick never
+    /// fires twice. Returns once durable.
     ///
     /// # Errors
     /// When the store fails or the queue is shut down.
-    pub fn enqueue_blocking(&self, jobs: Vec<Job>) -> Result<Vec<u64>, QueueError> {
-        self.blocking(|reply| WriteCmd::Enqueue {
-            jobs,
-            extra: Vec::new(),
-            reply,
-        })
+    pub async fn tick(
+        &self,
+        script: &str,
+        handler: &str,
+        job: Option<Job>,
+        state: &ScheduleState,
+    ) -> Result<(), QueueError> {
+        let extra = vec![(
+            schedule_key(script, handler),
+            serde_json::to_vec(state).expect("a schedule state serialises"),
+        )];
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(WriteCmd::Enqueue {
+            jobs: job.into_iter().collect(),
+            extra,
+            reply: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })?;
+        rx.await.map_err(|_| QueueError::Closed)?.map(|_| ())
+    }
+
+    /// The stored state of every schedule, by script and handler key.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn schedule_states(
+        &self,
+    ) -> Result<std::collections::HashMap<(String, String), ScheduleState>, QueueError> {
+        let mut out = std::collections::HashMap::new();
+        for item in self.inner.store.queue_tree().scan_prefix(SCHEDULE) {
+            let (k, v) = item?;
+            let rest = String::from_utf8_lossy(&k[SCHEDULE.len()..]).into_owned();
+            let Some((script, handler)) = rest.split_once('\0') else {
+                continue;
+            };
+            if let Ok(state) = serde_json::from_slice(&v) {
+                out.insert((script.to_owned(), handler.to_owned()), state);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores one schedule's state (no job fires with it).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn put_schedule_state(
+        &self,
+        script: &str,
+        handler: &str,
+        state: &ScheduleState,
+    ) -> Result<(), QueueError> {
+        self.inner.store.queue_tree().insert(
+            schedule_key(script, handler),
+            serde_json::to_vec(state).expect("a schedule state serialises"),
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the state of schedules that are gone.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn remove_schedule_state(&self, script: &str, handler: &str) -> Result<(), QueueError> {
+        self.inner
+            .store
+            .queue_tree()
+            .remove(schedule_key(script, handler))?;
+        Ok(())
     }
 
     fn blocking<T: Send + 'static>(
@@ -318,47 +388,83 @@ impl Queue {
         self.inner.sched.lease()
     }
 
-    /// Ends a leased job's execution and frees its user's line.
+    /// Ends a leased job's execution and frees its user's line, committing the
+    /// run's `writes` in the same atomic batch. A finished run's journal entries are
+    /// not written (nothing will replay them); with `journal_on_disk` (an earlier
+    /// execution may have written some), its stored journal is cleared too. Not
+    /// flushed here: the shared flusher does it.
     ///
     /// # Errors
     /// When the store fails; the user's line is released regardless.
-    pub fn settle(&self, lease: &Lease, settle: Settle) -> Result<(), QueueError> {
+    pub fn settle(
+        &self,
+        lease: &Lease,
+        settle: Settle,
+        writes: &RunWrites,
+        journal_on_disk: bool,
+    ) -> Result<(), QueueError> {
         let tree = self.inner.store.queue_tree();
-        let key = job_key(lease.job.id);
-        let result = match settle {
-            Settle::Done { keep_journal } => tree.remove(key).map(|_| ()).and_then(|()| {
-                if keep_journal {
-                    Ok(())
-                } else {
-                    self.clear_journal(lease.job.id)
+        let id = lease.job.id;
+        let mut batch = sled::Batch::default();
+        let result = (|| {
+            match settle {
+                Settle::Done { keep_journal } => {
+                    put_writes(&mut batch, id, writes, keep_journal)?;
+                    batch.remove(&job_key(id));
+                    if !keep_journal && journal_on_disk {
+                        for k in tree.scan_prefix(journal_prefix(id)).keys() {
+                            batch.remove(k?);
+                        }
+                    }
+                    tree.apply_batch(batch)?;
                 }
-            }),
-            Settle::Retry { at_ms } => {
-                let mut job = lease.job.clone();
-                job.attempt += 1;
-                job.not_before_ms = at_ms;
-                let bytes = serde_json::to_vec(&job).expect("a Job always serialises");
-                let r = tree.insert(key, bytes).map(|_| ());
-                self.inner.sched.push_all([Lease {
-                    job,
-                    event: lease.event.clone(),
-                }]);
-                r
+                Settle::Retry { at_ms } => {
+                    put_writes(&mut batch, id, writes, true)?;
+                    let mut job = lease.job.clone();
+                    job.attempt += 1;
+                    job.not_before_ms = at_ms;
+                    let bytes = serde_json::to_vec(&job).expect("a Job always serialises");
+                    batch.insert(&job_key(id), bytes);
+                    tree.apply_batch(batch)?;
+                    self.inner.sched.push_all([Lease {
+                        job,
+                        event: lease.event.clone(),
+                    }]);
+                }
             }
-        };
+            Ok(())
+        })();
         self.inner.sched.done(lease.job.user.as_deref());
-        result.map_err(|e| QueueError::Store(e.into()))
+        result
     }
 
-    /// Parks a leased run until its `job.waiting` is resolved; frees its user's
-    /// line. Blocking; returns once the parked state is durable.
+    /// Commits a run's `writes` now, in one atomic batch (before an output, or to
+    /// free a state key another run waits for). Not flushed here: [`Store::sync`]
+    /// waits for the shared flusher when the caller needs it durable.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn commit(&self, job: u64, writes: &RunWrites) -> Result<(), QueueError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        put_writes(&mut batch, job, writes, true)?;
+        self.inner.store.queue_tree().apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Parks a leased run until its `job.waiting` is resolved, committing `writes`
+    /// with it; frees its user's line. Blocking; returns once the parked state is
+    /// durable.
     ///
     /// # Errors
     /// When the store fails or the queue is shut down.
-    pub fn park(&self, lease: &Lease, job: Job) -> Result<(), QueueError> {
+    pub fn park(&self, lease: &Lease, job: Job, writes: RunWrites) -> Result<(), QueueError> {
         debug_assert!(job.waiting.is_some(), "parking needs a wait");
         let result = self.blocking(|reply| WriteCmd::Park {
             job: Box::new(job),
+            writes,
             reply,
         });
         self.inner.sched.done(lease.job.user.as_deref());
@@ -421,29 +527,6 @@ impl Queue {
             .and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
-    /// Journals `job`'s effect `key`; with `durable`, waits until it is on disk
-    /// (shared fsync, which also covers every entry journaled before). Blocking.
-    ///
-    /// # Errors
-    /// When the store fails.
-    pub fn journal_put(
-        &self,
-        job: u64,
-        key: &str,
-        value: &Value,
-        durable: bool,
-    ) -> Result<(), QueueError> {
-        let bytes = serde_json::to_vec(value).expect("a JSON value always serialises");
-        self.inner
-            .store
-            .queue_tree()
-            .insert(journal_key(job, key), bytes)?;
-        if durable {
-            self.inner.store.sync_blocking()?;
-        }
-        Ok(())
-    }
-
     /// Forgets one journal entry of `job`.
     ///
     /// # Errors
@@ -486,13 +569,11 @@ impl Queue {
         Ok(out)
     }
 
-    /// Forgets `job`'s journal (it finished).
+    /// Forgets `job`'s journal.
     fn clear_journal(&self, job: u64) -> Result<(), sled::Error> {
         let tree = self.inner.store.queue_tree();
-        let mut prefix = vec![JOURNAL];
-        prefix.extend_from_slice(&id_key(job));
         let mut batch = sled::Batch::default();
-        for k in tree.scan_prefix(&prefix).keys() {
+        for k in tree.scan_prefix(journal_prefix(job)).keys() {
             batch.remove(k?);
         }
         tree.apply_batch(batch)
@@ -504,10 +585,9 @@ impl Queue {
     /// When the store fails.
     pub fn journal(&self, job: u64) -> Result<Vec<(String, Value)>, QueueError> {
         let tree = self.inner.store.queue_tree();
-        let mut prefix = vec![JOURNAL];
-        prefix.extend_from_slice(&id_key(job));
+        let prefix = journal_prefix(job);
         let mut out = Vec::new();
-        for item in tree.scan_prefix(&prefix) {
+        for item in tree.scan_prefix(prefix) {
             let (k, v) = item?;
             let key = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
             out.push((key, serde_json::from_slice(&v).unwrap_or(Value::Null)));
@@ -540,7 +620,7 @@ impl Queue {
     pub async fn append_event(&self, body: Map<String, Value>) -> Result<u64, QueueError> {
         let store = &self.inner.store;
         let seq = store.next_id()?;
-        let mut bytes = now_ms().to_be_bytes().to_vec();
+        let mut bytes = store.now_ms().to_be_bytes().to_vec();
         serde_json::to_writer(&mut bytes, &body).expect("a JSON map always serialises");
         store
             .queue_tree()
@@ -702,6 +782,47 @@ fn job_key(id: u64) -> [u8; 9] {
     let mut k = [JOB; 9];
     k[1..].copy_from_slice(&id_key(id));
     k
+}
+
+fn journal_prefix(job: u64) -> [u8; 9] {
+    let mut k = [JOURNAL; 9];
+    k[1..].copy_from_slice(&id_key(job));
+    k
+}
+
+fn schedule_key(script: &str, handler: &str) -> Vec<u8> {
+    let mut k = SCHEDULE.to_vec();
+    k.extend_from_slice(script.as_bytes());
+    k.push(0);
+    k.extend_from_slice(handler.as_bytes());
+    k
+}
+
+/// Adds `writes` of `job` to `batch`: its state changes, and its journal entries
+/// when `journal` (a run that finishes now does not need them).
+fn put_writes(
+    batch: &mut sled::Batch,
+    job: u64,
+    writes: &RunWrites,
+    journal: bool,
+) -> Result<(), QueueError> {
+    for w in &writes.state {
+        let key =
+            crate::state::sled_key(&w.ns, &w.key).map_err(|e| QueueError::Write(e.to_string()))?;
+        match &w.value {
+            Some(v) => batch.insert(key, crate::state::sled_value(v)),
+            None => batch.remove(key),
+        }
+    }
+    if journal {
+        for (k, v) in &writes.journal {
+            batch.insert(
+                journal_key(job, k),
+                serde_json::to_vec(v).expect("a JSON value always serialises"),
+            );
+        }
+    }
+    Ok(())
 }
 
 fn journal_key(job: u64, key: &str) -> Vec<u8> {

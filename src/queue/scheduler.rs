@@ -9,20 +9,24 @@
 //!   not hold up the user's next job.
 //!
 //! Workers are OS threads; they block on a condvar, woken by pushes and by the
-//! next delayed job's due time.
+//! next delayed job's due time on the clock (a manual clock wakes them when it is
+//! advanced).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
 use super::job::Lease;
-use crate::store::now_ms;
+use crate::clock::SharedClock;
 
-#[derive(Default)]
 pub(super) struct Scheduler {
+    shared: Arc<Shared>,
+    clock: SharedClock,
+}
+
+struct Shared {
     inner: Mutex<Inner>,
     wake: Condvar,
 }
@@ -49,11 +53,28 @@ pub struct SchedulerStats {
 }
 
 impl Scheduler {
+    pub(super) fn new(clock: SharedClock) -> Self {
+        let shared = Arc::new(Shared {
+            inner: Mutex::default(),
+            wake: Condvar::new(),
+        });
+        let weak = Arc::downgrade(&shared);
+        clock.on_advance(Box::new(move || {
+            if let Some(s) = weak.upgrade() {
+                // Under the lock: a worker is either before its look at the clock
+                // or already waiting, never in between (no lost wake-up).
+                let _held = s.inner.lock();
+                s.wake.notify_all();
+            }
+        }));
+        Self { shared, clock }
+    }
+
     pub(super) fn push_all(&self, leases: impl IntoIterator<Item = Lease>) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut n = 0;
         {
-            let mut inner = self.inner.lock();
+            let mut inner = self.shared.inner.lock();
             for lease in leases {
                 inner.push(lease, now);
                 n += 1;
@@ -62,40 +83,42 @@ impl Scheduler {
         match n {
             0 => {}
             1 => {
-                self.wake.notify_one();
+                self.shared.wake.notify_one();
             }
             _ => {
-                self.wake.notify_all();
+                self.shared.wake.notify_all();
             }
         }
     }
 
     /// Blocks until a job is ready; `None` once shut down.
     pub(super) fn lease(&self) -> Option<Lease> {
-        let mut inner = self.inner.lock();
+        let mut inner = self.shared.inner.lock();
         loop {
             if inner.shutdown {
                 return None;
             }
-            let now = now_ms();
+            let now = self.clock.now_ms();
             inner.promote_due(now);
             if let Some(lease) = inner.take_next() {
                 inner.in_flight += 1;
                 return Some(lease);
             }
-            match inner.delayed.peek() {
-                Some(Reverse((due, _))) => {
-                    let wait = Duration::from_millis((*due - now).max(1) as u64);
-                    self.wake.wait_for(&mut inner, wait);
+            let due = inner.delayed.peek().map(|Reverse((due, _))| *due);
+            match due.and_then(|due| self.clock.blocking_wait(due)) {
+                Some(wait) => {
+                    self.shared
+                        .wake
+                        .wait_for(&mut inner, wait.max(std::time::Duration::from_millis(1)));
                 }
-                None => self.wake.wait(&mut inner),
+                None => self.shared.wake.wait(&mut inner),
             }
         }
     }
 
     /// Marks a leased job finished, releasing its user's line.
     pub(super) fn done(&self, user: Option<&str>) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.shared.inner.lock();
         inner.in_flight = inner.in_flight.saturating_sub(1);
         if let Some(u) = user
             && let Some(key) = inner.running.take(u)
@@ -103,17 +126,17 @@ impl Scheduler {
         {
             inner.ready.push_back(key);
             drop(inner);
-            self.wake.notify_one();
+            self.shared.wake.notify_one();
         }
     }
 
     pub(super) fn shutdown(&self) {
-        self.inner.lock().shutdown = true;
-        self.wake.notify_all();
+        self.shared.inner.lock().shutdown = true;
+        self.shared.wake.notify_all();
     }
 
     pub(super) fn stats(&self) -> SchedulerStats {
-        let inner = self.inner.lock();
+        let inner = self.shared.inner.lock();
         SchedulerStats {
             queued: inner.free.len() + inner.lines.values().map(VecDeque::len).sum::<usize>(),
             delayed: inner.delayed_jobs.len(),
@@ -189,7 +212,12 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{Clock as _, ManualClock, SystemClock};
     use crate::queue::job::{Job, Trigger};
+
+    fn scheduler() -> Scheduler {
+        Scheduler::new(Arc::new(SystemClock))
+    }
 
     fn lease(id: u64, user: Option<&str>, not_before_ms: i64) -> Lease {
         Lease {
@@ -212,7 +240,7 @@ mod tests {
 
     #[test]
     fn one_user_runs_in_order_and_never_overlaps() {
-        let s = Scheduler::default();
+        let s = scheduler();
         s.push_all([
             lease(1, Some("u"), 0),
             lease(2, Some("u"), 0),
@@ -232,9 +260,9 @@ mod tests {
 
     #[test]
     fn delayed_job_does_not_block_the_users_next_job() {
-        let s = Scheduler::default();
+        let s = scheduler();
         s.push_all([
-            lease(1, Some("u"), now_ms() + 60_000),
+            lease(1, Some("u"), SystemClock.now_ms() + 60_000),
             lease(2, Some("u"), 0),
         ]);
         assert_eq!(s.lease().unwrap().job.id, 2);
@@ -243,15 +271,27 @@ mod tests {
 
     #[test]
     fn due_delayed_job_is_promoted_without_a_push() {
-        let s = Arc::new(Scheduler::default());
-        s.push_all([lease(7, None, now_ms() + 30)]);
+        let s = Arc::new(scheduler());
+        s.push_all([lease(7, None, SystemClock.now_ms() + 30)]);
         let got = s.lease().unwrap();
         assert_eq!(got.job.id, 7);
     }
 
     #[test]
+    fn on_a_manual_clock_a_delayed_job_waits_until_the_clock_is_advanced() {
+        let clock = ManualClock::starting_now();
+        let s = Arc::new(Scheduler::new(clock.clone()));
+        s.push_all([lease(9, None, clock.now_ms() + 60_000)]);
+        let s2 = Arc::clone(&s);
+        let worker = std::thread::spawn(move || s2.lease().map(|l| l.job.id));
+        assert_eq!(s.stats().delayed, 1);
+        clock.advance(std::time::Duration::from_secs(61));
+        assert_eq!(worker.join().unwrap(), Some(9));
+    }
+
+    #[test]
     fn shutdown_wakes_waiting_workers() {
-        let s = Arc::new(Scheduler::default());
+        let s = Arc::new(scheduler());
         let s2 = Arc::clone(&s);
         let t = std::thread::spawn(move || s2.lease().is_none());
         s.shutdown();

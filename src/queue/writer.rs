@@ -17,10 +17,10 @@ use serde_json::Value;
 use super::waits::WaitIndex;
 use super::{
     DEDUP_GENERATION_MS, Dispatch, IngestReceipt, Inner, Job, Lease, META_DEDUP_GEN,
-    META_DEDUP_ROTATED, PreparedEvent, QueueError, Reply, StoredEvent, Trigger, WaitKind,
-    decode_job, dedup_key, event_key, job_key, journal_key,
+    META_DEDUP_ROTATED, PreparedEvent, QueueError, Reply, RunWrites, StoredEvent, Trigger,
+    WaitKind, decode_job, dedup_key, event_key, job_key, journal_key, put_writes,
 };
-use crate::store::{id_key, key_id, now_ms};
+use crate::store::{id_key, key_id};
 
 /// Requests drained into one round at most.
 const MAX_ROUND: usize = 512;
@@ -40,6 +40,8 @@ pub(super) enum WriteCmd {
     },
     Park {
         job: Box<Job>,
+        /// The run's uncommitted writes, committed with the park.
+        writes: RunWrites,
         reply: Reply<()>,
     },
     Resume {
@@ -131,7 +133,7 @@ impl Writer<'_> {
             .ok()
             .flatten()
             .map_or(0, |v| key_id(&v) as i64);
-        let now = now_ms();
+        let now = self.inner.store.now_ms();
         if now - rotated < DEDUP_GENERATION_MS {
             return;
         }
@@ -170,8 +172,8 @@ impl Writer<'_> {
                     }
                     self.enqueue(&mut round, jobs, reply)
                 }
-                WriteCmd::Park { job, reply } => {
-                    self.park(&mut round, &mut parked_waits, *job, reply)
+                WriteCmd::Park { job, writes, reply } => {
+                    self.park(&mut round, &mut parked_waits, *job, &writes, reply)
                 }
                 WriteCmd::Resume {
                     job_id,
@@ -247,7 +249,7 @@ impl Writer<'_> {
     ) -> Result<(), QueueError> {
         let tree = self.inner.store.queue_tree();
         let generation = self.inner.dedup_gen.load(Ordering::Acquire);
-        let now = now_ms();
+        let now = self.inner.store.now_ms();
         let mut receipt = IngestReceipt::default();
         let mut unused = Vec::new();
         for (i, prepared) in events.into_iter().enumerate() {
@@ -308,7 +310,7 @@ impl Writer<'_> {
         jobs: Vec<Job>,
         reply: Reply<Vec<u64>>,
     ) -> Result<(), QueueError> {
-        let now = now_ms();
+        let now = self.inner.store.now_ms();
         let mut ids = Vec::with_capacity(jobs.len());
         for mut job in jobs {
             if job.id == 0 {
@@ -333,8 +335,10 @@ impl Writer<'_> {
         round: &mut Round,
         parked: &mut Vec<Job>,
         mut job: Job,
+        writes: &RunWrites,
         reply: Reply<()>,
     ) -> Result<(), QueueError> {
+        put_writes(&mut round.batch, job.id, writes, true)?;
         let check = self.inner.settled_waits.lock().clone();
         let settled = job
             .waiting
@@ -349,7 +353,7 @@ impl Writer<'_> {
             );
             job.waiting = None;
             job.wakeups += 1;
-            job.not_before_ms = now_ms();
+            job.not_before_ms = self.inner.store.now_ms();
             round.leases.push(Lease {
                 job: job.clone(),
                 event: None,
@@ -399,7 +403,7 @@ impl Writer<'_> {
         );
         job.waiting = None;
         job.wakeups += 1;
-        job.not_before_ms = now_ms();
+        job.not_before_ms = self.inner.store.now_ms();
         unparked.push(job_id);
         round.leases.push(Lease {
             job: job.clone(),

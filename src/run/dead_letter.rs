@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::record::purge_before;
 use crate::queue::Job;
-use crate::store::{Store, StoreError, id_key, key_id, now_ms};
+use crate::store::{Store, StoreError, id_key, key_id};
 
 /// A job that will not run again unless replayed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,6 +31,7 @@ pub struct DeadLetter {
 #[derive(Clone)]
 pub struct DeadLetters {
     tree: sled::Tree,
+    store: Store,
     /// Dead letters kept (counted, so `/metrics` does not scan the tree).
     count: Arc<AtomicUsize>,
 }
@@ -41,13 +42,14 @@ impl DeadLetters {
         Self {
             count: Arc::new(AtomicUsize::new(tree.len())),
             tree,
+            store: store.clone(),
         }
     }
 
     /// # Errors
     /// On store failure.
     pub fn insert(&self, dl: &DeadLetter) -> Result<(), StoreError> {
-        let mut value = now_ms().to_be_bytes().to_vec();
+        let mut value = self.store.now_ms().to_be_bytes().to_vec();
         serde_json::to_writer(&mut value, dl).expect("a dead letter always serialises");
         if self.tree.insert(id_key(dl.id), value)?.is_none() {
             self.count.fetch_add(1, Ordering::Relaxed);

@@ -6,6 +6,7 @@
 mod dead_letter;
 mod record;
 pub mod timers;
+pub mod tx;
 
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use record::{RunError, RunFilter, RunRecord, RunStatus, RunStore};

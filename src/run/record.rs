@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 
 use crate::connectors::CallRecord;
 use crate::host::LogLine;
-use crate::store::{Store, StoreError, id_key, key_id, now_ms};
+use crate::store::{Store, StoreError, id_key, key_id};
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +208,7 @@ impl RunFilter {
 #[derive(Clone)]
 pub struct RunStore {
     tree: sled::Tree,
+    store: Store,
     settled: broadcast::Sender<Arc<RunRecord>>,
 }
 
@@ -216,6 +217,7 @@ impl RunStore {
         let (settled, _) = broadcast::channel(4096);
         Self {
             tree: store.runs_tree().clone(),
+            store: store.clone(),
             settled,
         }
     }
@@ -226,7 +228,7 @@ impl RunStore {
     /// On store failure.
     pub fn insert(&self, record: RunRecord) -> Result<(), StoreError> {
         let mut value = Vec::with_capacity(512);
-        value.extend_from_slice(&now_ms().to_be_bytes());
+        value.extend_from_slice(&self.store.now_ms().to_be_bytes());
         serde_json::to_writer(&mut value, &record).expect("a run record always serialises");
         self.tree.insert(id_key(record.id), value)?;
         let _ = self.settled.send(Arc::new(record));

@@ -15,8 +15,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::SharedClock;
 use crate::queue::{Job, Wait, WaitKind};
-use crate::store::now_ms;
 
 /// A due wake-up.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -53,10 +53,10 @@ pub struct Timers {
 }
 
 impl Timers {
-    /// Starts the timer task; `on_due` runs for each timer when it is due.
-    pub fn start(on_due: OnDue, stop: CancellationToken) -> Self {
+    /// Starts the timer task; `on_due` runs for each timer when `clock` reaches it.
+    pub fn start(on_due: OnDue, clock: SharedClock, stop: CancellationToken) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx, on_due, stop));
+        tokio::spawn(run(rx, on_due, clock, stop));
         Self { tx }
     }
 
@@ -74,20 +74,26 @@ impl Timers {
     }
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Due>, on_due: OnDue, stop: CancellationToken) {
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<Due>,
+    on_due: OnDue,
+    clock: SharedClock,
+    stop: CancellationToken,
+) {
     let mut heap: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
     loop {
-        let wait = heap.peek().map_or(Duration::from_secs(3600), |Reverse(d)| {
-            Duration::from_millis((d.at_ms - now_ms()).max(0) as u64)
-        });
+        let hour = clock
+            .now_ms()
+            .saturating_add(crate::duration::as_ms(Duration::from_hours(1)));
+        let wake = heap.peek().map_or(hour, |Reverse(d)| d.at_ms.min(hour));
         tokio::select! {
             () = stop.cancelled() => return,
             got = rx.recv() => match got {
                 Some(d) => heap.push(Reverse(d)),
                 None => return,
             },
-            () = tokio::time::sleep(wait) => {
-                let now = now_ms();
+            () = clock.sleep_until(wake) => {
+                let now = clock.now_ms();
                 while heap.peek().is_some_and(|Reverse(d)| d.at_ms <= now) {
                     let Reverse(d) = heap.pop().expect("peeked");
                     on_due(d).await;

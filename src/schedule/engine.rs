@@ -3,10 +3,10 @@
 //! `schedule`, the tick's scheduled time passed to the handler).
 //!
 //! Invariants:
-//! - Next-fire times persist (queue tree, prefix `s` + `c`), keyed by script and
+//! - Next-fire times persist in the queue ([`ScheduleState`]), keyed by script and
 //!   handler key; a reload or restart keeps them for unchanged schedules.
 //! - A tick's job and the schedule's new next-fire time are written in one atomic
-//!   batch (`Queue::enqueue_with`): a tick never fires twice, also across kill -9.
+//!   batch (`Queue::tick`): a tick never fires twice, also across kill -9.
 //! - After downtime, missed ticks fire once (with the latest missed time), not once
 //!   per missed tick — unless the schedule opted out (`#{ catch_up: false }`).
 //!
@@ -16,26 +16,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+
 use parking_lot::RwLock;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::cron::Schedule;
 use crate::event::format_time;
-use crate::queue::{Job, OWNED, Queue, QueueError, Trigger};
+use crate::queue::{Job, Queue, QueueError, ScheduleState as State, Trigger};
 use crate::script::{HandlerKind, Live, ScriptSet};
 
 /// A tick later than this after its time is "missed" (downtime), not late.
 const GRACE: TimeDelta = TimeDelta::seconds(5);
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct State {
-    expr: String,
-    next_ms: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    last_ms: Option<i64>,
-}
 
 /// One schedule handler.
 #[derive(Debug, Clone)]
@@ -76,14 +69,6 @@ pub struct Schedules {
     shown: Arc<RwLock<Vec<ScheduleInfo>>>,
 }
 
-fn state_key(script: &str, handler: &str) -> Vec<u8> {
-    let mut k = vec![OWNED, b'c'];
-    k.extend_from_slice(script.as_bytes());
-    k.push(0);
-    k.extend_from_slice(handler.as_bytes());
-    k
-}
-
 impl Schedules {
     pub fn new(queue: Queue) -> Self {
         Self {
@@ -104,7 +89,7 @@ impl Schedules {
     /// # Errors
     /// When the store fails.
     pub fn load(&mut self, set: &ScriptSet, now: DateTime<Utc>) -> Result<(), QueueError> {
-        let tree = self.queue.store().queue_tree().clone();
+        let mut stored_states = self.queue.schedule_states()?;
         let mut entries = Vec::new();
         let mut keep = std::collections::HashSet::new();
         for script in &set.scripts {
@@ -121,11 +106,9 @@ impl Schedules {
                     .and_then(|o| o.get("catch_up"))
                     .and_then(Value::as_bool)
                     .unwrap_or(true);
-                let key = state_key(&script.name, &h.key);
-                keep.insert(key.clone());
-                let stored: Option<State> = tree
-                    .get(&key)?
-                    .and_then(|v| serde_json::from_slice(&v).ok());
+                let key = (script.name.clone(), h.key.clone());
+                let stored = stored_states.remove(&key);
+                keep.insert(key);
                 let (next, last) = match stored {
                     Some(s) if s.expr == *expr => (
                         DateTime::from_timestamp_millis(s.next_ms),
@@ -138,7 +121,8 @@ impl Schedules {
                             next_ms: next.map_or(i64::MAX, |t| t.timestamp_millis()),
                             last_ms: None,
                         };
-                        tree.insert(&key, serde_json::to_vec(&state).expect("state serialises"))?;
+                        self.queue
+                            .put_schedule_state(&script.name, &h.key, &state)?;
                         (next, None)
                     }
                 };
@@ -152,10 +136,9 @@ impl Schedules {
                 });
             }
         }
-        for k in tree.scan_prefix([OWNED, b'c']).keys() {
-            let k = k?;
-            if !keep.contains(k.as_ref()) {
-                tree.remove(k)?;
+        for (script, handler) in stored_states.into_keys() {
+            if !keep.contains(&(script.clone(), handler.clone())) {
+                self.queue.remove_schedule_state(&script, &handler)?;
             }
         }
         self.entries = entries;
@@ -193,8 +176,6 @@ impl Schedules {
                     e.last.map(|t| t.timestamp_millis())
                 },
             };
-            let key = state_key(&e.script, &e.handler);
-            let bytes = serde_json::to_vec(&state).expect("state serialises");
             if fire {
                 let trigger = Trigger::Schedule {
                     schedule: e.schedule.expr().to_owned(),
@@ -203,7 +184,7 @@ impl Schedules {
                 // Due now: the tick's own time is in the trigger.
                 let job = Job::new(trigger, e.script.clone(), e.handler.clone(), None, 0);
                 self.queue
-                    .enqueue_with(vec![job], vec![(key, bytes)])
+                    .tick(&e.script, &e.handler, Some(job), &state)
                     .await?;
                 fired.push(Fired {
                     script: e.script.clone(),
@@ -212,7 +193,8 @@ impl Schedules {
                     missed,
                 });
             } else {
-                self.queue.store().queue_tree().insert(key, bytes)?;
+                self.queue
+                    .put_schedule_state(&e.script, &e.handler, &state)?;
                 tracing::info!(script = %e.script, handler = %e.handler, "Skipped missed ticks (catch_up: false).");
             }
             let e = &mut self.entries[i];
@@ -278,11 +260,13 @@ fn latest_at_or_before(
     first
 }
 
-/// Fires schedules on time until `stop`; reloads the list when the scripts change.
+/// Fires schedules on time (by the queue's clock) until `stop`; reloads the list
+/// when the scripts change.
 pub async fn run(mut schedules: Schedules, live: Arc<Live>, stop: CancellationToken) {
     let mut reloads = live.subscribe();
+    let clock = Arc::clone(schedules.queue.store().clock());
     loop {
-        match schedules.poll(Utc::now()).await {
+        match schedules.poll(clock.now()).await {
             Ok(fired) => {
                 for f in fired {
                     tracing::debug!(script = %f.script, handler = %f.handler, at = %f.at, missed = f.missed, "Schedule fired.");
@@ -290,20 +274,23 @@ pub async fn run(mut schedules: Schedules, live: Arc<Live>, stop: CancellationTo
             }
             Err(e) => tracing::error!(error = %e, "Firing schedules failed; retrying."),
         }
-        let wait = schedules
+        // At most an hour, so a clock that jumps is noticed.
+        let wake = schedules
             .next_due()
-            .map_or(Duration::from_secs(3600), |t| {
-                (t - Utc::now()).to_std().unwrap_or_default()
-            })
-            .min(Duration::from_secs(3600));
+            .map_or(i64::MAX, |t| t.timestamp_millis())
+            .min(
+                clock
+                    .now_ms()
+                    .saturating_add(crate::duration::as_ms(Duration::from_hours(1))),
+            );
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
+            () = clock.sleep_until(wake) => {}
             changed = reloads.changed() => {
                 if changed.is_err() {
                     return;
                 }
-                if let Err(e) = schedules.load(&live.get(), Utc::now()) {
+                if let Err(e) = schedules.load(&live.get(), clock.now()) {
                     tracing::error!(error = %e, "Reloading schedules failed.");
                 }
             }

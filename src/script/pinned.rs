@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::loader::{SourceFile, compile_script};
 use super::{Script, ScriptSet};
-use crate::store::{Store, StoreError, now_ms};
+use crate::store::{Store, StoreError};
 
 const TREE: &str = "sources";
 
@@ -34,6 +34,7 @@ struct Stored {
 /// Stored script versions and their compiled forms.
 pub struct Versions {
     tree: sled::Tree,
+    store: Store,
     cache: Mutex<HashMap<String, Arc<Script>>>,
 }
 
@@ -43,6 +44,7 @@ impl Versions {
     pub fn open(store: &Store) -> Result<Self, StoreError> {
         Ok(Self {
             tree: store.tree(TREE)?,
+            store: store.clone(),
             cache: Mutex::new(HashMap::new()),
         })
     }
@@ -60,7 +62,7 @@ impl Versions {
                 name: s.name.clone(),
                 path: s.path.clone(),
                 text: s.source.to_string(),
-                seen_ms: now_ms(),
+                seen_ms: self.store.now_ms(),
             };
             self.tree.insert(
                 s.hash.as_bytes(),
@@ -82,7 +84,7 @@ impl Versions {
         pinned: &HashSet<String>,
         cutoff_ms: i64,
     ) -> Result<usize, StoreError> {
-        let now = now_ms();
+        let now = self.store.now_ms();
         let loaded: HashSet<&str> = current.scripts.iter().map(|s| s.hash.as_str()).collect();
         let mut n = 0;
         for item in &self.tree {
@@ -143,6 +145,7 @@ impl Versions {
 mod tests {
     use super::*;
     use crate::script::loader::SourceFile;
+    use crate::store::now_ms;
 
     fn set_of(engine: &rhai::Engine, text: &str) -> ScriptSet {
         let script = compile_script(

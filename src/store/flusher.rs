@@ -1,12 +1,16 @@
 //! Group commit: callers register a completion, one thread calls `Db::flush` for all
 //! of them. A completion registered before a flush starts is answered only after that
 //! flush (or a later one) has finished, so every write its caller made is durable.
+//! When nobody asks, the same thread flushes every `lazy` interval, so writes that no
+//! answer waits for (settles, run records) reach the disk too — no other thread
+//! ever flushes.
 //!
 //! `flush_async` is not used: it hangs with several concurrent callers
 //! (spacejam/sled#1308, reproduced on this machine; see stack-notes).
 
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
@@ -30,7 +34,7 @@ struct Pending {
 }
 
 impl Flusher {
-    pub(super) fn start(db: sled::Db) -> Self {
+    pub(super) fn start(db: sled::Db, lazy: Duration) -> Self {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
                 waiters: Vec::new(),
@@ -41,7 +45,7 @@ impl Flusher {
         let s = Arc::clone(&shared);
         let thread = thread::Builder::new()
             .name("spur-flusher".into())
-            .spawn(move || run(&s, &db))
+            .spawn(move || run(&s, &db, lazy))
             .expect("spawning the flusher thread must succeed at start-up");
         Self {
             shared,
@@ -77,12 +81,13 @@ impl Drop for Flusher {
     }
 }
 
-fn run(shared: &Shared, db: &sled::Db) {
+fn run(shared: &Shared, db: &sled::Db, lazy: Duration) {
     loop {
         let batch = {
             let mut p = shared.pending.lock();
-            while p.waiters.is_empty() && !p.closed {
-                shared.wake.wait(&mut p);
+            if p.waiters.is_empty() && !p.closed {
+                // Nobody waits: flush what was written meanwhile after `lazy`.
+                shared.wake.wait_for(&mut p, lazy);
             }
             if p.waiters.is_empty() && p.closed {
                 return;

@@ -1,19 +1,27 @@
-//! The embedded store: one sled database under the data dir, its trees, ids, and
-//! group commit.
+//! The embedded store: one sled database under the data dir, its trees, ids, the
+//! clock, and group commit.
 //!
 //! Invariants:
-//! - Every write an HTTP 200 (or a journaled effect) depends on is followed by
-//!   [`Store::sync`]: many callers share one `fsync` (group commit, `flusher.rs`).
-//! - Other writes (run records, settles) are flushed by sled's own timer; losing
-//!   them in a crash only repeats work, it never loses an accepted event.
+//! - One thread calls fsync: the flusher (`flusher.rs`). Every write an answer or
+//!   an outbound call depends on waits for it through [`Store::sync`], so many
+//!   callers share one flush (group commit); everything else written is flushed by
+//!   the same thread within [`LAZY_FLUSH`] (sled's own timer is off). Losing such a
+//!   write in a crash only repeats work, it never loses an accepted event.
 //! - Ids from [`Store::next_id`] increase across restarts, so they order by time.
+//! - Time comes from the store's [`Clock`] (system, or manual in tests).
 
 mod flusher;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use flusher::Flusher;
+
+use crate::clock::{Clock, SharedClock, SystemClock};
+
+/// Longest a write waits to be flushed when nobody asks for it.
+pub const LAZY_FLUSH: Duration = Duration::from_millis(200);
 
 /// Tree names (one place, so the layout is readable).
 pub mod trees {
@@ -59,6 +67,7 @@ struct Inner {
     state: sled::Tree,
     meta: sled::Tree,
     flusher: Flusher,
+    clock: SharedClock,
 }
 
 impl Store {
@@ -67,6 +76,14 @@ impl Store {
     /// # Errors
     /// When sled cannot open the directory (permissions, another daemon holding it).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, Arc::new(SystemClock))
+    }
+
+    /// [`Store::open`] with a clock of the caller's.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with(dir: &Path, clock: SharedClock) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .and_then(|()| restrict(dir, 0o700))
             .map_err(|e| StoreError::Open {
@@ -77,13 +94,14 @@ impl Store {
             .path(dir.join("db"))
             .cache_capacity(256 << 20)
             .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(Some(200))
+            // The flusher is the only thread that flushes (lazily too).
+            .flush_every_ms(None)
             .open()
             .map_err(|source| StoreError::Open {
                 path: dir.display().to_string(),
                 source,
             })?;
-        Self::from_db(db)
+        Self::from_db(db, clock)
     }
 
     /// A store that lives only in memory (for `spur run`, `spur test`, the REPL).
@@ -91,12 +109,23 @@ impl Store {
     /// # Errors
     /// When sled cannot create its temporary files.
     pub fn temporary() -> Result<Self, StoreError> {
-        let db = sled::Config::new().temporary(true).open()?;
-        Self::from_db(db)
+        Self::temporary_with(Arc::new(SystemClock))
     }
 
-    fn from_db(db: sled::Db) -> Result<Self, StoreError> {
-        let flusher = Flusher::start(db.clone());
+    /// [`Store::temporary`] with a clock of the caller's (`spur test`'s virtual one).
+    ///
+    /// # Errors
+    /// As [`Store::temporary`].
+    pub fn temporary_with(clock: SharedClock) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .flush_every_ms(None)
+            .open()?;
+        Self::from_db(db, clock)
+    }
+
+    fn from_db(db: sled::Db, clock: SharedClock) -> Result<Self, StoreError> {
+        let flusher = Flusher::start(db.clone(), LAZY_FLUSH);
         Ok(Self {
             inner: Arc::new(Inner {
                 queue: db.open_tree(trees::QUEUE)?,
@@ -106,8 +135,19 @@ impl Store {
                 meta: db.open_tree(trees::META)?,
                 db,
                 flusher,
+                clock,
             }),
         })
+    }
+
+    /// The clock every part reads time from.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    /// Milliseconds since the Unix epoch, by the store's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
     }
 
     pub fn queue_tree(&self) -> &sled::Tree {
@@ -171,6 +211,11 @@ impl Store {
         self.inner.flusher.request(then);
     }
 
+    /// Asks for a flush of everything written so far, without waiting for it.
+    pub fn flush_soon(&self) {
+        self.inner.flusher.request(Box::new(|_| {}));
+    }
+
     /// Bytes the database occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.inner.db.size_on_disk().unwrap_or(0)
@@ -210,7 +255,8 @@ pub fn key_id(key: &[u8]) -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch, by the system clock (for code that has no
+/// store at hand; everything with a store reads [`Store::now_ms`]).
 pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    SystemClock.now_ms()
 }

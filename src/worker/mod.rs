@@ -78,21 +78,28 @@ fn work(deps: &WorkerDeps) {
     }
 }
 
-/// Records the run and settles its job: ack, retry later, park, or dead-letter.
+/// Records the run and settles its job — ack, retry later, park, or dead-letter —
+/// committing what the run wrote in the same batch, then frees its state keys.
 fn settle(deps: &WorkerDeps, lease: &Lease, exec: Execution) {
     let Execution {
         mut record,
         outcome,
         journaled,
+        mut tx,
     } = exec;
+    let (writes, wrote_journal) = tx.as_mut().map(|t| t.take()).unwrap_or_default();
+    let journal_on_disk = journaled || wrote_journal;
     let attempt = record.attempt;
     let settle = match outcome {
         Outcome::Ok | Outcome::Skipped(_) => Settle::Done {
-            // Nothing to clear when the run never journaled.
-            keep_journal: !journaled,
+            keep_journal: false,
         },
         Outcome::Retry(_) if deps.retry.allows_another(attempt) => {
-            let at = crate::store::now_ms() + deps.retry.delay_ms(attempt) as i64;
+            let at = deps
+                .queue
+                .store()
+                .now_ms()
+                .saturating_add(deps.retry.delay_ms(attempt) as i64);
             record.status = RunStatus::Retrying;
             record.next_attempt_at =
                 chrono::DateTime::from_timestamp_millis(at).map(crate::event::format_time);
@@ -109,7 +116,7 @@ fn settle(deps: &WorkerDeps, lease: &Lease, exec: Execution) {
             let mut job = lease.job.clone();
             let due = Due::of(job.id, &wait);
             job.waiting = Some(wait);
-            match deps.queue.park(lease, job) {
+            match deps.queue.park(lease, job, writes) {
                 Ok(()) => {
                     if let Some(d) = due {
                         deps.timers.add(d);
@@ -125,9 +132,11 @@ fn settle(deps: &WorkerDeps, lease: &Lease, exec: Execution) {
         }
     };
     store_record(deps, lease, record);
-    if let Err(e) = deps.queue.settle(lease, settle) {
+    if let Err(e) = deps.queue.settle(lease, settle, &writes, journal_on_disk) {
         tracing::error!(job = lease.job.id, error = %e, "Settling a job failed; it will run again.");
     }
+    // `tx` drops here, after the commit: its state keys are free again.
+    drop(tx);
 }
 
 fn store_record(deps: &WorkerDeps, lease: &Lease, record: crate::run::RunRecord) {

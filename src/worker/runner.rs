@@ -17,12 +17,12 @@ use std::sync::Arc;
 
 use crate::host::{self, HostFault, JournalRef, RunCtx};
 use crate::queue::{Lease, StoredEvent, Trigger, Wait};
+use crate::run::tx::RunTx;
 use crate::run::{RunError, RunRecord, RunStatus};
 use crate::script::{
     EngineOptions, Handler, HandlerKind, Script, ScriptSet, audience_of, computed_trait_of,
     describe_eval, set_deadline, with_thread_engine,
 };
-use crate::store::now_ms;
 
 /// How an execution ended, before retry policy is applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,21 +35,22 @@ pub enum Outcome {
     Park(Wait),
 }
 
-/// A finished execution: its record (status filled for the outcome) and outcome.
-#[derive(Debug)]
+/// A finished execution: its record (status filled for the outcome), outcome, and
+/// the run's transaction holding what it wrote and has not committed yet.
 pub struct Execution {
     pub record: RunRecord,
     pub outcome: Outcome,
-    /// Whether the run may have a journal to clear when it finishes.
+    /// Whether the run may have a journal in the store (to clear when it finishes).
     pub journaled: bool,
+    pub tx: Option<Box<RunTx>>,
 }
 
 /// Runs `lease`'s handler once. On its first execution the run is pinned to the
 /// current version of its script (`lease.job.pinned`); later executions use that
 /// version even if the file changed.
 pub fn execute(deps: &WorkerDeps, lease: &mut Lease) -> Execution {
-    let started_at = Utc::now();
-    let clock = Instant::now();
+    let clock = Stopwatch::start(deps);
+    let started_at = clock.now();
     let mut record = blank_record(deps, lease, started_at);
     let set = deps.scripts.get();
 
@@ -97,22 +98,26 @@ pub fn execute(deps: &WorkerDeps, lease: &mut Lease) -> Execution {
     if newly_pinned {
         ctx.pin.clone_from(&job.pinned);
     }
-    ctx.journal = Some(JournalRef::Queue {
-        queue: deps.queue.clone(),
-        job: job.id,
-    });
+    ctx.journal = Some(JournalRef::Durable(Box::new(RunTx::new(
+        job.id,
+        deps.queue.clone(),
+        Arc::clone(&deps.engine.host.state),
+    ))));
     let (result, mut ctx) = invoke(&set, &deps.engine, &script, handler, args, ctx);
     let (outcome, error) = outcome_of(&script, handler, &result, &mut ctx);
     record.logs = ctx.logs;
     record.dropped_logs = ctx.dropped_logs;
     record.calls = ctx.calls;
     record.decisions = ctx.decisions;
-    let journaled = ctx.journaled;
     if let Outcome::Park(wait) = &outcome {
         record.waiting_for = Some(serde_json::to_value(wait).expect("a wait serialises"));
     }
     let mut exec = finish(record, clock, outcome, error);
-    exec.journaled = journaled || !is_fresh(lease);
+    exec.journaled = !is_fresh(lease);
+    exec.tx = match ctx.journal {
+        Some(JournalRef::Durable(tx)) => Some(tx),
+        _ => None,
+    };
     exec
 }
 
@@ -167,7 +172,8 @@ pub(super) fn is_fresh(lease: &Lease) -> bool {
 pub(super) fn panicked(deps: &WorkerDeps, lease: &Lease) -> Execution {
     let _ = host::end_run();
     set_deadline(None);
-    let record = blank_record(deps, lease, Utc::now());
+    let clock = Stopwatch::start(deps);
+    let record = blank_record(deps, lease, clock.now());
     let err = RunError {
         kind: "runtime".into(),
         message: "internal error while running the handler".into(),
@@ -177,7 +183,7 @@ pub(super) fn panicked(deps: &WorkerDeps, lease: &Lease) -> Execution {
     };
     finish(
         record,
-        Instant::now(),
+        clock,
         Outcome::Retry(err.message.clone()),
         Some(err),
     )
@@ -187,18 +193,39 @@ fn blank_record(deps: &WorkerDeps, lease: &Lease, started_at: chrono::DateTime<U
     let job = &lease.job;
     let id = deps.queue.store().next_id().unwrap_or(job.id);
     let mut record = RunRecord::of_job(job, id, format_time(started_at));
-    record.queued_ms = (now_ms() - job.not_before_ms.max(job.created_ms)).max(0) as f64;
+    record.queued_ms =
+        (deps.queue.store().now_ms() - job.not_before_ms.max(job.created_ms)).max(0) as f64;
     record
+}
+
+/// When an execution started, by the daemon's clock (for the record's times) and
+/// by the monotonic clock (for its duration).
+struct Stopwatch {
+    at: Instant,
+    clock: crate::clock::SharedClock,
+}
+
+impl Stopwatch {
+    fn start(deps: &WorkerDeps) -> Self {
+        Self {
+            at: Instant::now(),
+            clock: Arc::clone(deps.queue.store().clock()),
+        }
+    }
+
+    fn now(&self) -> chrono::DateTime<Utc> {
+        self.clock.now()
+    }
 }
 
 fn finish(
     mut record: RunRecord,
-    clock: Instant,
+    clock: Stopwatch,
     outcome: Outcome,
     error: Option<RunError>,
 ) -> Execution {
-    record.duration_ms = clock.elapsed().as_secs_f64() * 1000.0;
-    record.finished_at = format_time(Utc::now());
+    record.duration_ms = clock.at.elapsed().as_secs_f64() * 1000.0;
+    record.finished_at = format_time(clock.now());
     record.status = match &outcome {
         Outcome::Ok => RunStatus::Ok,
         Outcome::Skipped(_) => RunStatus::Skipped,
@@ -215,6 +242,7 @@ fn finish(
         record,
         outcome,
         journaled: true,
+        tx: None,
     }
 }
 
