@@ -1,9 +1,13 @@
 //! Throughput of the real daemon (in-process, loopback HTTP, sled on disk):
-//! durable batched ingest, durable single-event ingest, handler runs (a backlog of
-//! 100,000 queued runs, timed from the moment the workers start), and the same with
-//! 10,000 runs parked; and how long a saved script takes to be live.
+//! durable batched ingest, durable single-event ingest, the peers' workload (16
+//! clients, track → handler → 200) with a no-op handler, with one `state::incr` on a
+//! shared key and on per-user keys, and with a state write plus an HTTP POST to a
+//! local sink; handler runs from a backlog of 100,000 queued runs (timed from the
+//! moment the workers start), with no effect and with one state write each, and
+//! with 10,000 runs parked; and how long a saved script takes to be live.
 //!
-//! Run with: `cargo bench --bench throughput` (add `-- --secs 10` for longer phases).
+//! Run with: `cargo bench --bench throughput` (add `-- --secs 10` for longer phases,
+//! `-- --phase "handler runs"` for the phases whose label contains that text).
 //! The load generator shares the machine with the daemon (request bodies are built
 //! from a template to keep its share small), so the figures are a floor.
 
@@ -27,6 +31,19 @@ const SCRIPT: &str = r#"
 on_track("Order Completed", |e| {
     let total = e.properties?.total ?? 0;
     if total > 100 { log::info("big order"); }
+});
+on_track("Big Shared", |e| {
+    if (e.properties?.total ?? 0) > 100 { state::incr("big"); }
+});
+on_track("Big Per User", |e| {
+    if (e.properties?.total ?? 0) > 100 { state::incr(`big:${e.userId}`); }
+});
+on_track("Order Written", |e| {
+    state::set(`last:${e.userId}`, e.properties?.total ?? 0);
+});
+on_track("Order Sent", |e| {
+    state::set(`last:${e.userId}`, e.properties?.total ?? 0);
+    http::post(`${SINK}/orders`, #{ user: e.userId, total: e.properties?.total });
 });
 on_track("Trial Started", |e| {
     wait_for(#{ event: "Project Created", userId: e.userId }, "7d");
@@ -57,6 +74,15 @@ fn batch(first: u64, n: u64, name: &str) -> String {
     s
 }
 
+/// A local service answering every POST with 200 (for the HTTP phase).
+async fn sink() -> String {
+    let app = axum::Router::new().fallback(|| async { "{\"ok\":true}" });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
 /// A daemon on loopback and a temp dir; `open` leaves the workers stopped.
 async fn daemon(
     workers: usize,
@@ -67,7 +93,8 @@ async fn daemon(
     let scripts = dir.path().join("scripts");
     std::fs::create_dir_all(&scripts).unwrap();
     if with_script {
-        std::fs::write(scripts.join("orders.rhai"), SCRIPT).unwrap();
+        let script = SCRIPT.replace("${SINK}", &sink().await);
+        std::fs::write(scripts.join("orders.rhai"), script).unwrap();
     }
     let text = format!(
         "[server]\ndata_dir = {:?}\nscripts_dir = {:?}\nworkers = {workers}\n[admin]\ntoken = \"bench\"\n",
@@ -107,8 +134,15 @@ impl Load {
     }
 }
 
-/// `conns` clients POST `per_request` events at a time for `secs`.
-async fn load(base: &str, path: &str, conns: usize, secs: u64, per_request: u64) -> Load {
+/// `conns` clients POST `per_request` events named `name` at a time for `secs`.
+async fn load(
+    base: &str,
+    path: &str,
+    conns: usize,
+    secs: u64,
+    per_request: u64,
+    name: &'static str,
+) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -124,9 +158,9 @@ async fn load(base: &str, path: &str, conns: usize, secs: u64, per_request: u64)
                 let first = next.fetch_add(per_request, Ordering::Relaxed);
                 body.clear();
                 if per_request == 1 {
-                    event(&mut body, first, "Order Completed");
+                    event(&mut body, first, name);
                 } else {
-                    body = batch(first, per_request, "Order Completed");
+                    body = batch(first, per_request, name);
                 }
                 let sent = Instant::now();
                 let r = client
@@ -216,6 +250,9 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
+    // `--phase WORD`: only the phases whose label contains WORD.
+    let phase = std::env::args().skip_while(|a| a != "--phase").nth(1);
+    let want = |label: &str| phase.as_deref().is_none_or(|p| label.contains(p));
     spur::connectors::http::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -227,50 +264,72 @@ fn main() {
             std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
         );
 
-        let (app, base, _dir) = daemon(1, false, false).await;
-        let l = load(&base, "/v1/batch", 8, secs, 100).await;
-        println!(
-            "batched ingest (/v1/batch, 100 events/request, 8 clients): {:>9.0} events/s, p50 {:.2} ms, p99 {:.2} ms per request",
-            l.rate(), l.percentile_ms(0.5), l.percentile_ms(0.99)
-        );
-        app.shutdown().await;
+        if want("batched ingest") {
+            let (app, base, _dir) = daemon(1, false, false).await;
+            let l = load(&base, "/v1/batch", 8, secs, 100, "Order Completed").await;
+            println!(
+                "batched ingest (/v1/batch, 100 events/request, 8 clients): {:>9.0} events/s, p50 {:.2} ms, p99 {:.2} ms per request",
+                l.rate(), l.percentile_ms(0.5), l.percentile_ms(0.99)
+            );
+            app.shutdown().await;
+        }
 
-        let (app, base, _dir) = daemon(1, false, false).await;
-        let l = load(&base, "/v1/track", 64, secs, 1).await;
-        println!(
-            "single-event ingest (/v1/track, 64 clients):              {:>9.0} requests/s, p50 {:.2} ms, p99 {:.2} ms",
-            l.rate(), l.percentile_ms(0.5), l.percentile_ms(0.99)
-        );
-        app.shutdown().await;
+        if want("single-event ingest") {
+            let (app, base, _dir) = daemon(1, false, false).await;
+            let l = load(&base, "/v1/track", 64, secs, 1, "Order Completed").await;
+            println!(
+                "single-event ingest (/v1/track, 64 clients):              {:>9.0} requests/s, p50 {:.2} ms, p99 {:.2} ms",
+                l.rate(), l.percentile_ms(0.5), l.percentile_ms(0.99)
+            );
+            app.shutdown().await;
+        }
 
         // The peers' workload (stack-notes.md): 16 clients POST track events that a
         // handler checks; the handler runs on the workers while requests keep coming.
-        let (app, base, _dir) = daemon(WORKERS, true, false).await;
-        let l = load(&base, "/v1/track", 16, secs, 1).await;
-        let (ran, ended) = (app.metrics.runs_finished(RunStatus::Ok), Instant::now());
-        let behind = (finished(&app, RunStatus::Ok, l.events).await - ended).as_secs_f64();
-        println!(
-            "track + handler (/v1/track, 16 clients, {WORKERS} workers):    {:>9.0} requests/s, p50 {:.2} ms, p99 {:.2} ms; {:.0} runs/s ({behind:.2}s behind at the end)",
-            l.rate(), l.percentile_ms(0.5), l.percentile_ms(0.99), ran as f64 / l.secs
-        );
-        app.shutdown().await;
+        for (name, what) in [
+            ("Order Completed", "no-op handler"),
+            ("Big Shared", "state::incr, one shared key"),
+            ("Big Per User", "state::incr, per-user keys"),
+            ("Order Sent", "state::set + HTTP POST to a local sink"),
+        ] {
+            if !want(&format!("track + {what}")) {
+                continue;
+            }
+            let (app, base, _dir) = daemon(WORKERS, true, false).await;
+            let l = load(&base, "/v1/track", 16, secs, 1, name).await;
+            let (ran, ended) = (app.metrics.runs_finished(RunStatus::Ok), Instant::now());
+            let behind = (finished(&app, RunStatus::Ok, l.events).await - ended).as_secs_f64();
+            println!(
+                "track + {what:<38} (16 clients): {:>7.0} requests/s, p50 {:.2} ms, p99 {:.2} ms; {:.0} runs/s ({behind:.2}s behind at the end)",
+                l.rate(), l.percentile_ms(0.5), l.percentile_ms(0.99), ran as f64 / l.secs
+            );
+            app.shutdown().await;
+        }
 
         // A backlog of 100,000 queued runs, then the workers start.
-        let (app, base, _dir) = daemon(WORKERS, true, true).await;
-        let t = Instant::now();
-        ingest(&base, 0, BACKLOG, "Order Completed").await;
-        let queued = BACKLOG as f64 / t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        app.start_workers();
-        let done = finished(&app, RunStatus::Ok, BACKLOG).await;
-        let runs = BACKLOG as f64 / (done - t).as_secs_f64();
-        let recorded = app.runs.list(&spur::run::RunFilter::default(), usize::MAX).unwrap();
-        assert_eq!(recorded.len() as u64, BACKLOG, "every run leaves a record");
-        println!("handler runs ({BACKLOG} queued, {WORKERS} workers):             {runs:>9.0} runs/s (queued at {queued:.0} events/s, 1 client, 500/request)");
-        app.shutdown().await;
+        for (name, what) in [("Order Completed", "no effect"), ("Order Written", "one state write each")] {
+            if !want(&format!("handler runs, {what}")) {
+                continue;
+            }
+            let (app, base, _dir) = daemon(WORKERS, true, true).await;
+            let t = Instant::now();
+            ingest(&base, 0, BACKLOG, name).await;
+            let queued = BACKLOG as f64 / t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            app.start_workers();
+            let done = finished(&app, RunStatus::Ok, BACKLOG).await;
+            let runs = BACKLOG as f64 / (done - t).as_secs_f64();
+            let recorded = app.runs.list(&spur::run::RunFilter::default(), usize::MAX).unwrap();
+            assert_eq!(recorded.len() as u64, BACKLOG, "every run leaves a record");
+            println!("handler runs ({BACKLOG} queued, {WORKERS} workers, {what:<20}): {runs:>9.0} runs/s (queued at {queued:.0} events/s, 1 client, 500/request)");
+            app.shutdown().await;
+        }
 
         // The same with 10,000 runs parked first (waiting for an event): they hold
         // no thread and do not slow the others down.
+        if !want("handler runs with parked") {
+            return;
+        }
         let (app, base, _dir) = daemon(WORKERS, true, true).await;
         ingest(&base, 1_000_000, PARKED, "Trial Started").await;
         ingest(&base, 2_000_000, BACKLOG, "Order Completed").await;
@@ -281,7 +340,9 @@ fn main() {
         let runs = (BACKLOG - ok_before) as f64 / (done - t).as_secs_f64();
         println!("handler runs with {PARKED} runs parked:                    {runs:>9.0} runs/s ({ok_before} ran before the last parked)");
         app.shutdown().await;
-
+        if !want("live reload") {
+            return;
+        }
         let (app, _base, dir) = daemon(1, true, false).await;
         let latency = reload_latency(&app, &dir.path().join("scripts"), 20).await;
         println!(

@@ -49,6 +49,8 @@ pub struct App {
     pub versions: Arc<Versions>,
     pub schedules: Arc<parking_lot::RwLock<Vec<ScheduleInfo>>>,
     pub metrics: Arc<crate::admin::metrics::Metrics>,
+    /// One permit per ingest request being handled (`server.max_inflight_requests`).
+    pub inflight: Arc<tokio::sync::Semaphore>,
     workers: parking_lot::Mutex<Option<WorkerPool>>,
     deps: Arc<WorkerDeps>,
     _watcher: parking_lot::Mutex<Option<crate::script::watch::ScriptWatcher>>,
@@ -264,6 +266,9 @@ impl App {
         let mut schedules = Schedules::new(queue.clone());
         schedules.load(&scripts.get(), store.clock().now())?;
         let schedule_view = schedules.view();
+        let inflight = Arc::new(tokio::sync::Semaphore::new(
+            config.server.max_inflight_requests,
+        ));
         tokio::spawn(crate::schedule::run(
             schedules,
             Arc::clone(&scripts),
@@ -288,6 +293,7 @@ impl App {
             versions,
             schedules: schedule_view,
             metrics,
+            inflight,
             _watcher: parking_lot::Mutex::new(watcher),
         });
         tokio::spawn(retention_loop(Arc::clone(&app)));
@@ -312,9 +318,7 @@ impl App {
             webhook_secret: self.config.segment.webhook_secret.clone(),
             webhook_token: self.config.segment.webhook_token.clone(),
             cors: ingest::Cors::new(&self.config.segment.cors_origins),
-            inflight: Arc::new(tokio::sync::Semaphore::new(
-                self.config.server.max_inflight_requests,
-            )),
+            inflight: Arc::clone(&self.inflight),
             metrics: Arc::clone(&self.metrics),
         });
         let admin = admin::router(AdminState {

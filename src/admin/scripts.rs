@@ -149,21 +149,28 @@ async fn put_key(
     )))
 }
 
-/// Applies an admin change (under the key's lock, which a run may hold for a
-/// moment: off the async threads) and waits until it is durable.
+/// Applies an admin change as the runs apply theirs (the key's lock, the writer),
+/// off the async threads (a run may hold the lock for a moment), and waits until
+/// it is durable.
 async fn apply(
     st: &AdminState,
     ns: String,
     key: String,
     op: crate::state::StateOp,
 ) -> Result<Value, ApiError> {
-    let state = std::sync::Arc::clone(&st.state);
-    let result = tokio::task::spawn_blocking(move || state.apply_now(&ns, &key, &op))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(state_error)?;
-    st.queue.store().sync().await?;
-    Ok(result)
+    use crate::run::tx::{RunTx, TxError};
+    let mut tx = RunTx::direct(st.queue.clone(), std::sync::Arc::clone(&st.state));
+    tokio::task::spawn_blocking(move || {
+        let result = tx.state_apply(&ns, &key, &op, "")?;
+        tx.before_output()?;
+        Ok::<_, TxError>(result)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| match e {
+        TxError::State(e) => state_error(e),
+        TxError::Queue(e) => e.into(),
+    })
 }
 
 async fn del_key(

@@ -133,6 +133,20 @@ pub struct ScheduleState {
     pub last_ms: Option<i64>,
 }
 
+/// Writes handed to the writer under a ticket (see `Store::stage`).
+pub(crate) struct Staged {
+    ticket: u64,
+    keys: Vec<Vec<u8>>,
+}
+
+/// What becomes of a job whose run's writes are committed.
+pub(crate) struct Settled {
+    /// The job as it is to be stored (a retry's next attempt).
+    job: Box<Job>,
+    settle: Settle,
+    journal_on_disk: bool,
+}
+
 /// How a leased job ends.
 #[derive(Debug, Clone, Copy)]
 pub enum Settle {
@@ -388,70 +402,117 @@ impl Queue {
         self.inner.sched.lease()
     }
 
-    /// Ends a leased job's execution and frees its user's line, committing the
-    /// run's `writes` in the same atomic batch. A finished run's journal entries are
-    /// not written (nothing will replay them); with `journal_on_disk` (an earlier
-    /// execution may have written some), its stored journal is cleared too. Not
-    /// flushed here: the shared flusher does it.
+    /// Ends a leased job's execution, handing the run's `writes` to the writer to
+    /// commit in one atomic batch with it, and frees its user's line at once (what
+    /// the run wrote is visible to every read from now on, see `Store::stage`). A
+    /// finished run's journal entries are not written (nothing will replay them);
+    /// with `journal_on_disk` (an earlier execution, or an earlier commit of this
+    /// one, may have written some) its journal is cleared too. Not flushed here:
+    /// the shared flusher does it.
     ///
     /// # Errors
-    /// When the store fails; the user's line is released regardless.
+    /// When the queue is shut down (the job then runs again at the next start); the
+    /// user's line is released regardless.
     pub fn settle(
         &self,
         lease: &Lease,
         settle: Settle,
-        writes: &RunWrites,
+        writes: RunWrites,
         journal_on_disk: bool,
     ) -> Result<(), QueueError> {
-        let tree = self.inner.store.queue_tree();
-        let id = lease.job.id;
-        let mut batch = sled::Batch::default();
-        let result = (|| {
-            match settle {
-                Settle::Done { keep_journal } => {
-                    put_writes(&mut batch, id, writes, keep_journal)?;
-                    batch.remove(&job_key(id));
-                    if !keep_journal && journal_on_disk {
-                        for k in tree.scan_prefix(journal_prefix(id)).keys() {
-                            batch.remove(k?);
-                        }
-                    }
-                    tree.apply_batch(batch)?;
-                }
-                Settle::Retry { at_ms } => {
-                    put_writes(&mut batch, id, writes, true)?;
-                    let mut job = lease.job.clone();
-                    job.attempt += 1;
-                    job.not_before_ms = at_ms;
-                    let bytes = serde_json::to_vec(&job).expect("a Job always serialises");
-                    batch.insert(&job_key(id), bytes);
-                    tree.apply_batch(batch)?;
-                    self.inner.sched.push_all([Lease {
-                        job,
-                        event: lease.event.clone(),
-                    }]);
-                }
-            }
-            Ok(())
-        })();
+        let mut job = lease.job.clone();
+        if let Settle::Retry { at_ms } = settle {
+            job.attempt += 1;
+            job.not_before_ms = at_ms;
+        }
+        let keep_journal = match settle {
+            Settle::Done { keep_journal } => keep_journal,
+            Settle::Retry { .. } => true,
+        };
+        let staged = self.stage(job.id, &writes, keep_journal)?;
+        let (ticket, keys) = (staged.ticket, staged.keys.clone());
+        let sent = self.send(WriteCmd::Commit {
+            job: job.id,
+            writes,
+            settle: Some(Settled {
+                job: Box::new(job.clone()),
+                settle,
+                journal_on_disk,
+            }),
+            staged,
+            reply: None,
+        });
+        match (settle, &sent) {
+            (Settle::Retry { .. }, Ok(())) => self.inner.sched.push_all([Lease {
+                job,
+                event: lease.event.clone(),
+            }]),
+            (_, Err(_)) => self.inner.store.unstage(ticket, keys),
+            _ => {}
+        }
         self.inner.sched.done(lease.job.user.as_deref());
-        result
+        sent
     }
 
-    /// Commits a run's `writes` now, in one atomic batch (before an output, or to
-    /// free a state key another run waits for). Not flushed here: [`Store::sync`]
-    /// waits for the shared flusher when the caller needs it durable.
+    /// Hands a run's `writes` to the writer, to commit in one atomic batch (to free
+    /// a state key another run waits for, or after an outbound effect); visible to
+    /// reads at once. With `durable`, waits until they — and everything the run
+    /// handed over before — are applied and on disk (the shared flusher's fsync):
+    /// the output-commit rule. Blocking.
     ///
     /// # Errors
-    /// When the store fails.
-    pub fn commit(&self, job: u64, writes: &RunWrites) -> Result<(), QueueError> {
-        if writes.is_empty() {
+    /// When the store fails or the queue is shut down.
+    pub fn commit(&self, job: u64, writes: RunWrites, durable: bool) -> Result<(), QueueError> {
+        if writes.is_empty() && !durable {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        put_writes(&mut batch, job, writes, true)?;
-        self.inner.store.queue_tree().apply_batch(batch)?;
-        Ok(())
+        let staged = self.stage(job, &writes, true)?;
+        let (ticket, keys) = (staged.ticket, staged.keys.clone());
+        let done = if durable {
+            self.blocking(|reply| WriteCmd::Commit {
+                job,
+                writes,
+                settle: None,
+                staged,
+                reply: Some(reply),
+            })
+        } else {
+            self.send(WriteCmd::Commit {
+                job,
+                writes,
+                settle: None,
+                staged,
+                reply: None,
+            })
+        };
+        if matches!(done, Err(QueueError::Closed)) {
+            // Never reached the writer: nothing will apply (and unstage) them.
+            self.inner.store.unstage(ticket, keys);
+        }
+        done
+    }
+
+    /// Stages the keys `writes` will write, so reads see them until the writer has
+    /// applied them.
+    fn stage(&self, job: u64, writes: &RunWrites, journal: bool) -> Result<Staged, QueueError> {
+        let mut keys = Vec::with_capacity(writes.state.len() + writes.journal.len());
+        for w in &writes.state {
+            let key = crate::state::sled_key(&w.ns, &w.key)
+                .map_err(|e| QueueError::Write(e.to_string()))?;
+            keys.push((key, w.value.as_ref().map(crate::state::sled_value)));
+        }
+        if journal {
+            for (k, v) in &writes.journal {
+                let bytes = serde_json::to_vec(v).expect("a JSON value always serialises");
+                keys.push((journal_key(job, k), Some(bytes)));
+            }
+        }
+        let names = keys.iter().map(|(k, _)| k.clone()).collect();
+        let ticket = self.inner.store.stage(keys);
+        Ok(Staged {
+            ticket,
+            keys: names,
+        })
     }
 
     /// Parks a leased run until its `job.waiting` is resolved, committing `writes`
@@ -519,12 +580,12 @@ impl Queue {
     /// # Errors
     /// When the store fails.
     pub fn journal_get(&self, job: u64, key: &str) -> Result<Option<Value>, QueueError> {
-        Ok(self
-            .inner
-            .store
-            .queue_tree()
-            .get(journal_key(job, key))?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
+        let key = journal_key(job, key);
+        let bytes = match self.inner.store.staged(&key) {
+            Some(staged) => staged,
+            None => self.inner.store.queue_tree().get(key)?.map(|v| v.to_vec()),
+        };
+        Ok(bytes.and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
     /// Forgets one journal entry of `job`.
@@ -799,13 +860,14 @@ fn schedule_key(script: &str, handler: &str) -> Vec<u8> {
 }
 
 /// Adds `writes` of `job` to `batch`: its state changes, and its journal entries
-/// when `journal` (a run that finishes now does not need them).
+/// when `journal` (a run that finishes now does not need them); returns the
+/// journal keys written.
 fn put_writes(
     batch: &mut sled::Batch,
     job: u64,
     writes: &RunWrites,
     journal: bool,
-) -> Result<(), QueueError> {
+) -> Result<Vec<Vec<u8>>, QueueError> {
     for w in &writes.state {
         let key =
             crate::state::sled_key(&w.ns, &w.key).map_err(|e| QueueError::Write(e.to_string()))?;
@@ -814,15 +876,18 @@ fn put_writes(
             None => batch.remove(key),
         }
     }
+    let mut written = Vec::new();
     if journal {
         for (k, v) in &writes.journal {
+            let key = journal_key(job, k);
             batch.insert(
-                journal_key(job, k),
+                key.clone(),
                 serde_json::to_vec(v).expect("a JSON value always serialises"),
             );
+            written.push(key);
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 fn journal_key(job: u64, key: &str) -> Vec<u8> {

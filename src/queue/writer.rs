@@ -17,8 +17,9 @@ use serde_json::Value;
 use super::waits::WaitIndex;
 use super::{
     DEDUP_GENERATION_MS, Dispatch, IngestReceipt, Inner, Job, Lease, META_DEDUP_GEN,
-    META_DEDUP_ROTATED, PreparedEvent, QueueError, Reply, RunWrites, StoredEvent, Trigger,
-    WaitKind, decode_job, dedup_key, event_key, job_key, journal_key, put_writes,
+    META_DEDUP_ROTATED, PreparedEvent, QueueError, Reply, RunWrites, Settle, Settled, Staged,
+    StoredEvent, Trigger, WaitKind, decode_job, dedup_key, event_key, job_key, journal_key,
+    journal_prefix, put_writes,
 };
 use crate::store::{id_key, key_id};
 
@@ -43,6 +44,15 @@ pub(super) enum WriteCmd {
         /// The run's uncommitted writes, committed with the park.
         writes: RunWrites,
         reply: Reply<()>,
+    },
+    /// A run's writes (and maybe its settle), staged by the caller.
+    Commit {
+        job: u64,
+        writes: RunWrites,
+        settle: Option<Settled>,
+        staged: Staged,
+        /// Answered once applied and durable.
+        reply: Option<Reply<()>>,
     },
     Resume {
         job_id: u64,
@@ -105,6 +115,10 @@ struct Round {
     leases: Vec<Lease>,
     /// Jobs written in this round (newer than the tree).
     jobs: HashMap<u64, Job>,
+    /// Journal keys written in this round, by job (a finished run clears them).
+    journal: HashMap<u64, Vec<Vec<u8>>>,
+    /// Staged hand-offs to forget once the batch is applied.
+    staged: Vec<Staged>,
     replies: Vec<Answer>,
 }
 
@@ -175,6 +189,23 @@ impl Writer<'_> {
                 WriteCmd::Park { job, writes, reply } => {
                     self.park(&mut round, &mut parked_waits, *job, &writes, reply)
                 }
+                WriteCmd::Commit {
+                    job,
+                    writes,
+                    settle,
+                    staged,
+                    reply,
+                } => {
+                    round.staged.push(staged);
+                    let r = self.commit(&mut round, job, &writes, settle);
+                    if let Some(reply) = reply {
+                        match &r {
+                            Ok(()) => round.answer(reply, ()),
+                            Err(e) => reply(Err(QueueError::Write(e.to_string()))),
+                        }
+                    }
+                    r
+                }
                 WriteCmd::Resume {
                     job_id,
                     key,
@@ -207,6 +238,10 @@ impl Writer<'_> {
                 .apply_batch(round.batch)
                 .map_err(QueueError::from),
         };
+        // Applied (or failed, and then never will be): reads go to the tree again.
+        for s in round.staged.drain(..) {
+            self.inner.store.unstage(s.ticket, s.keys);
+        }
         if let Err(e) = applied {
             tracing::error!(error = %e, "Writing to the queue failed.");
             for r in round.replies {
@@ -301,6 +336,40 @@ impl Writer<'_> {
             }
         }
         round.answer(reply, (receipt, unused));
+        Ok(())
+    }
+
+    /// A run's writes, and what becomes of its job.
+    fn commit(
+        &mut self,
+        round: &mut Round,
+        job: u64,
+        writes: &RunWrites,
+        settle: Option<Settled>,
+    ) -> Result<(), QueueError> {
+        let keep_journal = match settle.as_ref().map(|s| s.settle) {
+            Some(Settle::Done { keep_journal }) => keep_journal,
+            Some(Settle::Retry { .. }) | None => true,
+        };
+        let written = put_writes(&mut round.batch, job, writes, keep_journal)?;
+        round.journal.entry(job).or_default().extend(written);
+        let Some(s) = settle else { return Ok(()) };
+        match s.settle {
+            Settle::Done { keep_journal } => {
+                round.batch.remove(&job_key(job));
+                round.jobs.remove(&job);
+                if !keep_journal && s.journal_on_disk {
+                    let tree = self.inner.store.queue_tree();
+                    for k in tree.scan_prefix(journal_prefix(job)).keys() {
+                        round.batch.remove(k?);
+                    }
+                    for k in round.journal.remove(&job).unwrap_or_default() {
+                        round.batch.remove(k);
+                    }
+                }
+            }
+            Settle::Retry { .. } => round.put_job(*s.job),
+        }
         Ok(())
     }
 
@@ -417,6 +486,12 @@ impl Writer<'_> {
 fn fail(inner: &Inner, cmd: WriteCmd, e: &QueueError) {
     let err = || QueueError::Write(e.to_string());
     match cmd {
+        WriteCmd::Commit { staged, reply, .. } => {
+            inner.store.unstage(staged.ticket, staged.keys);
+            if let Some(reply) = reply {
+                reply(Err(err()));
+            }
+        }
         WriteCmd::Ingest { reply, events } => {
             inner
                 .pending_events

@@ -41,6 +41,8 @@ pub struct RunTx {
     wrote_journal: bool,
     /// Writes were committed since the last time they were known durable.
     unsynced: bool,
+    /// Journal state changes (a run), or not (a change from outside any run).
+    journaled: bool,
 }
 
 impl RunTx {
@@ -53,7 +55,17 @@ impl RunTx {
             locked: Vec::new(),
             wrote_journal: false,
             unsynced: false,
+            journaled: true,
         }
+    }
+
+    /// A transaction outside any run (the admin API): its state changes are ordered
+    /// with the runs' (same locks, same writer) and journal nothing.
+    pub fn direct(queue: Queue, state: Arc<dyn StateStore>) -> Self {
+        let owner = state.locks().one_off_owner();
+        let mut tx = Self::new(owner, queue, state);
+        tx.journaled = false;
+        tx
     }
 
     /// The journaled result of `key`: this execution's, else the stored one.
@@ -135,40 +147,44 @@ impl RunTx {
             Change::Put(v) => self.pending.put_state(ns, key, Some(v)),
             Change::Remove => self.pending.put_state(ns, key, None),
         }
-        self.pending.put_journal(journal_key, result.clone());
+        if self.journaled {
+            self.pending.put_journal(journal_key, result.clone());
+        }
         Ok(result)
     }
 
-    /// Commits the pending writes in one batch and frees the run's keys.
+    /// Hands the pending writes to the writer (one atomic batch; visible to every
+    /// read at once) and frees the run's keys.
     ///
     /// # Errors
-    /// When the store fails (the writes stay pending).
+    /// When the store fails.
     pub fn commit(&mut self) -> Result<(), TxError> {
-        if !self.pending.is_empty() {
-            self.queue.commit(self.job, &self.pending)?;
-            self.wrote_journal |= !self.pending.journal.is_empty();
-            self.pending = RunWrites::default();
-            self.unsynced = true;
+        self.hand_off(false)
+    }
+
+    /// [`RunTx::commit`]; with `durable`, waits until everything the run handed
+    /// over is applied and on disk.
+    fn hand_off(&mut self, durable: bool) -> Result<(), TxError> {
+        if !self.pending.is_empty() || durable {
+            let writes = std::mem::take(&mut self.pending);
+            let wrote_journal = !writes.journal.is_empty();
+            self.queue.commit(self.job, writes, durable)?;
+            self.wrote_journal |= wrote_journal;
+            self.unsynced = !durable;
         }
         self.release();
         Ok(())
     }
 
     /// The output-commit rule: everything written so far is durable when this
-    /// returns. Blocking (waits for the shared flusher, never flushes itself).
+    /// returns. Blocking (waits for the writer and the shared flusher, never
+    /// flushes itself); free when nothing was written since the last time.
     ///
     /// # Errors
     /// When the store fails.
     pub fn before_output(&mut self) -> Result<(), TxError> {
-        self.commit()?;
-        if self.unsynced {
-            self.queue
-                .store()
-                .sync_blocking()
-                .map_err(QueueError::from)?;
-            self.unsynced = false;
-        }
-        Ok(())
+        let durable = !self.pending.is_empty() || self.unsynced;
+        self.hand_off(durable)
     }
 
     /// After an outbound effect: commits its journal entry and asks for a flush

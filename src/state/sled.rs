@@ -77,9 +77,12 @@ impl SledState {
 impl StateStore for SledState {
     fn read(&self, ns: &str, key: &str) -> Result<Option<StateValue>, StateError> {
         let k = tree_key(ns, key)?;
-        Ok(self
-            .tree()
-            .get(k)?
+        // A change a run handed over wins over the tree until it is applied.
+        let bytes = match self.store.staged(&k) {
+            Some(staged) => staged,
+            None => self.tree().get(k)?.map(|v| v.to_vec()),
+        };
+        Ok(bytes
             .and_then(|b| decode(&b))
             .and_then(|e| e.live(self.store.now_ms())))
     }
@@ -91,13 +94,26 @@ impl StateStore for SledState {
         let skip = scan.len();
         scan.extend_from_slice(prefix.as_bytes());
         let now = self.store.now_ms();
-        let mut out = Vec::new();
+        let mut staged: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+            self.store.staged_with_prefix(&scan).into_iter().collect();
+        let mut found = std::collections::BTreeMap::new();
         for item in self.tree().scan_prefix(&scan) {
-            if out.len() >= limit {
+            if found.len() >= limit && staged.is_empty() {
                 break;
             }
             let (k, v) = item?;
-            let Some(e) = decode(&v).and_then(|e| e.live(now)) else {
+            let bytes = staged
+                .remove(k.as_ref())
+                .unwrap_or_else(|| Some(v.to_vec()));
+            found.insert(k.to_vec(), bytes);
+        }
+        found.extend(staged);
+        let mut out = Vec::new();
+        for (k, v) in found {
+            if out.len() >= limit {
+                break;
+            }
+            let Some(e) = v.and_then(|b| decode(&b)).and_then(|e| e.live(now)) else {
                 continue;
             };
             let key = String::from_utf8_lossy(&k[skip..]).into_owned();
@@ -106,6 +122,9 @@ impl StateStore for SledState {
         Ok(out)
     }
 
+    /// Writes the tree directly: for stores without a writer thread (local runs).
+    /// The daemon's admin API changes state through a run transaction instead
+    /// (`RunTx::direct`), so its change is ordered with the runs' hand-offs.
     fn apply_now(&self, ns: &str, key: &str, op: &StateOp) -> Result<Value, StateError> {
         let k = tree_key(ns, key)?;
         let name = lock_name(ns, key)?;

@@ -68,6 +68,22 @@ struct Inner {
     meta: sled::Tree,
     flusher: Flusher,
     clock: SharedClock,
+    staged: Staged,
+}
+
+type StagedValue = (u64, Option<Vec<u8>>);
+
+/// Writes of the queue tree handed to the writer thread and not applied yet, by key
+/// (`None`: a removal), each with the ticket of its hand-off. Reads of those keys
+/// see them first, so a run's changes are visible — to the next run of its user,
+/// to every run of a shared key — the moment it hands them over, not only once the
+/// writer applied them. The writer applies hand-offs in order, so what a later run
+/// read from here is never committed before what it read.
+#[derive(Default)]
+struct Staged {
+    /// Key → (ticket, value or `None` for a removal).
+    entries: parking_lot::Mutex<std::collections::HashMap<Vec<u8>, StagedValue>>,
+    next: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -94,8 +110,7 @@ impl Store {
             .path(dir.join("db"))
             .cache_capacity(256 << 20)
             .mode(sled::Mode::HighThroughput)
-            // The flusher is the only thread that flushes (lazily too).
-            .flush_every_ms(None)
+            .flush_every_ms(Some(200))
             .open()
             .map_err(|source| StoreError::Open {
                 path: dir.display().to_string(),
@@ -136,6 +151,7 @@ impl Store {
                 db,
                 flusher,
                 clock,
+                staged: Staged::default(),
             }),
         })
     }
@@ -209,6 +225,54 @@ impl Store {
     /// Calls `then` once every write made before this call is on disk.
     pub fn after_sync(&self, then: Box<dyn FnOnce(Result<(), StoreError>) + Send>) {
         self.inner.flusher.request(then);
+    }
+
+    /// Stages `writes` (keys of the queue tree) as handed to the writer; returns the
+    /// hand-off's ticket, for [`Store::unstage`] once applied.
+    pub fn stage(&self, writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>) -> u64 {
+        let ticket = self
+            .inner
+            .staged
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut entries = self.inner.staged.entries.lock();
+        for (k, v) in writes {
+            entries.insert(k, (ticket, v));
+        }
+        ticket
+    }
+
+    /// A staged value of `key`: `Some(None)` when a removal is staged.
+    pub fn staged(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.inner
+            .staged
+            .entries
+            .lock()
+            .get(key)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Staged writes of keys starting with `prefix`.
+    pub fn staged_with_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.inner
+            .staged
+            .entries
+            .lock()
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (_, v))| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Forgets the staged writes of `ticket` (applied now), unless a later hand-off
+    /// staged the same key again.
+    pub fn unstage(&self, ticket: u64, keys: impl IntoIterator<Item = Vec<u8>>) {
+        let mut entries = self.inner.staged.entries.lock();
+        for k in keys {
+            if entries.get(&k).is_some_and(|(t, _)| *t == ticket) {
+                entries.remove(&k);
+            }
+        }
     }
 
     /// Asks for a flush of everything written so far, without waiting for it.

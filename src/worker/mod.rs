@@ -131,12 +131,13 @@ fn settle(deps: &WorkerDeps, lease: &Lease, exec: Execution) {
             return;
         }
     };
-    store_record(deps, lease, record);
-    if let Err(e) = deps.queue.settle(lease, settle, &writes, journal_on_disk) {
+    if let Err(e) = deps.queue.settle(lease, settle, writes, journal_on_disk) {
         tracing::error!(job = lease.job.id, error = %e, "Settling a job failed; it will run again.");
     }
-    // `tx` drops here, after the commit: its state keys are free again.
+    // Its writes are handed over (and visible): the state keys are free again, and
+    // whoever sees the record sees what the run wrote.
     drop(tx);
+    store_record(deps, lease, record);
 }
 
 fn store_record(deps: &WorkerDeps, lease: &Lease, record: crate::run::RunRecord) {
