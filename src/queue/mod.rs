@@ -429,6 +429,17 @@ impl Queue {
             Settle::Done { keep_journal } => keep_journal,
             Settle::Retry { .. } => true,
         };
+        if matches!(settle, Settle::Done { .. })
+            && writes.state.is_empty()
+            && !journal_on_disk
+            && (writes.journal.is_empty() || !keep_journal)
+        {
+            // Nothing but the job to remove, and nothing of the run handed over
+            // before (that would have journaled): one key, no batch, no writer.
+            let removed = self.inner.store.queue_tree().remove(job_key(job.id));
+            self.inner.sched.done(lease.job.user.as_deref());
+            return removed.map(|_| ()).map_err(QueueError::from);
+        }
         let staged = self.stage(job.id, &writes, keep_journal)?;
         let (ticket, keys) = (staged.ticket, staged.keys.clone());
         let sent = self.send(WriteCmd::Commit {

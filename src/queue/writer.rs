@@ -260,6 +260,12 @@ impl Writer<'_> {
         for id in unparked {
             self.waits.remove(id);
         }
+        if round.leases.is_empty() && round.replies.is_empty() {
+            // Only hand-offs nobody waits for (settles): the flusher's lazy flush
+            // makes them durable; asking for a flush now would only slow the next
+            // round down.
+            return;
+        }
         let inner = Arc::clone(self.inner);
         let leases = round.leases;
         let replies = round.replies;
