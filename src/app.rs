@@ -13,7 +13,7 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
-use crate::approval::{ApprovalStore, Approvals, DecideError};
+use crate::approval::{Approvals, DecideError};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Auth, Config, Secret};
 use crate::connectors::http::HttpClient;
@@ -24,7 +24,7 @@ use crate::host::Host;
 use crate::ingest::{self, IngestState};
 use crate::queue::Queue;
 use crate::run::timers::{Due, OnDue, Timers};
-use crate::run::{DeadLetters, RunStore};
+use crate::run::{DeadLetters, RunStore, SledDeadLetters, SledRunRecords};
 use crate::schedule::{ScheduleInfo, Schedules};
 use crate::script::pinned::Versions;
 use crate::script::{EngineOptions, Live, load_dir};
@@ -130,7 +130,7 @@ pub fn build_host(
         rt,
         segment: segment::SegmentApi::new(http.clone(), config.segment.clone()),
         outbox: Arc::new(segment::Outbox::open(store, &config.segment)?),
-        approvals: ApprovalStore::open(store)?,
+        approvals: crate::approval::SledApprovals::open(store)?,
         approvals_cfg: config.approvals.clone(),
         http,
         state: Arc::new(SledState::open(store)?),
@@ -196,14 +196,14 @@ impl App {
         let set = tokio::task::spawn_blocking(move || load_dir(&scripts_dir, &opts)).await?;
         report_load(&config.server.scripts_dir, &set);
         let scripts = Arc::new(Live::new(set));
-        let queue = Queue::open(
+        let queue = crate::queue::SledQueue::open(
             store.clone(),
             Arc::clone(&scripts) as Arc<dyn crate::queue::Dispatch>,
         )
         .context("opening the queue")?;
         queue.set_max_pending_events(config.server.max_pending_events);
-        let runs = RunStore::new(&store);
-        let dead = DeadLetters::new(&store);
+        let runs = SledRunRecords::open(&store);
+        let dead = SledDeadLetters::open(&store);
         let state = Arc::clone(&engine.host.state);
         let versions = Arc::new(Versions::open(&store)?);
         let metrics = Arc::new(crate::admin::metrics::Metrics::default());

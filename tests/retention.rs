@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 use spur::event::{BatchDefaults, Event, Origin, normalize};
-use spur::queue::{Dispatch, PreparedEvent, Queue, Target};
-use spur::run::{RunRecord, RunStatus, RunStore};
+use spur::queue::{Dispatch, PreparedEvent, SledQueue, Target};
+use spur::run::{RunRecord, RunStatus};
 use spur::store::{Store, now_ms};
 
 struct Only(&'static str);
@@ -41,7 +41,7 @@ fn event(name: &str, i: usize) -> PreparedEvent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_events_are_purged_unless_a_pending_job_needs_them() {
     let store = Store::temporary().unwrap();
-    let queue = Queue::open(store.clone(), Arc::new(Only("Kept"))).unwrap();
+    let queue = SledQueue::open(store.clone(), Arc::new(Only("Kept"))).unwrap();
     let batch = vec![
         event("Old", 1),
         event("Old", 2),
@@ -72,7 +72,7 @@ async fn old_events_are_purged_unless_a_pending_job_needs_them() {
 #[test]
 fn run_records_older_than_the_retention_are_purged() {
     let store = Store::temporary().unwrap();
-    let runs = RunStore::new(&store);
+    let runs = spur::run::SledRunRecords::open(&store);
     for i in 0..5 {
         let trigger = spur::queue::Trigger::Schedule {
             schedule: "@hourly".into(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use common::{Daemon, base_config};
 use serde_json::Value;
-use spur::queue::Queue;
+use spur::queue::{Queue, SledQueue};
 use spur::schedule::Schedules;
 use spur::script::{EngineOptions, Live, SourceFile, load_sources};
 use spur::store::Store;
@@ -37,7 +37,7 @@ impl Harness {
             host,
         };
         let live = Arc::new(Live::new(Self::compile(&opts, script)));
-        let queue = Queue::open(
+        let queue = SledQueue::open(
             store.clone(),
             Arc::clone(&live) as Arc<dyn spur::queue::Dispatch>,
         )

@@ -101,7 +101,7 @@ async fn metrics_text(State(st): State<AdminState>) -> impl IntoResponse {
         (
             "spur_store_bytes",
             "Bytes the store occupies on disk.",
-            st.queue.store().size_on_disk(),
+            st.queue.size_on_disk(),
         ),
     ]);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body)

@@ -159,17 +159,17 @@ async fn list_events(
     };
     let cutoff = st
         .queue
-        .store()
+        .clock()
         .now_ms()
         .saturating_sub(crate::duration::as_ms(since));
     let limit = q.limit.unwrap_or(10_000).clamp(1, 100_000);
     // Streamed as it is read: the answer never sits in memory whole.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-    let store = st.queue.store().clone();
+    let queue = st.queue.clone();
     tokio::task::spawn_blocking(move || {
         let mut chunk = b"{\"events\":[".to_vec();
         let mut first = true;
-        let visited = crate::queue::visit_events_since(&store, cutoff, limit, |e| {
+        let visited = queue.visit_events(cutoff, limit, &mut |e| {
             if !std::mem::take(&mut first) {
                 chunk.push(b',');
             }
@@ -242,7 +242,7 @@ async fn replay_dead(
     st.queue
         .journal_forget(job.id, crate::host::journal::PIN_KEY)?;
     job.attempt = 0;
-    job.not_before_ms = st.queue.store().now_ms();
+    job.not_before_ms = st.queue.clock().now_ms();
     job.created_ms = 0;
     match st.queue.enqueue(vec![job]).await {
         Ok(ids) => Ok(Json(json!({ "replayed": id, "job_id": ids.first() }))),

@@ -135,70 +135,75 @@ pub enum DecideError {
     Store(#[from] StoreError),
 }
 
-/// The stored requests; cheap to clone.
-#[derive(Clone)]
-pub struct ApprovalStore {
-    tree: sled::Tree,
-    clock: crate::clock::SharedClock,
-}
-
-impl ApprovalStore {
-    /// # Errors
-    /// When the tree cannot be opened.
-    pub fn open(store: &Store) -> Result<Self, StoreError> {
-        Ok(Self {
-            tree: store.tree(TREE)?,
-            clock: std::sync::Arc::clone(store.clock()),
-        })
-    }
-
+/// Where approval requests are kept (a backend's part of the storage seam).
+pub trait ApprovalRequests: Send + Sync + 'static {
     /// Stores `a` unless a request with its id exists; returns the stored one and
     /// whether it was created now.
     ///
     /// # Errors
     /// On store failure.
-    pub fn create_if_absent(&self, a: &Approval) -> Result<(Approval, bool), StoreError> {
-        let bytes = serde_json::to_vec(a).expect("an approval serialises");
-        match self
-            .tree
-            .compare_and_swap(a.id.as_bytes(), None::<&[u8]>, Some(bytes))?
-        {
-            Ok(()) => Ok((a.clone(), true)),
-            Err(cas) => {
-                let current = cas.current.map(|v| decode(&a.id, &v)).transpose()?;
-                Ok((current.unwrap_or_else(|| a.clone()), false))
-            }
-        }
-    }
+    fn create_if_absent(&self, a: &Approval) -> Result<(Approval, bool), StoreError>;
 
     /// # Errors
     /// On store failure.
-    pub fn get(&self, id: &str) -> Result<Option<Approval>, StoreError> {
-        self.tree
-            .get(id.as_bytes())?
-            .map(|v| decode(id, &v))
-            .transpose()
-    }
+    fn get(&self, id: &str) -> Result<Option<Approval>, StoreError>;
 
     /// Requests, newest first, optionally of one status.
     ///
     /// # Errors
     /// On store failure.
-    pub fn list(&self, status: Option<Status>) -> Result<Vec<Approval>, StoreError> {
-        let mut out = Vec::new();
-        for item in &self.tree {
-            let (k, v) = item?;
-            let a = decode(&String::from_utf8_lossy(&k), &v)?;
-            if status.is_none_or(|s| s == a.status) {
-                out.push(a);
-            }
-        }
-        out.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then_with(|| b.id.cmp(&a.id))
-        });
-        Ok(out)
+    fn list(&self, status: Option<Status>) -> Result<Vec<Approval>, StoreError>;
+
+    /// Decides a pending request once.
+    ///
+    /// # Errors
+    /// `NotFound`, `AlreadyDecided` (HTTP 409), `NotAllowed` (403), or store failure.
+    fn decide(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        comment: Option<&str>,
+    ) -> Result<Approval, DecideError>;
+
+    /// Expires a pending request.
+    ///
+    /// # Errors
+    /// As [`ApprovalStore::decide`].
+    fn expire(&self, id: &str) -> Result<Approval, DecideError>;
+
+    /// Removes decided requests (approved, rejected, expired) decided before
+    /// `cutoff_ms`; pending ones stay until they are decided or expire. Returns how
+    /// many were removed.
+    ///
+    /// # Errors
+    /// On store failure.
+    fn purge(&self, cutoff_ms: i64) -> Result<usize, StoreError>;
+
+    /// Remembers the Slack message of a request.
+    ///
+    /// # Errors
+    /// On store failure.
+    fn set_slack(&self, id: &str, msg: SlackMessage) -> Result<(), StoreError>;
+}
+
+/// The approval requests a daemon holds; cheap to clone.
+pub type ApprovalStore = std::sync::Arc<dyn ApprovalRequests>;
+
+/// Approval requests on sled: tree `approvals`, key the request id, value its JSON.
+pub struct SledApprovals {
+    tree: sled::Tree,
+    clock: crate::clock::SharedClock,
+}
+
+impl SledApprovals {
+    /// # Errors
+    /// When the tree cannot be opened.
+    pub fn open(store: &Store) -> Result<ApprovalStore, StoreError> {
+        Ok(std::sync::Arc::new(Self {
+            tree: store.tree(TREE)?,
+            clock: std::sync::Arc::clone(store.clock()),
+        }))
     }
 
     /// Applies `change` to a pending request atomically.
@@ -231,12 +236,48 @@ impl ApprovalStore {
             }
         }
     }
+}
 
-    /// Decides a pending request once.
-    ///
-    /// # Errors
-    /// `NotFound`, `AlreadyDecided` (HTTP 409), `NotAllowed` (403), or store failure.
-    pub fn decide(
+impl ApprovalRequests for SledApprovals {
+    fn create_if_absent(&self, a: &Approval) -> Result<(Approval, bool), StoreError> {
+        let bytes = serde_json::to_vec(a).expect("an approval serialises");
+        match self
+            .tree
+            .compare_and_swap(a.id.as_bytes(), None::<&[u8]>, Some(bytes))?
+        {
+            Ok(()) => Ok((a.clone(), true)),
+            Err(cas) => {
+                let current = cas.current.map(|v| decode(&a.id, &v)).transpose()?;
+                Ok((current.unwrap_or_else(|| a.clone()), false))
+            }
+        }
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Approval>, StoreError> {
+        self.tree
+            .get(id.as_bytes())?
+            .map(|v| decode(id, &v))
+            .transpose()
+    }
+
+    fn list(&self, status: Option<Status>) -> Result<Vec<Approval>, StoreError> {
+        let mut out = Vec::new();
+        for item in &self.tree {
+            let (k, v) = item?;
+            let a = decode(&String::from_utf8_lossy(&k), &v)?;
+            if status.is_none_or(|s| s == a.status) {
+                out.push(a);
+            }
+        }
+        out.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
+        Ok(out)
+    }
+
+    fn decide(
         &self,
         id: &str,
         approve: bool,
@@ -264,11 +305,7 @@ impl ApprovalStore {
         })
     }
 
-    /// Expires a pending request.
-    ///
-    /// # Errors
-    /// As [`ApprovalStore::decide`].
-    pub fn expire(&self, id: &str) -> Result<Approval, DecideError> {
+    fn expire(&self, id: &str) -> Result<Approval, DecideError> {
         let now = self.clock.now();
         self.transition(id, |a| {
             a.status = Status::Expired;
@@ -277,13 +314,7 @@ impl ApprovalStore {
         })
     }
 
-    /// Removes decided requests (approved, rejected, expired) decided before
-    /// `cutoff_ms`; pending ones stay until they are decided or expire. Returns how
-    /// many were removed.
-    ///
-    /// # Errors
-    /// On store failure.
-    pub fn purge(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
+    fn purge(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
         let mut batch = sled::Batch::default();
         let mut n = 0;
         for item in &self.tree {
@@ -305,11 +336,7 @@ impl ApprovalStore {
         Ok(n)
     }
 
-    /// Remembers the Slack message of a request.
-    ///
-    /// # Errors
-    /// On store failure.
-    pub fn set_slack(&self, id: &str, msg: SlackMessage) -> Result<(), StoreError> {
+    fn set_slack(&self, id: &str, msg: SlackMessage) -> Result<(), StoreError> {
         self.tree.update_and_fetch(id.as_bytes(), |old| {
             let mut a: Approval = serde_json::from_slice(old?).ok()?;
             a.slack = Some(msg.clone());
@@ -357,7 +384,7 @@ mod tests {
 
     #[test]
     fn decided_once_and_only_by_approvers() {
-        let store = ApprovalStore::open(&Store::temporary().unwrap()).unwrap();
+        let store = SledApprovals::open(&Store::temporary().unwrap()).unwrap();
         let (_, created) = store
             .create_if_absent(&sample("a1", &["ops@example.com"]))
             .unwrap();
@@ -388,7 +415,7 @@ mod tests {
 
     #[test]
     fn expiry_applies_on_expiry() {
-        let store = ApprovalStore::open(&Store::temporary().unwrap()).unwrap();
+        let store = SledApprovals::open(&Store::temporary().unwrap()).unwrap();
         let mut a = sample("a2", &[]);
         a.approve_on_expiry = true;
         store.create_if_absent(&a).unwrap();

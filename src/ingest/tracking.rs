@@ -49,7 +49,7 @@ pub(super) async fn single(
         _ => None,
     };
     check_write_key(&st, &headers, body_key.as_deref())?;
-    let now = st.queue.store().clock().now();
+    let now = st.queue.clock().now();
     let event = normalize(
         item,
         Some(kind),
@@ -144,7 +144,7 @@ pub(super) async fn batch(
         sent_at: parsed.sent_at.as_ref(),
     };
 
-    let now = st.queue.store().clock().now();
+    let now = st.queue.clock().now();
     let mut sorted = Sorted::new(items.len(), now.timestamp_millis());
     for (i, raw) in items.iter().enumerate() {
         sorted.push(i, prepare_item(raw, &defaults, now));

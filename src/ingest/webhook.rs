@@ -68,7 +68,7 @@ pub(super) async fn segment(
         ));
     }
 
-    let now = st.queue.store().clock().now();
+    let now = st.queue.clock().now();
     let mut sorted = Sorted::new(items.len(), now.timestamp_millis());
     for (i, raw) in items.iter().enumerate() {
         sorted.push(i, prepare_item(raw, now));

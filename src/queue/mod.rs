@@ -1,65 +1,41 @@
 //! The durable job queue: the event log, `messageId` dedup, jobs, parked runs and
-//! their effect journal, and the run order.
+//! their effect journal, schedule state, and the run order.
 //!
-//! Layout (one sled tree, so one batch commits an event, its dedup entry and its
-//! jobs — or a wake-up's journal entry and the job's new state — atomically; a crash
-//! keeps all of it or none):
+//! [`JobQueue`] is the storage seam every backend implements (sled: `sled/`; NATS
+//! JetStream for scale-out, DESIGN.md §8, would be another); [`Queue`] is the handle
+//! the daemon passes around. Backend-independent parts live here: the job model
+//! (`job.rs`), the in-memory run order (`scheduler.rs`: per-user lines, delayed
+//! retries), the index of parked `wait_for`s (`waits.rs`), and a run's uncommitted
+//! writes (`writes.rs`).
 //!
-//! | key | value |
-//! | --- | --- |
-//! | `e` + seq (u64 BE) | received ms (i64 BE) + the event's JSON |
-//! | `d` + generation (u32 BE) + messageId | seq |
-//! | `j` + job id (u64 BE) | the [`Job`] as JSON (with its [`Wait`] while parked) |
-//! | `r` + job id + effect key | the effect's journaled result (JSON) |
-//! | `s` `c` + script + `\0` + handler key | a schedule's [`ScheduleState`] |
-//! | `v` + namespace + `\0` + key | a state value (`state/sled.rs`) |
-//!
-//! A run's own writes (state changes, journal entries) are [`RunWrites`], applied
-//! in one batch with its settle ([`Queue::settle`]) or park, or before an output
-//! ([`Queue::commit`]); no worker flushes: [`Store::sync`] waits for the shared
-//! flusher.
-//!
-//! Writes that decide what runs next go through one writer thread (`writer.rs`):
-//! accepting events (dedup, dispatch to handlers, matching parked `wait_for`s),
-//! enqueueing, parking and waking runs. It drains every request that arrived while
-//! the previous round was being flushed, applies one batch and asks for one shared
-//! fsync; answers go out and jobs reach the scheduler only after it. Dedup is kept
-//! for two generations of 24 h each, so a duplicate within 24 h is always caught.
-//!
-//! Backends: this sled queue is the only one today; a NATS JetStream backend for
-//! scale-out (DESIGN.md §8) would sit beside it behind a trait extracted then.
+//! Contract of every backend:
+//! - an event (and its jobs, and the wake-ups it causes) is durable before
+//!   [`JobQueue::ingest`] returns; a repeated `messageId` within 24 h is a duplicate;
+//! - a run's [`RunWrites`] commit in one atomic batch with its settle or park, or
+//!   alone through [`JobQueue::commit`]; once handed over they are visible to every
+//!   read, and hand-offs are committed in order;
+//! - a schedule tick's job and the schedule's new state commit together;
+//! - a run is woken at most once per wait ([`JobQueue::resume`]).
 
 mod job;
 mod scheduler;
+mod sled;
 mod waits;
-mod writer;
 mod writes;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::mpsc;
 
-use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
 pub use job::{Job, Lease, StoredEvent, Target, Trigger, Wait, WaitKind};
 pub use scheduler::SchedulerStats;
+pub use sled::{SledQueue, events_since, visit_events_since};
 pub use waits::matches as wait_matches;
 pub use writes::{RunWrites, StateWrite};
 
+use crate::clock::SharedClock;
 use crate::event::Event;
-use crate::store::{Store, StoreError, id_key, key_id};
-use scheduler::Scheduler;
-use writer::WriteCmd;
-
-const EVENT: u8 = b'e';
-const DEDUP: u8 = b'd';
-const JOB: u8 = b'j';
-const JOURNAL: u8 = b'r';
-const SCHEDULE: [u8; 2] = [b's', b'c'];
-const META_DEDUP_GEN: &[u8] = b"dedup_generation";
-const META_DEDUP_ROTATED: &[u8] = b"dedup_rotated_ms";
-const DEDUP_GENERATION_MS: i64 = 24 * 3600 * 1000;
+use crate::store::StoreError;
 
 /// Errors of the queue.
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +53,8 @@ pub enum QueueError {
     Overloaded { pending: usize, limit: usize },
 }
 
-impl From<sled::Error> for QueueError {
-    fn from(e: sled::Error) -> Self {
+impl From<::sled::Error> for QueueError {
+    fn from(e: ::sled::Error) -> Self {
         Self::Store(e.into())
     }
 }
@@ -92,8 +68,9 @@ pub trait Dispatch: Send + Sync + 'static {
 /// An event serialised for storage (done on the request's thread, not the writer's).
 pub struct PreparedEvent {
     pub event: Event,
-    received_ms: i64,
-    bytes: Vec<u8>,
+    pub(crate) received_ms: i64,
+    /// `received_ms` (i64 BE) + the event's JSON, as stored.
+    pub(crate) bytes: Vec<u8>,
 }
 
 impl PreparedEvent {
@@ -133,20 +110,6 @@ pub struct ScheduleState {
     pub last_ms: Option<i64>,
 }
 
-/// Writes handed to the writer under a ticket (see `Store::stage`).
-pub(crate) struct Staged {
-    ticket: u64,
-    keys: Vec<Vec<u8>>,
-}
-
-/// What becomes of a job whose run's writes are committed.
-pub(crate) struct Settled {
-    /// The job as it is to be stored (a retry's next attempt).
-    job: Box<Job>,
-    settle: Settle,
-    journal_on_disk: bool,
-}
-
 /// How a leased job ends.
 #[derive(Debug, Clone, Copy)]
 pub enum Settle {
@@ -157,25 +120,6 @@ pub enum Settle {
     Retry { at_ms: i64 },
 }
 
-/// The queue; cheap to clone.
-#[derive(Clone)]
-pub struct Queue {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    store: Store,
-    sched: Scheduler,
-    tx: Mutex<Option<mpsc::Sender<WriteCmd>>>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    dedup_gen: AtomicU32,
-    settled_waits: Mutex<Option<SettledCheck>>,
-    /// Events handed to the writer and not yet taken by it, and their limit: the
-    /// writer's queue is bounded, so overload costs a 503, not memory.
-    pending_events: AtomicUsize,
-    max_pending_events: AtomicUsize,
-}
-
 /// Events that may wait for the writer at once, by default.
 pub const DEFAULT_MAX_PENDING_EVENTS: usize = 20_000;
 
@@ -183,67 +127,12 @@ pub const DEFAULT_MAX_PENDING_EVENTS: usize = 20_000;
 /// decided between its creation and the park): its result, to wake at once.
 pub type SettledCheck = Arc<dyn Fn(&Wait) -> Option<Value> + Send + Sync>;
 
-type Reply<T> = Box<dyn FnOnce(Result<T, QueueError>) + Send>;
+/// The queue a daemon holds; cheap to clone.
+pub type Queue = Arc<dyn JobQueue>;
 
-impl Queue {
-    /// Opens the queue on `store`, reloading every pending job (parked runs stay
-    /// parked, their `wait_for`s re-indexed).
-    ///
-    /// # Errors
-    /// When the store cannot be read or a stored job is corrupt.
-    pub fn open(store: Store, dispatch: Arc<dyn Dispatch>) -> Result<Self, QueueError> {
-        let meta = store.meta_tree();
-        let generation = meta
-            .get(META_DEDUP_GEN)
-            .map_err(StoreError::from)?
-            .map_or(0, |v| key_id(&v) as u32);
-        if meta
-            .get(META_DEDUP_ROTATED)
-            .map_err(StoreError::from)?
-            .is_none()
-        {
-            meta.insert(META_DEDUP_ROTATED, &store.now_ms().to_be_bytes())
-                .map_err(StoreError::from)?;
-        }
-        let (tx, rx) = mpsc::channel();
-        let inner = Arc::new(Inner {
-            sched: Scheduler::new(Arc::clone(store.clock())),
-            store,
-            tx: Mutex::new(Some(tx)),
-            writer: Mutex::new(None),
-            dedup_gen: AtomicU32::new(generation),
-            settled_waits: Mutex::new(None),
-            pending_events: AtomicUsize::new(0),
-            max_pending_events: AtomicUsize::new(DEFAULT_MAX_PENDING_EVENTS),
-        });
-        let mut ready = Vec::new();
-        let mut parked = Vec::new();
-        for job in all_jobs(inner.store.queue_tree())? {
-            if job.waiting.is_some() {
-                parked.push(job);
-            } else {
-                ready.push(Lease { job, event: None });
-            }
-        }
-        if !ready.is_empty() || !parked.is_empty() {
-            tracing::info!(
-                ready = ready.len(),
-                parked = parked.len(),
-                "Recovered pending jobs."
-            );
-        }
-        inner.sched.push_all(ready);
-        let handle = writer::start(Arc::clone(&inner), rx, dispatch, &parked);
-        *inner.writer.lock() = Some(handle);
-        Ok(Self { inner })
-    }
-
-    fn send(&self, cmd: WriteCmd) -> Result<(), QueueError> {
-        let guard = self.inner.tx.lock();
-        let tx = guard.as_ref().ok_or(QueueError::Closed)?;
-        tx.send(cmd).map_err(|_| QueueError::Closed)
-    }
-
+/// The job queue and event log of a backend (see the module doc for the contract).
+#[async_trait::async_trait]
+pub trait JobQueue: Send + Sync + 'static {
     /// Stores `events` durably (deduplicated by `messageId`) and queues their jobs;
     /// wakes parked runs whose `wait_for` an event matches. Returns once everything
     /// accepted is on disk.
@@ -251,50 +140,15 @@ impl Queue {
     /// # Errors
     /// When the store fails or the queue is shut down.
     /// Refused with [`QueueError::Overloaded`] when more than the limit of events
-    /// already wait for the writer ([`Queue::set_max_pending_events`]).
-    pub async fn ingest(&self, events: Vec<PreparedEvent>) -> Result<IngestReceipt, QueueError> {
-        let n = events.len();
-        let limit = self.inner.max_pending_events.load(Ordering::Relaxed);
-        let before = self.inner.pending_events.fetch_add(n, Ordering::AcqRel);
-        if before + n > limit && before > 0 {
-            self.inner.pending_events.fetch_sub(n, Ordering::AcqRel);
-            return Err(QueueError::Overloaded {
-                pending: before,
-                limit,
-            });
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let sent = self.send(WriteCmd::Ingest {
-            events,
-            reply: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        });
-        if sent.is_err() {
-            self.inner.pending_events.fetch_sub(n, Ordering::AcqRel);
-        }
-        sent?;
-        let (receipt, unused) = rx.await.map_err(|_| QueueError::Closed)??;
-        drop(unused);
-        Ok(receipt)
-    }
+    /// already wait for the writer ([`JobQueue::set_max_pending_events`]).
+    async fn ingest(&self, events: Vec<PreparedEvent>) -> Result<IngestReceipt, QueueError>;
 
     /// Stores `jobs` durably and queues them. A job with id 0 gets a fresh id; a
     /// job with an id keeps it (a replay keeps its journal).
     ///
     /// # Errors
     /// When the store fails or the queue is shut down.
-    pub async fn enqueue(&self, jobs: Vec<Job>) -> Result<Vec<u64>, QueueError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(WriteCmd::Enqueue {
-            jobs,
-            extra: Vec::new(),
-            reply: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        })?;
-        rx.await.map_err(|_| QueueError::Closed)?
-    }
+    async fn enqueue(&self, jobs: Vec<Job>) -> Result<Vec<u64>, QueueError>;
 
     /// Queues a schedule's tick (`job`, if it fires) and stores the schedule's new
     /// state in the same atomic batch: never one without the other, so a tick never
@@ -302,105 +156,47 @@ impl Queue {
     ///
     /// # Errors
     /// When the store fails or the queue is shut down.
-    pub async fn tick(
+    async fn tick(
         &self,
         script: &str,
         handler: &str,
         job: Option<Job>,
         state: &ScheduleState,
-    ) -> Result<(), QueueError> {
-        let extra = vec![(
-            schedule_key(script, handler),
-            serde_json::to_vec(state).expect("a schedule state serialises"),
-        )];
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(WriteCmd::Enqueue {
-            jobs: job.into_iter().collect(),
-            extra,
-            reply: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        })?;
-        rx.await.map_err(|_| QueueError::Closed)?.map(|_| ())
-    }
+    ) -> Result<(), QueueError>;
 
     /// The stored state of every schedule, by script and handler key.
     ///
     /// # Errors
     /// When the store fails.
-    pub fn schedule_states(
+    fn schedule_states(
         &self,
-    ) -> Result<std::collections::HashMap<(String, String), ScheduleState>, QueueError> {
-        let mut out = std::collections::HashMap::new();
-        for item in self.inner.store.queue_tree().scan_prefix(SCHEDULE) {
-            let (k, v) = item?;
-            let rest = String::from_utf8_lossy(&k[SCHEDULE.len()..]).into_owned();
-            let Some((script, handler)) = rest.split_once('\0') else {
-                continue;
-            };
-            if let Ok(state) = serde_json::from_slice(&v) {
-                out.insert((script.to_owned(), handler.to_owned()), state);
-            }
-        }
-        Ok(out)
-    }
+    ) -> Result<std::collections::HashMap<(String, String), ScheduleState>, QueueError>;
 
     /// Stores one schedule's state (no job fires with it).
     ///
     /// # Errors
     /// When the store fails.
-    pub fn put_schedule_state(
+    fn put_schedule_state(
         &self,
         script: &str,
         handler: &str,
         state: &ScheduleState,
-    ) -> Result<(), QueueError> {
-        self.inner.store.queue_tree().insert(
-            schedule_key(script, handler),
-            serde_json::to_vec(state).expect("a schedule state serialises"),
-        )?;
-        Ok(())
-    }
+    ) -> Result<(), QueueError>;
 
     /// Forgets the state of schedules that are gone.
     ///
     /// # Errors
     /// When the store fails.
-    pub fn remove_schedule_state(&self, script: &str, handler: &str) -> Result<(), QueueError> {
-        self.inner
-            .store
-            .queue_tree()
-            .remove(schedule_key(script, handler))?;
-        Ok(())
-    }
-
-    fn blocking<T: Send + 'static>(
-        &self,
-        cmd: impl FnOnce(Reply<T>) -> WriteCmd,
-    ) -> Result<T, QueueError> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.send(cmd(Box::new(move |r| {
-            let _ = tx.send(r);
-        })))?;
-        rx.recv().map_err(|_| QueueError::Closed)?
-    }
+    fn remove_schedule_state(&self, script: &str, handler: &str) -> Result<(), QueueError>;
 
     /// How many events may wait for the writer at once before ingest is refused.
-    pub fn set_max_pending_events(&self, n: usize) {
-        self.inner
-            .max_pending_events
-            .store(n.max(1), Ordering::Relaxed);
-    }
+    fn set_max_pending_events(&self, n: usize);
 
     /// Installs the check consulted when a run parks (see [`SettledCheck`]).
-    pub fn set_settled_check(&self, check: SettledCheck) {
-        *self.inner.settled_waits.lock() = Some(check);
-    }
+    fn set_settled_check(&self, check: SettledCheck);
 
     /// Blocks until a job may run; `None` once the queue is shut down.
-    pub fn lease(&self) -> Option<Lease> {
-        self.inner.sched.lease()
-    }
+    fn lease(&self) -> Option<Lease>;
 
     /// Ends a leased job's execution, handing the run's `writes` to the writer to
     /// commit in one atomic batch with it, and frees its user's line at once (what
@@ -413,57 +209,13 @@ impl Queue {
     /// # Errors
     /// When the queue is shut down (the job then runs again at the next start); the
     /// user's line is released regardless.
-    pub fn settle(
+    fn settle(
         &self,
         lease: &Lease,
         settle: Settle,
         writes: RunWrites,
         journal_on_disk: bool,
-    ) -> Result<(), QueueError> {
-        let mut job = lease.job.clone();
-        if let Settle::Retry { at_ms } = settle {
-            job.attempt += 1;
-            job.not_before_ms = at_ms;
-        }
-        let keep_journal = match settle {
-            Settle::Done { keep_journal } => keep_journal,
-            Settle::Retry { .. } => true,
-        };
-        if matches!(settle, Settle::Done { .. })
-            && writes.state.is_empty()
-            && !journal_on_disk
-            && (writes.journal.is_empty() || !keep_journal)
-        {
-            // Nothing but the job to remove, and nothing of the run handed over
-            // before (that would have journaled): one key, no batch, no writer.
-            let removed = self.inner.store.queue_tree().remove(job_key(job.id));
-            self.inner.sched.done(lease.job.user.as_deref());
-            return removed.map(|_| ()).map_err(QueueError::from);
-        }
-        let staged = self.stage(job.id, &writes, keep_journal)?;
-        let (ticket, keys) = (staged.ticket, staged.keys.clone());
-        let sent = self.send(WriteCmd::Commit {
-            job: job.id,
-            writes,
-            settle: Some(Settled {
-                job: Box::new(job.clone()),
-                settle,
-                journal_on_disk,
-            }),
-            staged,
-            reply: None,
-        });
-        match (settle, &sent) {
-            (Settle::Retry { .. }, Ok(())) => self.inner.sched.push_all([Lease {
-                job,
-                event: lease.event.clone(),
-            }]),
-            (_, Err(_)) => self.inner.store.unstage(ticket, keys),
-            _ => {}
-        }
-        self.inner.sched.done(lease.job.user.as_deref());
-        sent
-    }
+    ) -> Result<(), QueueError>;
 
     /// Hands a run's `writes` to the writer, to commit in one atomic batch (to free
     /// a state key another run waits for, or after an outbound effect); visible to
@@ -473,58 +225,7 @@ impl Queue {
     ///
     /// # Errors
     /// When the store fails or the queue is shut down.
-    pub fn commit(&self, job: u64, writes: RunWrites, durable: bool) -> Result<(), QueueError> {
-        if writes.is_empty() && !durable {
-            return Ok(());
-        }
-        let staged = self.stage(job, &writes, true)?;
-        let (ticket, keys) = (staged.ticket, staged.keys.clone());
-        let done = if durable {
-            self.blocking(|reply| WriteCmd::Commit {
-                job,
-                writes,
-                settle: None,
-                staged,
-                reply: Some(reply),
-            })
-        } else {
-            self.send(WriteCmd::Commit {
-                job,
-                writes,
-                settle: None,
-                staged,
-                reply: None,
-            })
-        };
-        if matches!(done, Err(QueueError::Closed)) {
-            // Never reached the writer: nothing will apply (and unstage) them.
-            self.inner.store.unstage(ticket, keys);
-        }
-        done
-    }
-
-    /// Stages the keys `writes` will write, so reads see them until the writer has
-    /// applied them.
-    fn stage(&self, job: u64, writes: &RunWrites, journal: bool) -> Result<Staged, QueueError> {
-        let mut keys = Vec::with_capacity(writes.state.len() + writes.journal.len());
-        for w in &writes.state {
-            let key = crate::state::sled_key(&w.ns, &w.key)
-                .map_err(|e| QueueError::Write(e.to_string()))?;
-            keys.push((key, w.value.as_ref().map(crate::state::sled_value)));
-        }
-        if journal {
-            for (k, v) in &writes.journal {
-                let bytes = serde_json::to_vec(v).expect("a JSON value always serialises");
-                keys.push((journal_key(job, k), Some(bytes)));
-            }
-        }
-        let names = keys.iter().map(|(k, _)| k.clone()).collect();
-        let ticket = self.inner.store.stage(keys);
-        Ok(Staged {
-            ticket,
-            keys: names,
-        })
-    }
+    fn commit(&self, job: u64, writes: RunWrites, durable: bool) -> Result<(), QueueError>;
 
     /// Parks a leased run until its `job.waiting` is resolved, committing `writes`
     /// with it; frees its user's line. Blocking; returns once the parked state is
@@ -532,16 +233,7 @@ impl Queue {
     ///
     /// # Errors
     /// When the store fails or the queue is shut down.
-    pub fn park(&self, lease: &Lease, job: Job, writes: RunWrites) -> Result<(), QueueError> {
-        debug_assert!(job.waiting.is_some(), "parking needs a wait");
-        let result = self.blocking(|reply| WriteCmd::Park {
-            job: Box::new(job),
-            writes,
-            reply,
-        });
-        self.inner.sched.done(lease.job.user.as_deref());
-        result
-    }
+    fn park(&self, lease: &Lease, job: Job, writes: RunWrites) -> Result<(), QueueError>;
 
     /// Wakes `job_id` if it is parked on `key`, journaling `result` as the waiting
     /// effect's outcome. Returns whether it woke (false: not parked on that key, e.g.
@@ -549,390 +241,121 @@ impl Queue {
     ///
     /// # Errors
     /// When the store fails or the queue is shut down.
-    pub async fn resume(&self, job_id: u64, key: &str, result: Value) -> Result<bool, QueueError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(WriteCmd::Resume {
-            job_id,
-            key: key.to_owned(),
-            result,
-            reply: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        })?;
-        rx.await.map_err(|_| QueueError::Closed)?
-    }
+    async fn resume(&self, job_id: u64, key: &str, result: Value) -> Result<bool, QueueError>;
 
     /// A job as stored.
     ///
     /// # Errors
     /// When the store fails or the record is corrupt.
-    pub fn job(&self, id: u64) -> Result<Option<Job>, QueueError> {
-        self.inner
-            .store
-            .queue_tree()
-            .get(job_key(id))?
-            .map(|v| decode_job(id, &v))
-            .transpose()
-    }
+    fn job(&self, id: u64) -> Result<Option<Job>, QueueError>;
 
     /// Every parked run.
     ///
     /// # Errors
     /// When the store fails or a record is corrupt.
-    pub fn waiting_jobs(&self) -> Result<Vec<Job>, QueueError> {
-        Ok(all_jobs(self.inner.store.queue_tree())?
-            .into_iter()
-            .filter(|j| j.waiting.is_some())
-            .collect())
-    }
+    fn waiting_jobs(&self) -> Result<Vec<Job>, QueueError>;
 
     /// The journaled result of `job`'s effect `key`.
     ///
     /// # Errors
     /// When the store fails.
-    pub fn journal_get(&self, job: u64, key: &str) -> Result<Option<Value>, QueueError> {
-        let key = journal_key(job, key);
-        let bytes = match self.inner.store.staged(&key) {
-            Some(staged) => staged,
-            None => self.inner.store.queue_tree().get(key)?.map(|v| v.to_vec()),
-        };
-        Ok(bytes.and_then(|v| serde_json::from_slice(&v).ok()))
-    }
+    fn journal_get(&self, job: u64, key: &str) -> Result<Option<Value>, QueueError>;
+
+    /// Journal entries of `job` (for inspection and tests).
+    ///
+    /// # Errors
+    /// When the store fails.
+    fn journal(&self, job: u64) -> Result<Vec<(String, Value)>, QueueError>;
 
     /// Forgets one journal entry of `job`.
     ///
     /// # Errors
     /// When the store fails.
-    pub fn journal_forget(&self, job: u64, key: &str) -> Result<(), QueueError> {
-        self.inner
-            .store
-            .queue_tree()
-            .remove(journal_key(job, key))?;
-        Ok(())
-    }
+    fn journal_forget(&self, job: u64, key: &str) -> Result<(), QueueError>;
 
     /// Forgets the journals of `jobs` (dead letters removed by retention).
     ///
     /// # Errors
     /// When the store fails.
-    pub fn forget_journals(&self, jobs: &[u64]) -> Result<(), QueueError> {
-        for &job in jobs {
-            self.clear_journal(job)?;
-        }
-        Ok(())
-    }
+    fn forget_journals(&self, jobs: &[u64]) -> Result<(), QueueError>;
 
     /// The script versions pending jobs are pinned to (with the job, or in the
     /// journal of a run interrupted before it could store its pin).
     ///
     /// # Errors
     /// When the store fails or a stored job is corrupt.
-    pub fn pinned_versions(&self) -> Result<std::collections::HashSet<String>, QueueError> {
-        let mut out = std::collections::HashSet::new();
-        for job in all_jobs(self.inner.store.queue_tree())? {
-            let pin = match job.pinned {
-                Some(p) => Some(p),
-                None => self
-                    .journal_get(job.id, crate::host::journal::PIN_KEY)?
-                    .and_then(|v| v.as_str().map(str::to_owned)),
-            };
-            out.extend(pin);
-        }
-        Ok(out)
-    }
-
-    /// Forgets `job`'s journal.
-    fn clear_journal(&self, job: u64) -> Result<(), sled::Error> {
-        let tree = self.inner.store.queue_tree();
-        let mut batch = sled::Batch::default();
-        for k in tree.scan_prefix(journal_prefix(job)).keys() {
-            batch.remove(k?);
-        }
-        tree.apply_batch(batch)
-    }
-
-    /// Journal entries of `job` (for inspection and tests).
-    ///
-    /// # Errors
-    /// When the store fails.
-    pub fn journal(&self, job: u64) -> Result<Vec<(String, Value)>, QueueError> {
-        let tree = self.inner.store.queue_tree();
-        let prefix = journal_prefix(job);
-        let mut out = Vec::new();
-        for item in tree.scan_prefix(prefix) {
-            let (k, v) = item?;
-            let key = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            out.push((key, serde_json::from_slice(&v).unwrap_or(Value::Null)));
-        }
-        Ok(out)
-    }
+    fn pinned_versions(&self) -> Result<std::collections::HashSet<String>, QueueError>;
 
     /// An event of the log, if still retained.
     ///
     /// # Errors
     /// When the store fails or the record is corrupt.
-    pub fn event(&self, seq: u64) -> Result<Option<StoredEvent>, QueueError> {
-        let Some(v) = self
-            .inner
-            .store
-            .queue_tree()
-            .get(event_key(seq))
-            .map_err(StoreError::from)?
-        else {
-            return Ok(None);
-        };
-        decode_event(seq, &v).map(Some)
-    }
+    fn event(&self, seq: u64) -> Result<Option<StoredEvent>, QueueError>;
 
     /// Appends an event to the log without dedup (a replay of a purged event);
     /// returns its new sequence number once durable.
     ///
     /// # Errors
     /// When the store fails.
-    pub async fn append_event(&self, body: Map<String, Value>) -> Result<u64, QueueError> {
-        let store = &self.inner.store;
-        let seq = store.next_id()?;
-        let mut bytes = store.now_ms().to_be_bytes().to_vec();
-        serde_json::to_writer(&mut bytes, &body).expect("a JSON map always serialises");
-        store
-            .queue_tree()
-            .insert(event_key(seq), bytes)
-            .map_err(StoreError::from)?;
-        store.sync().await?;
-        Ok(seq)
-    }
-
-    /// Events received at or after `since_ms`, oldest first.
-    ///
-    /// # Errors
-    /// When the store fails or a record is corrupt.
-    pub fn events_since(&self, since_ms: i64) -> Result<Vec<StoredEvent>, QueueError> {
-        events_since(&self.inner.store, since_ms)
-    }
+    async fn append_event(&self, body: Map<String, Value>) -> Result<u64, QueueError>;
 
     /// Scheduler counts.
-    pub fn stats(&self) -> SchedulerStats {
-        self.inner.sched.stats()
-    }
+    fn stats(&self) -> SchedulerStats;
 
     /// Deletes events older than `cutoff_ms` that no pending job needs, and dedup
     /// generations past the window. Returns the number of events removed.
     ///
     /// # Errors
     /// When the store fails.
-    pub fn purge(&self, cutoff_ms: i64) -> Result<usize, QueueError> {
-        let tree = self.inner.store.queue_tree();
-        let min_live = all_jobs(tree)?
-            .iter()
-            .filter_map(|j| match j.trigger {
-                Trigger::Event { seq, .. } => Some(seq),
-                Trigger::Schedule { .. } => None,
-            })
-            .min()
-            .unwrap_or(u64::MAX);
-        let mut removed = 0;
-        let mut batch = sled::Batch::default();
-        for item in tree.scan_prefix([EVENT]) {
-            let (k, v) = item.map_err(StoreError::from)?;
-            let received = v.get(..8).map_or(0, key_id) as i64;
-            if received >= cutoff_ms || key_id(&k) >= min_live {
-                break;
-            }
-            batch.remove(k);
-            removed += 1;
-            if removed % 1000 == 0 {
-                tree.apply_batch(std::mem::take(&mut batch))
-                    .map_err(StoreError::from)?;
-            }
-        }
-        tree.apply_batch(batch).map_err(StoreError::from)?;
-        let current = self.inner.dedup_gen.load(Ordering::Acquire);
-        if current >= 2 {
-            for generation in 0..current - 1 {
-                let mut prefix = vec![DEDUP];
-                prefix.extend_from_slice(&generation.to_be_bytes());
-                for item in tree.scan_prefix(&prefix).keys() {
-                    tree.remove(item.map_err(StoreError::from)?)
-                        .map_err(StoreError::from)?;
-                }
-            }
-        }
-        Ok(removed)
-    }
+    fn purge(&self, cutoff_ms: i64) -> Result<usize, QueueError>;
 
     /// Stops leasing (workers see `None`), lets the writer finish what it was given,
     /// and waits for it.
-    pub fn shutdown(&self) {
-        self.inner.tx.lock().take();
-        self.inner.sched.shutdown();
-        let writer = self.inner.writer.lock().take();
-        if let Some(w) = writer {
-            let _ = w.join();
-        }
+    fn shutdown(&self);
+
+    /// Visits the newest `limit` events received at or after `since_ms`, oldest
+    /// first, one at a time; stops early when `visit` returns false.
+    ///
+    /// # Errors
+    /// When the store fails or a record is corrupt.
+    fn visit_events(
+        &self,
+        since_ms: i64,
+        limit: usize,
+        visit: &mut dyn FnMut(StoredEvent) -> bool,
+    ) -> Result<(), QueueError>;
+
+    /// The clock of the store the queue is on.
+    fn clock(&self) -> &SharedClock;
+
+    /// A fresh id, larger than every id handed out before, also across restarts.
+    ///
+    /// # Errors
+    /// When the store fails.
+    fn next_id(&self) -> Result<u64, QueueError>;
+
+    /// Waits until everything written before is durable (the shared flusher).
+    ///
+    /// # Errors
+    /// When the flush fails.
+    async fn sync(&self) -> Result<(), QueueError>;
+
+    /// Asks for a flush soon, without waiting for it.
+    fn flush_soon(&self);
+
+    /// Bytes the backend occupies on disk.
+    fn size_on_disk(&self) -> u64;
+
+    /// Events received at or after `since_ms`, oldest first.
+    ///
+    /// # Errors
+    /// When the store fails or a record is corrupt.
+    fn events_since(&self, since_ms: i64) -> Result<Vec<StoredEvent>, QueueError> {
+        let mut out = Vec::new();
+        self.visit_events(since_ms, usize::MAX, &mut |e| {
+            out.push(e);
+            true
+        })?;
+        Ok(out)
     }
-
-    pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
-}
-
-/// Events of `store`'s log received at or after `since_ms`, oldest first (also for
-/// reading a store no daemon holds).
-///
-/// # Errors
-/// When the store fails or a record is corrupt.
-pub fn events_since(store: &Store, since_ms: i64) -> Result<Vec<StoredEvent>, QueueError> {
-    let mut out = Vec::new();
-    visit_events_since(store, since_ms, usize::MAX, |e| {
-        out.push(e);
-        true
-    })?;
-    Ok(out)
-}
-
-/// Visits the newest `limit` events received at or after `since_ms`, oldest first,
-/// one at a time (memory stays flat however long the log); stops early when
-/// `visit` returns false.
-///
-/// # Errors
-/// When the store fails or a record is corrupt.
-pub fn visit_events_since(
-    store: &Store,
-    since_ms: i64,
-    limit: usize,
-    mut visit: impl FnMut(StoredEvent) -> bool,
-) -> Result<(), QueueError> {
-    let tree = store.queue_tree();
-    // Backwards to find where the window starts, reading only the times.
-    let mut start = None;
-    let mut count = 0;
-    for item in tree.scan_prefix([EVENT]).rev() {
-        let (k, v) = item.map_err(StoreError::from)?;
-        let received = v.get(..8).map_or(0, key_id) as i64;
-        if received < since_ms || count >= limit {
-            break;
-        }
-        start = Some(k);
-        count += 1;
-    }
-    let Some(start) = start else { return Ok(()) };
-    for item in tree.range(start..).take(count) {
-        let (k, v) = item.map_err(StoreError::from)?;
-        if k.first() != Some(&EVENT) {
-            break;
-        }
-        if !visit(decode_event(key_id(&k), &v)?) {
-            break;
-        }
-    }
-    Ok(())
-}
-
-fn all_jobs(tree: &sled::Tree) -> Result<Vec<Job>, QueueError> {
-    tree.scan_prefix([JOB])
-        .map(|item| {
-            let (k, v) = item?;
-            decode_job(key_id(&k), &v)
-        })
-        .collect()
-}
-
-fn decode_job(id: u64, v: &[u8]) -> Result<Job, QueueError> {
-    serde_json::from_slice(v).map_err(|e| QueueError::Corrupt {
-        id,
-        reason: e.to_string(),
-    })
-}
-
-fn event_key(seq: u64) -> [u8; 9] {
-    let mut k = [EVENT; 9];
-    k[1..].copy_from_slice(&id_key(seq));
-    k
-}
-
-fn job_key(id: u64) -> [u8; 9] {
-    let mut k = [JOB; 9];
-    k[1..].copy_from_slice(&id_key(id));
-    k
-}
-
-fn journal_prefix(job: u64) -> [u8; 9] {
-    let mut k = [JOURNAL; 9];
-    k[1..].copy_from_slice(&id_key(job));
-    k
-}
-
-fn schedule_key(script: &str, handler: &str) -> Vec<u8> {
-    let mut k = SCHEDULE.to_vec();
-    k.extend_from_slice(script.as_bytes());
-    k.push(0);
-    k.extend_from_slice(handler.as_bytes());
-    k
-}
-
-/// Adds `writes` of `job` to `batch`: its state changes, and its journal entries
-/// when `journal` (a run that finishes now does not need them); returns the
-/// journal keys written.
-fn put_writes(
-    batch: &mut sled::Batch,
-    job: u64,
-    writes: &RunWrites,
-    journal: bool,
-) -> Result<Vec<Vec<u8>>, QueueError> {
-    for w in &writes.state {
-        let key =
-            crate::state::sled_key(&w.ns, &w.key).map_err(|e| QueueError::Write(e.to_string()))?;
-        match &w.value {
-            Some(v) => batch.insert(key, crate::state::sled_value(v)),
-            None => batch.remove(key),
-        }
-    }
-    let mut written = Vec::new();
-    if journal {
-        for (k, v) in &writes.journal {
-            let key = journal_key(job, k);
-            batch.insert(
-                key.clone(),
-                serde_json::to_vec(v).expect("a JSON value always serialises"),
-            );
-            written.push(key);
-        }
-    }
-    Ok(written)
-}
-
-fn journal_key(job: u64, key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(9 + key.len());
-    k.push(JOURNAL);
-    k.extend_from_slice(&id_key(job));
-    k.extend_from_slice(key.as_bytes());
-    k
-}
-
-fn dedup_key(generation: u32, message_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(5 + message_id.len());
-    k.push(DEDUP);
-    k.extend_from_slice(&generation.to_be_bytes());
-    k.extend_from_slice(message_id.as_bytes());
-    k
-}
-
-fn decode_event(seq: u64, v: &[u8]) -> Result<StoredEvent, QueueError> {
-    let corrupt = |reason: String| {
-        QueueError::Store(StoreError::Corrupt {
-            key: format!("event {seq}"),
-            reason,
-        })
-    };
-    if v.len() < 8 {
-        return Err(corrupt("too short".into()));
-    }
-    let received_ms = key_id(&v[..8]) as i64;
-    let body: Map<String, Value> =
-        serde_json::from_slice(&v[8..]).map_err(|e| corrupt(e.to_string()))?;
-    Ok(StoredEvent {
-        seq,
-        received_ms,
-        body,
-    })
 }

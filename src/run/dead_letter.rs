@@ -1,6 +1,5 @@
 //! Dead letters: jobs that failed permanently or ran out of attempts, with their
 //! event, so they can be inspected and replayed even after the event log moved on.
-//! Layout: tree `dead_letters`, key job id, value `dead ms (i64 BE) + JSON`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,28 +26,71 @@ pub struct DeadLetter {
     pub dead_at: String,
 }
 
-/// The dead-letter store; cheap to clone.
-#[derive(Clone)]
-pub struct DeadLetters {
-    tree: sled::Tree,
-    store: Store,
-    /// Dead letters kept (counted, so `/metrics` does not scan the tree).
-    count: Arc<AtomicUsize>,
-}
-
-impl DeadLetters {
-    pub fn new(store: &Store) -> Self {
-        let tree = store.dead_tree().clone();
-        Self {
-            count: Arc::new(AtomicUsize::new(tree.len())),
-            tree,
-            store: store.clone(),
-        }
-    }
-
+/// Where dead letters are kept (a backend's part of the storage seam).
+pub trait DeadLetterStore: Send + Sync + 'static {
     /// # Errors
     /// On store failure.
-    pub fn insert(&self, dl: &DeadLetter) -> Result<(), StoreError> {
+    fn insert(&self, dl: &DeadLetter) -> Result<(), StoreError>;
+
+    /// Newest first.
+    ///
+    /// # Errors
+    /// On store failure.
+    fn list(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Removes and returns one (for replay).
+    ///
+    /// # Errors
+    /// On store failure.
+    fn take(&self, id: u64) -> Result<Option<DeadLetter>, StoreError>;
+
+    /// Puts one back (a replay that could not be queued).
+    ///
+    /// # Errors
+    /// On store failure.
+    fn restore(&self, dl: &DeadLetter) -> Result<(), StoreError> {
+        self.insert(dl)
+    }
+
+    /// Dead letters kept (counted, so `/metrics` does not scan).
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes dead letters older than `cutoff_ms`; returns their ids, so their
+    /// journals can go too.
+    ///
+    /// # Errors
+    /// On store failure.
+    fn purge(&self, cutoff_ms: i64) -> Result<Vec<u64>, StoreError>;
+}
+
+/// The dead letters a daemon holds; cheap to clone.
+pub type DeadLetters = Arc<dyn DeadLetterStore>;
+
+/// Dead letters on sled: tree `dead_letters`, key job id, value dead ms (i64 BE)
+/// + JSON.
+pub struct SledDeadLetters {
+    tree: sled::Tree,
+    store: Store,
+    count: AtomicUsize,
+}
+
+impl SledDeadLetters {
+    pub fn open(store: &Store) -> DeadLetters {
+        let tree = store.dead_tree().clone();
+        Arc::new(Self {
+            count: AtomicUsize::new(tree.len()),
+            tree,
+            store: store.clone(),
+        })
+    }
+}
+
+impl DeadLetterStore for SledDeadLetters {
+    fn insert(&self, dl: &DeadLetter) -> Result<(), StoreError> {
         let mut value = self.store.now_ms().to_be_bytes().to_vec();
         serde_json::to_writer(&mut value, dl).expect("a dead letter always serialises");
         if self.tree.insert(id_key(dl.id), value)?.is_none() {
@@ -57,11 +99,7 @@ impl DeadLetters {
         Ok(())
     }
 
-    /// Newest first.
-    ///
-    /// # Errors
-    /// On store failure.
-    pub fn list(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+    fn list(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         self.tree
             .iter()
             .rev()
@@ -73,11 +111,7 @@ impl DeadLetters {
             .collect()
     }
 
-    /// Removes and returns one (for replay).
-    ///
-    /// # Errors
-    /// On store failure.
-    pub fn take(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
+    fn take(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
         let removed = self.tree.remove(id_key(id))?;
         if removed.is_some() {
             self.count.fetch_sub(1, Ordering::Relaxed);
@@ -85,28 +119,11 @@ impl DeadLetters {
         removed.map(|v| decode(&id_key(id), &v)).transpose()
     }
 
-    /// Puts one back (a replay that could not be queued).
-    ///
-    /// # Errors
-    /// On store failure.
-    pub fn restore(&self, dl: &DeadLetter) -> Result<(), StoreError> {
-        self.insert(dl)
-    }
-
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Removes dead letters older than `cutoff_ms`; returns their ids, so their
-    /// journals can go too.
-    ///
-    /// # Errors
-    /// On store failure.
-    pub fn purge(&self, cutoff_ms: i64) -> Result<Vec<u64>, StoreError> {
+    fn purge(&self, cutoff_ms: i64) -> Result<Vec<u64>, StoreError> {
         let ids = purge_before(&self.tree, cutoff_ms)?;
         self.count.fetch_sub(ids.len(), Ordering::Relaxed);
         Ok(ids)

@@ -8,5 +8,5 @@ mod record;
 pub mod timers;
 pub mod tx;
 
-pub use dead_letter::{DeadLetter, DeadLetters};
-pub use record::{RunError, RunFilter, RunRecord, RunStatus, RunStore};
+pub use dead_letter::{DeadLetter, DeadLetterStore, DeadLetters, SledDeadLetters};
+pub use record::{RunError, RunFilter, RunRecord, RunRecords, RunStatus, RunStore, SledRunRecords};

@@ -204,29 +204,60 @@ impl RunFilter {
     }
 }
 
-/// The run records; cheap to clone.
-#[derive(Clone)]
-pub struct RunStore {
+/// Where run records are kept (a backend's part of the storage seam).
+pub trait RunRecords: Send + Sync + 'static {
+    /// Stores `record` and announces it to subscribers.
+    ///
+    /// # Errors
+    /// On store failure.
+    fn insert(&self, record: RunRecord) -> Result<(), StoreError>;
+
+    /// Every record as it is stored (tests await runs with this, never sleep).
+    fn subscribe(&self) -> broadcast::Receiver<Arc<RunRecord>>;
+
+    /// Records matching `filter`, newest first, at most `limit`.
+    ///
+    /// # Errors
+    /// On store failure.
+    fn list(&self, filter: &RunFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// One record.
+    ///
+    /// # Errors
+    /// On store failure.
+    fn get(&self, id: u64) -> Result<Option<RunRecord>, StoreError>;
+
+    /// Deletes records stored before `cutoff_ms`; returns how many.
+    ///
+    /// # Errors
+    /// On store failure.
+    fn purge(&self, cutoff_ms: i64) -> Result<usize, StoreError>;
+}
+
+/// The run records a daemon holds; cheap to clone.
+pub type RunStore = Arc<dyn RunRecords>;
+
+/// Run records on sled: tree `runs`, key run id (u64 BE), value stored ms (i64 BE)
+/// + the record's JSON. Flushed lazily: a record lost in a crash costs no work.
+pub struct SledRunRecords {
     tree: sled::Tree,
     store: Store,
     settled: broadcast::Sender<Arc<RunRecord>>,
 }
 
-impl RunStore {
-    pub fn new(store: &Store) -> Self {
+impl SledRunRecords {
+    pub fn open(store: &Store) -> RunStore {
         let (settled, _) = broadcast::channel(4096);
-        Self {
+        Arc::new(Self {
             tree: store.runs_tree().clone(),
             store: store.clone(),
             settled,
-        }
+        })
     }
+}
 
-    /// Stores `record` and announces it to subscribers.
-    ///
-    /// # Errors
-    /// On store failure.
-    pub fn insert(&self, record: RunRecord) -> Result<(), StoreError> {
+impl RunRecords for SledRunRecords {
+    fn insert(&self, record: RunRecord) -> Result<(), StoreError> {
         let mut value = Vec::with_capacity(512);
         value.extend_from_slice(&self.store.now_ms().to_be_bytes());
         serde_json::to_writer(&mut value, &record).expect("a run record always serialises");
@@ -235,16 +266,11 @@ impl RunStore {
         Ok(())
     }
 
-    /// Every record as it is stored (tests await runs with this, never sleep).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<RunRecord>> {
+    fn subscribe(&self) -> broadcast::Receiver<Arc<RunRecord>> {
         self.settled.subscribe()
     }
 
-    /// Records matching `filter`, newest first, at most `limit`.
-    ///
-    /// # Errors
-    /// On store failure.
-    pub fn list(&self, filter: &RunFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+    fn list(&self, filter: &RunFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         let lo = filter.after.map_or(0, |a| a.saturating_add(1));
         let hi = filter.before.unwrap_or(u64::MAX);
         let mut out = Vec::new();
@@ -261,27 +287,14 @@ impl RunStore {
         Ok(out)
     }
 
-    /// One record.
-    ///
-    /// # Errors
-    /// On store failure.
-    pub fn get(&self, id: u64) -> Result<Option<RunRecord>, StoreError> {
+    fn get(&self, id: u64) -> Result<Option<RunRecord>, StoreError> {
         self.tree
             .get(id_key(id))?
             .map(|v| decode(&id_key(id), &v))
             .transpose()
     }
 
-    /// The newest run id stored, if any.
-    pub fn last_id(&self) -> Option<u64> {
-        self.tree.last().ok().flatten().map(|(k, _)| key_id(&k))
-    }
-
-    /// Deletes records finished before `cutoff_ms`; returns how many.
-    ///
-    /// # Errors
-    /// On store failure.
-    pub fn purge(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
+    fn purge(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
         purge_before(&self.tree, cutoff_ms).map(|ids| ids.len())
     }
 }

@@ -195,7 +195,7 @@ impl RunTx {
     /// When the store fails.
     pub fn after_effect(&mut self) -> Result<(), TxError> {
         self.commit()?;
-        self.queue.store().flush_soon();
+        self.queue.flush_soon();
         Ok(())
     }
 

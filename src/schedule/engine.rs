@@ -264,7 +264,7 @@ fn latest_at_or_before(
 /// when the scripts change.
 pub async fn run(mut schedules: Schedules, live: Arc<Live>, stop: CancellationToken) {
     let mut reloads = live.subscribe();
-    let clock = Arc::clone(schedules.queue.store().clock());
+    let clock = Arc::clone(schedules.queue.clock());
     loop {
         match schedules.poll(clock.now()).await {
             Ok(fired) => {

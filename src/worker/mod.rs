@@ -97,7 +97,7 @@ fn settle(deps: &WorkerDeps, lease: &Lease, exec: Execution) {
         Outcome::Retry(_) if deps.retry.allows_another(attempt) => {
             let at = deps
                 .queue
-                .store()
+                .clock()
                 .now_ms()
                 .saturating_add(deps.retry.delay_ms(attempt) as i64);
             record.status = RunStatus::Retrying;

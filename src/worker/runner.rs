@@ -191,10 +191,10 @@ pub(super) fn panicked(deps: &WorkerDeps, lease: &Lease) -> Execution {
 
 fn blank_record(deps: &WorkerDeps, lease: &Lease, started_at: chrono::DateTime<Utc>) -> RunRecord {
     let job = &lease.job;
-    let id = deps.queue.store().next_id().unwrap_or(job.id);
+    let id = deps.queue.next_id().unwrap_or(job.id);
     let mut record = RunRecord::of_job(job, id, format_time(started_at));
     record.queued_ms =
-        (deps.queue.store().now_ms() - job.not_before_ms.max(job.created_ms)).max(0) as f64;
+        (deps.queue.clock().now_ms() - job.not_before_ms.max(job.created_ms)).max(0) as f64;
     record
 }
 
@@ -209,7 +209,7 @@ impl Stopwatch {
     fn start(deps: &WorkerDeps) -> Self {
         Self {
             at: Instant::now(),
-            clock: Arc::clone(deps.queue.store().clock()),
+            clock: Arc::clone(deps.queue.clock()),
         }
     }
 

@@ -14,12 +14,14 @@ use std::thread;
 
 use serde_json::Value;
 
-use super::waits::WaitIndex;
+use super::super::waits::WaitIndex;
+use super::super::{
+    Dispatch, IngestReceipt, Job, Lease, PreparedEvent, QueueError, RunWrites, Settle, StoredEvent,
+    Trigger, WaitKind,
+};
 use super::{
-    DEDUP_GENERATION_MS, Dispatch, IngestReceipt, Inner, Job, Lease, META_DEDUP_GEN,
-    META_DEDUP_ROTATED, PreparedEvent, QueueError, Reply, RunWrites, Settle, Settled, Staged,
-    StoredEvent, Trigger, WaitKind, decode_job, dedup_key, event_key, job_key, journal_key,
-    journal_prefix, put_writes,
+    DEDUP_GENERATION_MS, Inner, META_DEDUP_GEN, META_DEDUP_ROTATED, Reply, Settled, Staged,
+    decode_job, dedup_key, event_key, job_key, journal_key, journal_prefix, put_writes,
 };
 use crate::store::{id_key, key_id};
 
