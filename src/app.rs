@@ -173,10 +173,16 @@ impl App {
     /// # Errors
     /// As [`App::open`].
     pub async fn open_with(config: Config, clock: SharedClock) -> anyhow::Result<Arc<Self>> {
-        let data_dir = config.server.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open_with(&data_dir, clock))
-            .await?
-            .context("opening the store")?;
+        // The storage seam's one backend so far; the traits it implements are in
+        // `queue`, `state`, `run` and `approval` (docs/architecture.md).
+        let store = match config.store {
+            crate::config::StoreBackend::Sled => {
+                let data_dir = config.server.data_dir.clone();
+                tokio::task::spawn_blocking(move || Store::open_with(&data_dir, clock))
+                    .await?
+                    .context("opening the store")?
+            }
+        };
         let admin_token = match &config.admin.token {
             Some(t) => t.clone(),
             None => admin_token_file(&config.server.data_dir)?,

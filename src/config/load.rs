@@ -34,6 +34,7 @@ const SECTIONS: &[&str] = &[
     "limits",
     "retry",
     "retention",
+    "store",
     "connections",
     "env",
     "approvals",
@@ -224,6 +225,12 @@ pub fn load_from_str(
         if let Some(v) = s.get(key, parse_duration) {
             *slot = v;
         }
+    }
+    s.finish();
+
+    let mut s = r.section(&table, "store");
+    if let Some(v) = s.get("backend", parse_backend) {
+        cfg.store = v;
     }
     s.finish();
 
@@ -482,6 +489,16 @@ fn parse_int(v: &Value, min: i64, max: i64) -> Result<i64, String> {
         return Err(format!("{n} is out of range ({min}..={max})"));
     }
     Ok(n)
+}
+
+fn parse_backend(v: &Value) -> Result<super::StoreBackend, String> {
+    match v.as_str() {
+        Some("sled") => Ok(super::StoreBackend::Sled),
+        _ => Err(format!(
+            "expected \"sled\" (the embedded store; the only backend of this build), got {}",
+            describe(v)
+        )),
+    }
 }
 
 fn parse_on_unknown(v: &Value) -> Result<super::OnUnknown, String> {
@@ -772,6 +789,8 @@ mod tests {
             [segment]
             webhook_secret = "${MISSING}"
             [bogus]
+            [store]
+            backend = "postgres"
         "#;
         let err = load_from_str(
             text,
@@ -786,11 +805,12 @@ mod tests {
             "spur.toml: limits.timeout_ms: expected an integer",
             "spur.toml: segment.webhook_secret: environment variable MISSING is not set",
             "spur.toml: bogus: unknown section",
+            "spur.toml: store.backend: expected \"sled\"",
             "SPUR_RETRY_MAX_ATTEMPTS (retry.max_attempts): expected an integer",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
-        assert_eq!(err.problems.len(), 6, "{all}");
+        assert_eq!(err.problems.len(), 7, "{all}");
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub retry: RetryConfig,
     pub retention: RetentionConfig,
+    /// `[store] backend`: where runs, state and events are kept.
+    pub store: StoreBackend,
     /// Named outbound connections (`[connections.NAME]`), by name.
     pub connections: BTreeMap<String, ConnectionConfig>,
     /// Names `env::secret(name)` may read (`[env] allow = [...]`).
@@ -122,6 +124,15 @@ pub struct RetryConfig {
     pub max_attempts: u32,
     pub base_ms: u64,
     pub max_ms: u64,
+}
+
+/// `[store] backend`: which implementation of the storage seam (DESIGN.md §8)
+/// keeps the queue, state, journals, approvals, run records and dead letters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// The embedded store in `server.data_dir` (no setup).
+    #[default]
+    Sled,
 }
 
 /// `[retention]`: how long records are kept.
@@ -229,6 +240,7 @@ impl Default for Config {
                 dead_letters: Duration::from_hours(720),
                 approvals: Duration::from_hours(720),
             },
+            store: StoreBackend::Sled,
             connections: BTreeMap::new(),
             env_allow: Vec::new(),
             approvals: ApprovalsConfig {

@@ -42,6 +42,7 @@ pub struct TestAppBuilder {
     scripts: Vec<(String, String)>,
     config: String,
     server: String,
+    clock: Option<Arc<spur::clock::ManualClock>>,
 }
 
 impl TestAppBuilder {
@@ -54,6 +55,13 @@ impl TestAppBuilder {
     pub fn server(mut self, line: &str) -> Self {
         self.server.push_str(line);
         self.server.push('\n');
+        self
+    }
+
+    /// Runs the daemon on `clock` instead of the system clock: time moves only when
+    /// the test advances it.
+    pub fn clock(mut self, clock: &Arc<spur::clock::ManualClock>) -> Self {
+        self.clock = Some(Arc::clone(clock));
         self
     }
 
@@ -74,7 +82,11 @@ impl TestAppBuilder {
         let text = config_text(dir.path(), &self.server, &self.config);
         let cfg = spur::config::load_from_str(&text, None, &BTreeMap::new())
             .unwrap_or_else(|e| panic!("test config: {e}"));
-        let app = App::start(cfg).await.expect("app starts");
+        let app = match self.clock {
+            Some(clock) => App::start_with(cfg, clock).await,
+            None => App::start(cfg).await,
+        }
+        .expect("app starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
