@@ -135,6 +135,7 @@ pub fn build_host(
         http,
         state: Arc::new(SledState::open(store)?),
         clock: Arc::clone(store.clock()),
+        events: std::sync::OnceLock::new(),
         env,
     }))
 }
@@ -208,6 +209,7 @@ impl App {
         )
         .context("opening the queue")?;
         queue.set_max_pending_events(config.server.max_pending_events);
+        let _ = engine.host.events.set(queue.clone());
         let runs = SledRunRecords::open(&store);
         let dead = SledDeadLetters::open(&store);
         let state = Arc::clone(&engine.host.state);
@@ -339,7 +341,15 @@ impl App {
             metrics: Arc::clone(&self.metrics),
             started: self.started,
         });
+        let sources = crate::source::route::router(Arc::new(crate::source::route::Sources::new(
+            Arc::clone(&self.scripts),
+            self.engine.clone(),
+            self.queue.clone(),
+            self.config.sources.clone(),
+            Arc::clone(&self.inflight),
+        )));
         ingest
+            .merge(sources)
             .merge(admin)
             .merge(crate::approval::slack::router(self.approvals.clone()))
     }

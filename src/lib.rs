@@ -25,6 +25,7 @@ pub mod repl;
 pub mod run;
 pub mod schedule;
 pub mod script;
+pub mod source;
 pub mod state;
 pub mod store;
 #[doc(hidden)]

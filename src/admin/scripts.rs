@@ -1,4 +1,5 @@
-//! `GET /api/scripts` (each script, its handlers, load errors, modules) and
+//! `GET /api/scripts` (each script, its handlers, webhook sources with their URLs,
+//! load errors, modules) and
 //! `GET /api/state/{script}?prefix=` (inspect a script's state).
 
 use axum::extract::{Path, Query, State};
@@ -44,7 +45,27 @@ async fn list_scripts(State(st): State<AdminState>) -> Json<Value> {
         .iter()
         .map(|(name, source)| json!({ "name": name, "source": source }))
         .collect();
-    Json(json!({ "scripts": scripts, "errors": set.errors, "modules": modules }))
+    let sources: Vec<Value> = set
+        .sources()
+        .into_iter()
+        .filter_map(|(name, script, h)| {
+            let spec = h.source.as_ref()?;
+            Some(json!({
+                "name": name,
+                "url": spec.path(),
+                "methods": spec.methods,
+                "verify": spec.describe_verify(),
+                "script": script.name,
+                "handler": h.key,
+            }))
+        })
+        .collect();
+    Json(json!({
+        "scripts": scripts,
+        "sources": sources,
+        "errors": set.errors,
+        "modules": modules,
+    }))
 }
 
 #[derive(Deserialize)]

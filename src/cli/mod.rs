@@ -55,8 +55,18 @@ pub enum Command {
         script: PathBuf,
         /// A JSON file (one event, an array, or a {"batch": [...]} body), or a sample
         /// event type: track, identify, page, screen, group, alias, delete.
-        #[arg(long)]
-        event: String,
+        #[arg(long, required_unless_present = "webhook", conflicts_with = "webhook")]
+        event: Option<String>,
+        /// Run the source handler `on_webhook(NAME, …)` on a recorded request
+        /// (`--body`, `--header`) and print what it would emit.
+        #[arg(long, value_name = "NAME", requires = "body")]
+        webhook: Option<String>,
+        /// The request body for --webhook (a file).
+        #[arg(long, value_name = "FILE")]
+        body: Option<PathBuf>,
+        /// A request header for --webhook, `Name: value` (repeatable).
+        #[arg(long = "header", value_name = "K:V")]
+        headers: Vec<String>,
         /// Send calls for real through the configured connections.
         #[arg(long)]
         live: bool,
@@ -232,8 +242,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run {
             script,
             event,
+            webhook,
+            body,
+            headers,
             live,
-        } => local_run(&cfg, &script, &event, live),
+        } => match (event, webhook, body) {
+            (Some(event), ..) => local_run(&cfg, &script, &event, live),
+            (None, Some(source), Some(body)) => {
+                local_webhook(&cfg, &script, &source, &body, &headers, live)
+            }
+            _ => anyhow::bail!("give --event, or --webhook with --body"),
+        },
         Command::Repl { live } => crate::repl::run(&cfg, live),
         Command::Test { dir } => {
             let dir = dir.unwrap_or_else(|| cfg.server.scripts_dir.clone());
@@ -282,6 +301,54 @@ fn local_run(
         }
     }
     Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn local_webhook(
+    cfg: &Config,
+    script: &std::path::Path,
+    source: &str,
+    body: &std::path::Path,
+    headers: &[String],
+    live: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut local = crate::local::Local::new(cfg, live, true)?;
+    let errors = local.load_file(script);
+    if !errors.is_empty() {
+        for e in errors {
+            eprintln!("{e}");
+        }
+        return Ok(ExitCode::from(1));
+    }
+    let text = std::fs::read_to_string(body)
+        .with_context(|| format!("reading --body {}", body.display()))?;
+    let headers = headers
+        .iter()
+        .map(|h| {
+            h.split_once(':')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .ok_or_else(|| anyhow::anyhow!("--header {h:?}: expected `Name: value`"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let request = crate::source::SourceRequest::local(source, text, &headers);
+    println!(
+        "▶ {} {} ({} bytes)",
+        request.method,
+        request.path,
+        request.body.len()
+    );
+    let Some(run) = local.webhook(source, &request, crate::local::RunOpts::default()) else {
+        anyhow::bail!(
+            "{} registers no source {source:?} (on_webhook({source:?}, |req| …))",
+            script.display()
+        );
+    };
+    print!("{}", run.report());
+    println!("{} event(s) emitted", run.emitted.len());
+    Ok(if run.succeeded() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -35,6 +35,7 @@ const SECTIONS: &[&str] = &[
     "retry",
     "retention",
     "store",
+    "sources",
     "connections",
     "env",
     "approvals",
@@ -268,6 +269,19 @@ pub fn load_from_str(
         }
     }
 
+    if let Some(sources) = table.get("sources") {
+        match sources.as_table() {
+            None => r.problem("sources", "must be a table of [sources.NAME] tables"),
+            Some(sources) => {
+                for (name, value) in sources {
+                    if let Some(c) = read_source(&mut r, name, value) {
+                        cfg.sources.insert(name.clone(), c);
+                    }
+                }
+            }
+        }
+    }
+
     if !cfg.server.listen.ip().is_loopback() && cfg.admin.token.is_none() {
         r.problem(
             "server.listen",
@@ -283,6 +297,27 @@ pub fn load_from_str(
     } else {
         Err(ConfigError { problems })
     }
+}
+
+fn read_source(r: &mut Reader<'_>, name: &str, value: &Value) -> Option<super::SourceConfig> {
+    let section = format!("sources.{name}");
+    let Some(table) = value.as_table() else {
+        r.problem(&section, "must be a table");
+        return None;
+    };
+    let mut s = r.section_table(table, &section);
+    let mut c = super::SourceConfig {
+        secret: s
+            .get("secret", parse_secret)
+            .filter(|t| !t.expose().is_empty()),
+        rate_limit: s.get("rate_limit", parse_positive_float),
+        ..super::SourceConfig::default()
+    };
+    if let Some(v) = s.get("max_body_bytes", |v| parse_int(v, 1, 1 << 30)) {
+        c.max_body_bytes = v as usize;
+    }
+    s.finish();
+    Some(c)
 }
 
 fn read_connection(r: &mut Reader<'_>, name: &str, value: &Value) -> Option<ConnectionConfig> {
@@ -716,7 +751,7 @@ fn apply_env_overrides(
         let lower = rest.to_ascii_lowercase();
         let Some(section) = SECTIONS
             .iter()
-            .filter(|s| **s != "connections")
+            .filter(|s| !matches!(**s, "connections" | "sources"))
             .find(|s| lower.starts_with(&format!("{s}_")))
         else {
             continue;

@@ -29,6 +29,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// `[store] backend`: where runs, state and events are kept.
     pub store: StoreBackend,
+    /// Webhook sources' settings (`[sources.NAME]`), by name.
+    pub sources: BTreeMap<String, SourceConfig>,
     /// Named outbound connections (`[connections.NAME]`), by name.
     pub connections: BTreeMap<String, ConnectionConfig>,
     /// Names `env::secret(name)` may read (`[env] allow = [...]`).
@@ -124,6 +126,30 @@ pub struct RetryConfig {
     pub max_attempts: u32,
     pub base_ms: u64,
     pub max_ms: u64,
+}
+
+/// `[sources.NAME]`: the settings of a webhook source (`on_webhook("NAME", …)`).
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// The signing secret its `verify` checks requests with.
+    pub secret: Option<Secret>,
+    /// Largest request body accepted (decompressed).
+    pub max_body_bytes: usize,
+    /// Requests per second accepted; past it the answer is 429.
+    pub rate_limit: Option<f64>,
+}
+
+/// Largest webhook body by default: 1 MB.
+pub const DEFAULT_SOURCE_BODY_BYTES: usize = 1 << 20;
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            max_body_bytes: DEFAULT_SOURCE_BODY_BYTES,
+            rate_limit: None,
+        }
+    }
 }
 
 /// `[store] backend`: which implementation of the storage seam (DESIGN.md §8)
@@ -241,6 +267,7 @@ impl Default for Config {
                 approvals: Duration::from_hours(720),
             },
             store: StoreBackend::Sled,
+            sources: BTreeMap::new(),
             connections: BTreeMap::new(),
             env_allow: Vec::new(),
             approvals: ApprovalsConfig {

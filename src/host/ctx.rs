@@ -83,6 +83,13 @@ pub struct RunCtx {
     pub pin: Option<String>,
     /// Whether this execution wrote to the journal.
     pub journaled: bool,
+    /// The webhook source of a source handler's run (`emit` is allowed).
+    pub source: Option<String>,
+    /// Events this execution emitted (`emit`), normalised.
+    pub emitted: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// No effects at all (a source's `respond`, which answers before anything is
+    /// stored): every journaled call and every outbound call is refused.
+    pub pure: bool,
 }
 
 impl std::fmt::Debug for RunCtx {

@@ -59,8 +59,24 @@ pub(crate) fn next_key(op: &str, args: &Value) -> String {
     .unwrap_or_else(|| format!("{base}:{}", uuid::Uuid::new_v4()))
 }
 
-/// A journaled result of `key`, if this run has one.
+/// Refuses effects where there may be none (a source's `respond`).
+fn effects_allowed() -> Res<()> {
+    if with_run(|ctx| ctx.pure).unwrap_or(false) {
+        return Err(super::permanent(
+            "effects are not available here: `respond` answers before the request is stored; do the work in the handler",
+        ));
+    }
+    Ok(())
+}
+
+/// A journaled result of `key`, if this run has one (every effect asks this first,
+/// so it is also where effects are refused in a pure context).
 pub(crate) fn recorded(key: &str) -> Res<Option<Value>> {
+    effects_allowed()?;
+    lookup(key)
+}
+
+fn lookup(key: &str) -> Res<Option<Value>> {
     with_run(|ctx| match &ctx.journal {
         Some(JournalRef::Durable(tx)) => tx.journal_get(key).map_err(|e| store_error(&e)),
         Some(JournalRef::Memory(m)) => Ok(m.lock().get(key).cloned()),
@@ -99,7 +115,7 @@ fn note_pin(ctx: &mut RunCtx) {
 /// occurrence, committed with the run's other writes.
 pub(crate) fn value(op: &str, make: impl FnOnce() -> Value) -> Res<Value> {
     let key = next_key(op, &Value::Null);
-    if let Some(v) = recorded(&key)? {
+    if let Some(v) = lookup(&key)? {
         return Ok(v);
     }
     let v = make();
@@ -110,6 +126,7 @@ pub(crate) fn value(op: &str, make: impl FnOnce() -> Value) -> Res<Value> {
 /// Makes everything the run wrote so far durable before something leaves the
 /// process (an HTTP call, also a read). Blocking; waits for the shared flusher.
 pub(crate) fn before_output() -> Res<()> {
+    effects_allowed()?;
     with_run(|ctx| match &mut ctx.journal {
         Some(JournalRef::Durable(tx)) => tx.before_output().map_err(|e| store_error(&e)),
         _ => Ok(()),

@@ -11,6 +11,7 @@
 mod approval;
 pub mod convert;
 mod ctx;
+mod emit;
 pub mod fault;
 mod http;
 pub mod journal;
@@ -46,6 +47,9 @@ pub struct Host {
     pub env: BTreeMap<String, String>,
     /// The clock `time::now()`, waits and approvals read (the store's).
     pub clock: crate::clock::SharedClock,
+    /// Where `emit` puts events: the daemon's queue (unset in local runs, which
+    /// keep emitted events in the run context).
+    pub events: std::sync::OnceLock<crate::queue::Queue>,
 }
 
 /// Registers every host module on `engine`.
@@ -57,6 +61,7 @@ pub fn register_all(engine: &mut Engine, host: &Arc<Host>) {
     segment::register(engine, host);
     approval::register(engine, host);
     util::register(engine, host);
+    emit::register(engine, host);
 }
 
 /// Runs `call` (something that leaves the process: an HTTP request, a

@@ -12,11 +12,15 @@ use crate::api_error::ApiError;
 
 /// Reads the body, gunzipping it when `Content-Encoding: gzip`; refuses more than
 /// `limit` bytes (before or after decompression).
-pub(super) async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::bad(
             "too_large",
-            format!("request body exceeds the {} KB limit", limit / 1024),
+            if limit >= 1024 {
+                format!("request body exceeds the {} KB limit", limit / 1024)
+            } else {
+                format!("request body exceeds the {limit} byte limit")
+            },
         )
     };
     let raw = axum::body::to_bytes(body, limit + 1)

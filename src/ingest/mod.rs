@@ -23,6 +23,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use tokio::sync::Semaphore;
 
+pub(crate) use body::read as read_body;
 pub use cors::Cors;
 
 use serde_json::{Value, json};

@@ -78,6 +78,8 @@ pub struct LocalRun {
     pub ms: f64,
     /// Set when the run parked (`spur test`).
     pub wait: Option<Wait>,
+    /// Events a source handler emitted, normalised.
+    pub emitted: Vec<Map<String, Value>>,
 }
 
 impl LocalRun {
@@ -127,6 +129,10 @@ impl LocalRun {
             };
             let _ = writeln!(out, "  error: {}{place}", e.message);
         }
+        for e in &self.emitted {
+            let _ = writeln!(out, "  ⇢ emit {}", describe(e));
+            let _ = writeln!(out, "    {}", serde_json::to_string(e).unwrap_or_default());
+        }
         for c in &self.recorded {
             let _ = writeln!(out, "  → {} {} (dry run)", c.method, c.url);
             if let Some(b) = &c.body {
@@ -145,6 +151,8 @@ pub struct RunOpts {
     pub journal: Option<Arc<parking_lot::Mutex<std::collections::HashMap<String, Value>>>>,
     pub auto_decision: Option<Value>,
     pub run_key: Option<String>,
+    /// The webhook source, for a source handler's run (`emit` is allowed).
+    pub source: Option<String>,
 }
 
 /// Scripts loaded for local runs, with their host.
@@ -277,10 +285,25 @@ impl Local {
                     recorded: Vec::new(),
                     ms: 0.0,
                     wait: None,
+                    emitted: Vec::new(),
                 }),
             }
         }
         runs
+    }
+
+    /// Runs the handler of webhook source `name` on `request` (not verified: local
+    /// runs hold no secrets). `None` when no loaded script registers the source.
+    pub fn webhook(
+        &self,
+        name: &str,
+        request: &crate::source::SourceRequest,
+        mut opts: RunOpts,
+    ) -> Option<LocalRun> {
+        let (script, handler) = self.set.source(name)?;
+        let (script, handler) = (Arc::clone(script), handler.clone());
+        opts.source = Some(name.to_owned());
+        Some(self.run_handler(&script, &handler, vec![request.to_dynamic()], opts))
     }
 
     /// Runs one handler with `args`.
@@ -306,6 +329,7 @@ impl Local {
         };
         ctx.journal = opts.journal.map(JournalRef::Memory);
         ctx.auto_decision = opts.auto_decision;
+        ctx.source = opts.source;
         if let Some(r) = &self.recorder {
             r.take_calls();
         }
@@ -333,6 +357,7 @@ impl Local {
                 .unwrap_or_default(),
             ms: started.elapsed().as_secs_f64() * 1000.0,
             wait,
+            emitted: ctx.emitted,
         }
     }
 }
@@ -361,7 +386,7 @@ impl Drop for Local {
 }
 
 /// An event map as the dispatcher's `Event` (for handler matching).
-fn to_event(body: Map<String, Value>) -> Option<crate::event::Event> {
+pub(crate) fn to_event(body: Map<String, Value>) -> Option<crate::event::Event> {
     let kind = crate::event::EventType::parse(body.get("type")?.as_str()?)?;
     let message_id = body
         .get("messageId")

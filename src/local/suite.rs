@@ -16,6 +16,8 @@
 //! the event matches (and wakes runs waiting for it); `clock::advance(duration)`
 //! fires the schedules due on the way and wakes sleeping runs, journaled as the
 //! daemon would (a woken run does not repeat its earlier effects).
+//! `webhook(name, #{ body, headers })` runs a source handler on a request and fires
+//! the events it emits.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -242,6 +244,7 @@ fn opts_for(
         journal: Some(journal),
         auto_decision: t.auto_decision.clone(),
         run_key: Some(run_key),
+        source: None,
     }
 }
 
@@ -305,28 +308,94 @@ fn fire(event: &Map) -> Res<Array> {
                 format!("fire: invalid event: {e} (field `{}`)", e.field).into()
             },
         )?;
-        let mut runs = Vec::new();
-        for target in t.local.set.targets(&event) {
-            let kind = t
-                .local
-                .set
-                .script(&target.script)
-                .and_then(|s| s.handler(&target.handler))
-                .map(|h| h.kind.clone());
-            let Some(kind) = kind else { continue };
-            let args =
-                crate::worker::event_args(&kind, &event.body).map_err(|e| format!("fire: {e}"))?;
-            runs.extend(run_one(t, &target.script, &target.handler, args, None));
-        }
-        // Runs waiting for an event like this one wake up.
-        let (matching, rest): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut t.parked)
-            .into_iter()
-            .partition(|p| matches!(&p.wait.kind, WaitKind::Event { filter, .. } if wait_matches(filter, &event.body)));
-        t.parked = rest;
-        for p in matching {
-            runs.extend(wake(t, p, Value::Object(event.body.clone())));
-        }
+        let runs = fire_event(t, &event)?;
         Ok(runs.iter().map(LocalRun::to_dynamic).collect())
+    })?
+}
+
+/// Runs the handlers a normalised event fires, and wakes the runs waiting for it.
+fn fire_event(t: &mut TestCtx, event: &crate::event::Event) -> Res<Vec<LocalRun>> {
+    let mut runs = Vec::new();
+    for target in t.local.set.targets(event) {
+        let kind = t
+            .local
+            .set
+            .script(&target.script)
+            .and_then(|s| s.handler(&target.handler))
+            .map(|h| h.kind.clone());
+        let Some(kind) = kind else { continue };
+        let args =
+            crate::worker::event_args(&kind, &event.body).map_err(|e| format!("fire: {e}"))?;
+        runs.extend(run_one(t, &target.script, &target.handler, args, None));
+    }
+    // Runs waiting for an event like this one wake up.
+    let (matching, rest): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut t.parked)
+        .into_iter()
+        .partition(|p| matches!(&p.wait.kind, WaitKind::Event { filter, .. } if wait_matches(filter, &event.body)));
+    t.parked = rest;
+    for p in matching {
+        runs.extend(wake(t, p, Value::Object(event.body.clone())));
+    }
+    Ok(runs)
+}
+
+/// `webhook(name, #{ body, headers })`: runs source `name`'s handler on the request
+/// (not verified), then fires what it emitted. Returns `#{ run, emitted, runs }`:
+/// the source's run, the emitted events, and the runs they fired.
+fn webhook(name: &str, req: Map) -> Res<Map> {
+    let req = to_json(&Dynamic::from_map(req)).map_err(|e| format!("webhook: {e}"))?;
+    let body = match req.get("body") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    let headers: Vec<(String, String)> = req
+        .get("headers")
+        .and_then(Value::as_object)
+        .map(|h| {
+            h.iter()
+                .map(|(k, v)| {
+                    let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                    (k.clone(), v)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let request = crate::source::SourceRequest::local(name, body, &headers);
+    with_test(|t| {
+        t.next_run += 1;
+        let run_key = format!("test-{}", t.next_run);
+        let opts = opts_for(t, Arc::default(), run_key);
+        let run = t
+            .local
+            .webhook(name, &request, opts)
+            .ok_or_else(|| format!("webhook: no script registers source {name:?}"))?;
+        t.calls.extend(run.recorded.iter().cloned());
+        let mut fired = Vec::new();
+        for body in &run.emitted {
+            if let Some(event) = super::to_event(body.clone()) {
+                fired.extend(fire_event(t, &event)?);
+            }
+        }
+        let mut out = Map::new();
+        out.insert("run".into(), run.to_dynamic());
+        out.insert(
+            "emitted".into(),
+            run.emitted
+                .iter()
+                .map(|e| to_dynamic(&Value::Object(e.clone())))
+                .collect::<Array>()
+                .into(),
+        );
+        out.insert(
+            "runs".into(),
+            fired
+                .iter()
+                .map(LocalRun::to_dynamic)
+                .collect::<Array>()
+                .into(),
+        );
+        Ok::<_, Box<EvalAltResult>>(out)
     })?
 }
 
@@ -428,6 +497,9 @@ fn register(engine: &mut Engine) {
     });
     engine.register_fn("fire", |ctx: NativeCallContext, event: Map| {
         placed(&ctx, fire(&event))
+    });
+    engine.register_fn("webhook", |ctx: NativeCallContext, name: &str, req: Map| {
+        placed(&ctx, webhook(name, req))
     });
     engine.register_fn("assert", |cond: bool| -> Res<()> {
         if cond {

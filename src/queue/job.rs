@@ -101,6 +101,9 @@ pub enum Trigger {
     Event { seq: u64, message_id: String },
     /// A schedule tick; `at_ms` is the tick's scheduled time.
     Schedule { schedule: String, at_ms: i64 },
+    /// A request to the webhook source `source` (`source::SourceRequest` as JSON),
+    /// stored with the job.
+    Webhook { source: String, request: Value },
 }
 
 impl Trigger {
@@ -108,6 +111,7 @@ impl Trigger {
         match self {
             Self::Event { .. } => "event",
             Self::Schedule { .. } => "schedule",
+            Self::Webhook { .. } => "webhook",
         }
     }
 }

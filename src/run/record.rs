@@ -86,6 +86,9 @@ pub struct RunRecord {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// The webhook source of a `webhook` run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// 1 for the first execution.
     pub attempt: u32,
     pub status: RunStatus,
@@ -113,6 +116,9 @@ pub struct RunRecord {
     /// Approval decisions this execution received: who, when, comment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub decisions: Vec<serde_json::Value>,
+    /// messageIds of the events a source handler emitted in this execution.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emitted: Vec<String>,
     /// Wake-ups before this execution.
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub wakeups: u32,
@@ -122,10 +128,12 @@ impl RunRecord {
     /// A record of an execution of `job` starting at `started_at`; the outcome
     /// fields are filled in as it ends.
     pub fn of_job(job: &crate::queue::Job, id: u64, started_at: String) -> Self {
-        let (message_id, schedule) = match &job.trigger {
-            crate::queue::Trigger::Event { message_id, .. } => (Some(message_id.clone()), None),
-            crate::queue::Trigger::Schedule { schedule, .. } => (None, Some(schedule.clone())),
-        };
+        let (mut message_id, mut schedule, mut source) = (None, None, None);
+        match &job.trigger {
+            crate::queue::Trigger::Event { message_id: m, .. } => message_id = Some(m.clone()),
+            crate::queue::Trigger::Schedule { schedule: s, .. } => schedule = Some(s.clone()),
+            crate::queue::Trigger::Webhook { source: s, .. } => source = Some(s.clone()),
+        }
         Self {
             id,
             job_id: job.id,
@@ -137,6 +145,7 @@ impl RunRecord {
             event: None,
             user: job.user.clone(),
             schedule,
+            source,
             attempt: job.attempt + 1,
             status: RunStatus::Ok,
             finished_at: started_at.clone(),
@@ -152,6 +161,7 @@ impl RunRecord {
             script_hash: job.pinned.clone(),
             waiting_for: None,
             decisions: Vec::new(),
+            emitted: Vec::new(),
             wakeups: job.wakeups,
         }
     }

@@ -159,6 +159,8 @@ pub enum HandlerKind {
     Trait(String),
     /// `every("expr", fn)`; options as given.
     Schedule(String),
+    /// `on_webhook("name", fn)`: a source at `/hooks/name` (its spec on the handler).
+    Webhook(String),
 }
 
 impl HandlerKind {
@@ -184,6 +186,7 @@ impl HandlerKind {
             Self::Audience(k) => format!("on_audience({k})"),
             Self::Trait(k) => format!("on_trait({k})"),
             Self::Schedule(e) => format!("every({e})"),
+            Self::Webhook(n) => format!("on_webhook({n})"),
         }
     }
 }
@@ -199,6 +202,8 @@ pub struct Handler {
     pub line: usize,
     /// `every(expr, #{ … }, fn)` options.
     pub options: Option<Value>,
+    /// What an `on_webhook` source declared (verification, methods, `respond`).
+    pub source: Option<Arc<crate::source::SourceSpec>>,
 }
 
 /// A compiled handler script.
@@ -251,6 +256,7 @@ struct Index {
     every_event: Vec<(usize, usize)>,
     audiences: HashMap<String, Vec<(usize, usize)>>,
     traits: HashMap<String, Vec<(usize, usize)>>,
+    sources: HashMap<String, (usize, usize)>,
 }
 
 impl ScriptSet {
@@ -258,7 +264,7 @@ impl ScriptSet {
         scripts: Vec<Arc<Script>>,
         modules: Modules,
         module_sources: Vec<(String, String)>,
-        errors: Vec<ScriptError>,
+        mut errors: Vec<ScriptError>,
     ) -> Self {
         let mut index = Index::default();
         for (si, s) in scripts.iter().enumerate() {
@@ -299,6 +305,21 @@ impl ScriptSet {
                     }
                     HandlerKind::Trait(k) => index.traits.entry(k.clone()).or_default().push(at),
                     HandlerKind::Schedule(_) => {}
+                    HandlerKind::Webhook(name) => match index.sources.get(name) {
+                        // One script owns a source's URL; a second claim is an error.
+                        Some(&(owner, _)) => errors.push(ScriptError {
+                            file: s.path.display().to_string(),
+                            line: h.line,
+                            column: 0,
+                            message: format!(
+                                "on_webhook({name:?}): the source is already registered by {}",
+                                scripts[owner].name
+                            ),
+                        }),
+                        None => {
+                            index.sources.insert(name.clone(), at);
+                        }
+                    },
                 }
             }
         }
@@ -319,6 +340,28 @@ impl ScriptSet {
 
     pub fn script(&self, name: &str) -> Option<&Arc<Script>> {
         self.scripts.iter().find(|s| s.name == name)
+    }
+
+    /// The script and handler of the webhook source `name`.
+    pub fn source(&self, name: &str) -> Option<(&Arc<Script>, &Handler)> {
+        let &(si, hi) = self.index.sources.get(name)?;
+        let script = &self.scripts[si];
+        Some((script, &script.handlers[hi]))
+    }
+
+    /// Every webhook source: its name, script and handler, by name.
+    pub fn sources(&self) -> Vec<(&str, &Arc<Script>, &Handler)> {
+        let mut out: Vec<_> = self
+            .index
+            .sources
+            .iter()
+            .map(|(name, &(si, hi))| {
+                let script = &self.scripts[si];
+                (name.as_str(), script, &script.handlers[hi])
+            })
+            .collect();
+        out.sort_by_key(|(name, ..)| *name);
+        out
     }
 
     /// The handlers `event` fires, in script then registration order.

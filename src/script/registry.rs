@@ -25,6 +25,16 @@ pub(super) fn finish() -> Vec<Handler> {
 type Res = Result<(), Box<EvalAltResult>>;
 
 fn add(ctx: &NativeCallContext, kind: HandlerKind, func: FnPtr, options: Option<Map>) -> Res {
+    add_with(ctx, kind, func, options, None)
+}
+
+fn add_with(
+    ctx: &NativeCallContext,
+    kind: HandlerKind,
+    func: FnPtr,
+    options: Option<Map>,
+    source: Option<crate::source::SourceSpec>,
+) -> Res {
     let line = ctx.call_position().line().unwrap_or(0);
     let options = match options {
         Some(m) => Some(
@@ -42,6 +52,7 @@ fn add(ctx: &NativeCallContext, kind: HandlerKind, func: FnPtr, options: Option<
                 func,
                 line,
                 options,
+                source: source.map(std::sync::Arc::new),
             });
             Ok(())
         }
@@ -123,6 +134,34 @@ pub(super) fn register(engine: &mut Engine) {
                 }
             }
             add(&ctx, HandlerKind::Schedule(expr), f, Some(options))
+        },
+    );
+    engine.register_fn(
+        "on_webhook",
+        |ctx: NativeCallContext, name: &str, f: FnPtr| {
+            let spec = crate::source::SourceSpec::parse(name, Map::new())
+                .map_err(|e| format!("on_webhook(): {e}"))?;
+            add_with(
+                &ctx,
+                HandlerKind::Webhook(spec.name.clone()),
+                f,
+                None,
+                Some(spec),
+            )
+        },
+    );
+    engine.register_fn(
+        "on_webhook",
+        |ctx: NativeCallContext, name: &str, options: Map, f: FnPtr| {
+            let spec = crate::source::SourceSpec::parse(name, options)
+                .map_err(|e| format!("on_webhook(): {e}"))?;
+            add_with(
+                &ctx,
+                HandlerKind::Webhook(spec.name.clone()),
+                f,
+                None,
+                Some(spec),
+            )
         },
     );
     // A clear message instead of "function not found" for a common slip.

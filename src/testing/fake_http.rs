@@ -136,6 +136,20 @@ impl FakeHttp {
             .expect("timed out waiting for a request to the fake server")
             .expect("the fake server stopped")
     }
+
+    /// The next request that `matches`, waiting at most `secs` for each request.
+    pub async fn next_matching(
+        &mut self,
+        secs: u64,
+        matches: impl Fn(&Recorded) -> bool,
+    ) -> Recorded {
+        loop {
+            let r = self.next(secs).await;
+            if matches(&r) {
+                return r;
+            }
+        }
+    }
 }
 
 impl Drop for FakeHttp {

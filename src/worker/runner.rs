@@ -95,6 +95,9 @@ pub fn execute(deps: &WorkerDeps, lease: &mut Lease) -> Execution {
     ctx.script.clone_from(&job.script);
     ctx.handler.clone_from(&job.handler);
     ctx.run_id = record.id;
+    if let Trigger::Webhook { source, .. } = &job.trigger {
+        ctx.source = Some(source.clone());
+    }
     if newly_pinned {
         ctx.pin.clone_from(&job.pinned);
     }
@@ -109,6 +112,15 @@ pub fn execute(deps: &WorkerDeps, lease: &mut Lease) -> Execution {
     record.dropped_logs = ctx.dropped_logs;
     record.calls = ctx.calls;
     record.decisions = ctx.decisions;
+    record.emitted = ctx
+        .emitted
+        .iter()
+        .filter_map(|e| {
+            e.get("messageId")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        })
+        .collect();
     if let Outcome::Park(wait) = &outcome {
         record.waiting_for = Some(serde_json::to_value(wait).expect("a wait serialises"));
     }
@@ -279,6 +291,11 @@ fn build_args(
             event_args(kind, body)
         }
         Trigger::Schedule { schedule, at_ms } => Ok(tick_args(&lease.job.script, schedule, *at_ms)),
+        Trigger::Webhook { request, .. } => {
+            let req: crate::source::SourceRequest = serde_json::from_value(request.clone())
+                .map_err(|e| format!("the stored webhook request is unreadable: {e}"))?;
+            Ok(vec![req.to_dynamic()])
+        }
     }
 }
 

@@ -515,7 +515,7 @@ impl JobQueue for SledQueue {
             .iter()
             .filter_map(|j| match j.trigger {
                 Trigger::Event { seq, .. } => Some(seq),
-                Trigger::Schedule { .. } => None,
+                Trigger::Schedule { .. } | Trigger::Webhook { .. } => None,
             })
             .min()
             .unwrap_or(u64::MAX);
