@@ -9,7 +9,9 @@
 //! `segment.require_approval = false`.
 //!
 //! The outbox (tree `segment_outbox`) holds written-back messages until the Tracking
-//! API accepted them: a message is on disk before `segment::track` returns, sent in
+//! API accepted them: a message is stored when `segment::track` returns and flushed
+//! to disk before the sender posts it (a run that crashes before that queues it
+//! again with the same messageId), sent in
 //! batches of `segment.batch_size` or every `segment.flush_interval`, retried with
 //! backoff while the API is down, across restarts.
 

@@ -2,11 +2,12 @@
 //! clock, and group commit.
 //!
 //! Invariants:
-//! - One thread calls fsync: the flusher (`flusher.rs`). Every write an answer or
-//!   an outbound call depends on waits for it through [`Store::sync`], so many
-//!   callers share one flush (group commit); everything else written is flushed by
-//!   the same thread within [`LAZY_FLUSH`] (sled's own timer is off). Losing such a
-//!   write in a crash only repeats work, it never loses an accepted event.
+//! - The flusher (`flusher.rs`) does the flushes spur asks for. Every write an
+//!   answer or an outbound call depends on waits for it through [`Store::sync`], so
+//!   many callers share one flush (group commit); everything else written is
+//!   flushed within [`LAZY_FLUSH`] (by the flusher, and by sled's own 200 ms timer on
+//!   disk stores). Losing such a write in a crash only repeats work, it never loses
+//!   an accepted event.
 //! - Ids from [`Store::next_id`] increase across restarts, so they order by time.
 //! - Time comes from the store's [`Clock`] (system, or manual in tests).
 

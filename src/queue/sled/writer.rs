@@ -1,8 +1,9 @@
 //! The writer thread: every write that decides what runs next, in rounds.
 //!
-//! A round drains the requests that queued up while the previous round's fsync ran,
+//! A round drains the requests that queued up while the previous round was applied,
 //! applies them as one sled batch, then hands the replies and the new or woken jobs
-//! to the flusher: they go out only once the batch is on disk (group commit).
+//! that wait for durability to the flusher: they go out only once the batch is on
+//! disk (group commit). Rounds nobody waits on ask for no flush.
 //! Because parking, waking and ingest are serialised here, a `wait_for` parked
 //! before an event is accepted always sees it, and a run is never woken twice.
 
