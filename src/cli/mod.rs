@@ -273,20 +273,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A local environment with `script` loaded; `None` (the errors printed) when it
+/// does not load.
+fn load_one(
+    cfg: &Config,
+    script: &std::path::Path,
+    live: bool,
+) -> anyhow::Result<Option<crate::local::Local>> {
+    let mut local = crate::local::Local::new(cfg, live, true)?;
+    let errors = local.load_file(script);
+    if errors.is_empty() {
+        return Ok(Some(local));
+    }
+    for e in errors {
+        eprintln!("{e}");
+    }
+    Ok(None)
+}
+
 fn local_run(
     cfg: &Config,
     script: &std::path::Path,
     event: &str,
     live: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut local = crate::local::Local::new(cfg, live, true)?;
-    let errors = local.load_file(script);
-    if !errors.is_empty() {
-        for e in errors {
-            eprintln!("{e}");
-        }
+    let Some(local) = load_one(cfg, script, live)? else {
         return Ok(ExitCode::from(1));
-    }
+    };
     let events = crate::local::events_from_arg(event)?;
     let mut ok = true;
     for body in &events {
@@ -315,14 +328,9 @@ fn local_webhook(
     headers: &[String],
     live: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut local = crate::local::Local::new(cfg, live, true)?;
-    let errors = local.load_file(script);
-    if !errors.is_empty() {
-        for e in errors {
-            eprintln!("{e}");
-        }
+    let Some(local) = load_one(cfg, script, live)? else {
         return Ok(ExitCode::from(1));
-    }
+    };
     let text = std::fs::read_to_string(body)
         .with_context(|| format!("reading --body {}", body.display()))?;
     let headers = headers

@@ -82,6 +82,19 @@ fn cron(ctx: &NativeCallContext, expr: &str) -> Result<String, Box<EvalAltResult
     Ok(expr)
 }
 
+/// `on_webhook(name, options, f)`: a source with its spec.
+fn webhook(ctx: &NativeCallContext, name: &str, options: Map, f: FnPtr) -> Res {
+    let spec = crate::source::SourceSpec::parse(name, options)
+        .map_err(|e| format!("on_webhook(): {e}"))?;
+    add_with(
+        ctx,
+        HandlerKind::Webhook(spec.name.clone()),
+        f,
+        None,
+        Some(spec),
+    )
+}
+
 pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("on_track", |ctx: NativeCallContext, f: FnPtr| {
         add(&ctx, HandlerKind::Track(None), f, None)
@@ -138,30 +151,12 @@ pub(super) fn register(engine: &mut Engine) {
     );
     engine.register_fn(
         "on_webhook",
-        |ctx: NativeCallContext, name: &str, f: FnPtr| {
-            let spec = crate::source::SourceSpec::parse(name, Map::new())
-                .map_err(|e| format!("on_webhook(): {e}"))?;
-            add_with(
-                &ctx,
-                HandlerKind::Webhook(spec.name.clone()),
-                f,
-                None,
-                Some(spec),
-            )
-        },
+        |ctx: NativeCallContext, name: &str, f: FnPtr| webhook(&ctx, name, Map::new(), f),
     );
     engine.register_fn(
         "on_webhook",
         |ctx: NativeCallContext, name: &str, options: Map, f: FnPtr| {
-            let spec = crate::source::SourceSpec::parse(name, options)
-                .map_err(|e| format!("on_webhook(): {e}"))?;
-            add_with(
-                &ctx,
-                HandlerKind::Webhook(spec.name.clone()),
-                f,
-                None,
-                Some(spec),
-            )
+            webhook(&ctx, name, options, f)
         },
     );
     // A clear message instead of "function not found" for a common slip.

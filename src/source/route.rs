@@ -192,7 +192,7 @@ async fn hook(
             return Ok(answer);
         }
     }
-    let mut job = Job::new(
+    let job = Job::new(
         Trigger::Webhook {
             source: name,
             request: serde_json::to_value(&request).expect("a request serialises"),
@@ -202,7 +202,6 @@ async fn hook(
         None,
         now.timestamp_millis(),
     );
-    job.created_ms = now.timestamp_millis();
     st.queue.enqueue(vec![job]).await?;
     Ok(axum::Json(json!({"success": true})).into_response())
 }
