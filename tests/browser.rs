@@ -225,6 +225,15 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Ends the WebDriver session, which closes Chromium (killing chromedriver
+    /// alone would leave the browser running).
+    async fn quit(self) {
+        let url = format!("{}/session/{}", self.base, self.session);
+        let _ = self.client.delete(url).send().await;
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
@@ -279,4 +288,5 @@ async fn analytics_next_on_another_origin_delivers_through_cors() {
         .list(&spur::run::RunFilter::default(), 100)
         .unwrap();
     assert_eq!(again.len(), 3, "nothing delivered twice");
+    browser.quit().await;
 }

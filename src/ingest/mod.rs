@@ -95,6 +95,44 @@ pub fn router(state: IngestState) -> Router {
     tracking.merge(webhooks).with_state(state)
 }
 
+/// How a request's items are named in rejections: the field, and what an item is.
+struct ItemNames {
+    field: &'static str,
+    item: &'static str,
+}
+
+/// One item of a batch body, checked for size and shape, then normalised (the
+/// sender's write key is not kept).
+fn prepare_item(
+    raw: &serde_json::value::RawValue,
+    defaults: &crate::event::BatchDefaults<'_>,
+    origin: crate::event::Origin,
+    names: ItemNames,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Event, InvalidEvent> {
+    use crate::event::MAX_EVENT_BYTES;
+    let text = raw.get();
+    if text.len() > MAX_EVENT_BYTES {
+        return Err(InvalidEvent::new(
+            "too_large",
+            names.field,
+            format!(
+                "event is {} bytes; the limit is {MAX_EVENT_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    let Ok(Value::Object(mut item)) = serde_json::from_str::<Value>(text) else {
+        return Err(InvalidEvent::new(
+            "invalid_event",
+            names.field,
+            format!("each {} must be a JSON object", names.item),
+        ));
+    };
+    item.remove("writeKey");
+    crate::event::normalize(item, None, defaults, origin, now)
+}
+
 /// Rejections listed one by one in an answer; the rest are only counted, so an
 /// answer stays small (under 64 KB) whatever the request.
 const MAX_LISTED_REJECTIONS: usize = 100;

@@ -24,6 +24,12 @@ use crate::event::{
     BatchDefaults, EventType, InvalidEvent, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_EVENT_BYTES,
     Origin, normalize,
 };
+
+/// Items of a batch are named by the `batch` field.
+const ITEM: super::ItemNames = super::ItemNames {
+    field: "batch",
+    item: "batch item",
+};
 use crate::queue::PreparedEvent;
 
 /// `POST /v1/<type>`.
@@ -147,43 +153,16 @@ pub(super) async fn batch(
     let now = st.queue.clock().now();
     let mut sorted = Sorted::new(items.len(), now.timestamp_millis());
     for (i, raw) in items.iter().enumerate() {
-        sorted.push(i, prepare_item(raw, &defaults, now));
+        sorted.push(
+            i,
+            super::prepare_item(raw, &defaults, Origin::Tracking, ITEM, now),
+        );
     }
     if sorted.prepared.is_empty() && !items.is_empty() {
         let message = format!("none of the {} events is valid", items.len());
         return Err(sorted.refuse(&st, "invalid_batch", message, Some("batch".into())));
     }
     sorted.commit(&st).await
-}
-
-fn prepare_item(
-    raw: &RawValue,
-    defaults: &BatchDefaults<'_>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<crate::event::Event, InvalidEvent> {
-    let text = raw.get();
-    if text.len() > MAX_EVENT_BYTES {
-        return Err(InvalidEvent::new(
-            "too_large",
-            "batch",
-            format!(
-                "event is {} bytes; the limit is {MAX_EVENT_BYTES}",
-                text.len()
-            ),
-        ));
-    }
-    let mut item: Map<String, Value> = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(m)) => m,
-        _ => {
-            return Err(InvalidEvent::new(
-                "invalid_event",
-                "batch",
-                "each batch item must be a JSON object",
-            ));
-        }
-    };
-    item.remove("writeKey");
-    normalize(item, None, defaults, Origin::Tracking, now)
 }
 
 fn invalid(e: InvalidEvent) -> ApiError {

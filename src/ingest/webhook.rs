@@ -29,12 +29,16 @@ use subtle::ConstantTimeEq;
 use super::body::{json_error, read};
 use super::{IngestState, Sorted};
 use crate::api_error::ApiError;
-use crate::event::{
-    BatchDefaults, InvalidEvent, MAX_BATCH_ITEMS, MAX_EVENT_BYTES, Origin, normalize,
-};
+use crate::event::{BatchDefaults, MAX_BATCH_ITEMS, Origin};
 
 /// Webhook bodies may carry large Actions batches.
 const MAX_WEBHOOK_BYTES: usize = 8 << 20;
+
+/// A delivered event is named on its own (the body is one, or an array of them).
+const ITEM: super::ItemNames = super::ItemNames {
+    field: "",
+    item: "event",
+};
 
 pub(super) async fn segment(
     State(st): State<IngestState>,
@@ -71,47 +75,16 @@ pub(super) async fn segment(
     let now = st.queue.clock().now();
     let mut sorted = Sorted::new(items.len(), now.timestamp_millis());
     for (i, raw) in items.iter().enumerate() {
-        sorted.push(i, prepare_item(raw, now));
+        sorted.push(
+            i,
+            super::prepare_item(raw, &BatchDefaults::default(), Origin::Delivered, ITEM, now),
+        );
     }
     if sorted.prepared.is_empty() {
         let (message, field) = sorted.first_rejection("no events in the body");
         return Err(sorted.refuse(&st, "invalid_event", message, field));
     }
     sorted.commit(&st).await
-}
-
-fn prepare_item(
-    raw: &RawValue,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<crate::event::Event, InvalidEvent> {
-    let text = raw.get();
-    if text.len() > MAX_EVENT_BYTES {
-        return Err(InvalidEvent::new(
-            "too_large",
-            "",
-            format!(
-                "event is {} bytes; the limit is {MAX_EVENT_BYTES}",
-                text.len()
-            ),
-        ));
-    }
-    let Ok(Value::Object(mut item)) = serde_json::from_str::<Value>(text) else {
-        return Err(InvalidEvent::new(
-            "invalid_event",
-            "",
-            "each event must be a JSON object",
-        ));
-    };
-    // A delivered event's write key is its source's; like the tracking API, spur
-    // does not keep it.
-    item.remove("writeKey");
-    normalize(
-        item,
-        None,
-        &BatchDefaults::default(),
-        Origin::Delivered,
-        now,
-    )
 }
 
 /// Checks that the whole body comes from Segment (see the module doc).
