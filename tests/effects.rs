@@ -237,3 +237,101 @@ async fn concurrent_runs_of_a_shared_counter_lose_no_update() {
         .sum();
     assert_eq!(sum, i64::try_from(n).unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_write_back_leaves_only_after_the_runs_earlier_state_change_is_durable() {
+    // The Tracking API kills the daemon when the first batch arrives: the state
+    // change the run made before `segment::track` must already be on disk.
+    let pid = Arc::new(AtomicU32::new(0));
+    let p = Arc::clone(&pid);
+    let mut api = FakeHttp::start(move |_| {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &p.load(Ordering::SeqCst).to_string()])
+            .status();
+        Reply::json(200, &json!({"success": true}))
+    })
+    .await;
+    let dir = setup(
+        r#"on_track("Buy", |e| {
+            state::set(`paid:${e.properties.order}`, 1);
+            segment::track(#{ userId: e.userId, event: "Charged", properties: #{ order: e.properties.order } });
+        });"#,
+    );
+    let config = base_config(
+        dir.path(),
+        &format!(
+            "[segment]\nwrite_key = \"wk\"\napi_base = \"{}\"\nflush_interval = \"10ms\"",
+            api.base_url
+        ),
+    );
+    std::fs::write(dir.path().join("spur.toml"), config).unwrap();
+    let daemon = Daemon::start(dir.path());
+    pid.store(daemon.pid(), Ordering::SeqCst);
+    let r = common::client()
+        .post(format!("{}/v1/track", daemon.base))
+        .json(&json!({"userId": "u", "event": "Buy", "properties": {"order": 7}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let batch = api.next(20).await;
+    assert_eq!(batch.path, "/v1/batch");
+    daemon.kill9();
+    let store = spur::store::Store::open(&dir.path().join("data")).unwrap();
+    let state = spur::state::SledState::open(&store).unwrap();
+    assert_eq!(
+        spur::state::StateStore::get(&state, "pay", "paid:7").unwrap(),
+        Some(json!(1)),
+        "the state change was durable before the write-back left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approvals_slack_message_leaves_only_after_the_request_is_durable() {
+    // Slack kills the daemon when the message arrives: the request it announces must
+    // already be on disk (else a restart would ask again and post again).
+    let pid = Arc::new(AtomicU32::new(0));
+    let p = Arc::clone(&pid);
+    let mut slack = FakeHttp::start(move |_| {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &p.load(Ordering::SeqCst).to_string()])
+            .status();
+        Reply::json(200, &json!({"ok": true, "ts": "1.0", "channel": "C1"}))
+    })
+    .await;
+    let dir = setup(
+        r##"on_track("Refund", |e| {
+            approval::ask(#{ title: "Refund?", channel: "#money" });
+        });"##,
+    );
+    let config = base_config(
+        dir.path(),
+        &format!(
+            "[connections.slack]\nbase_url = \"{}\"\nbearer = \"xoxb-test\"",
+            slack.base_url
+        ),
+    );
+    std::fs::write(dir.path().join("spur.toml"), config).unwrap();
+    let daemon = Daemon::start(dir.path());
+    pid.store(daemon.pid(), Ordering::SeqCst);
+    let r = common::client()
+        .post(format!("{}/v1/track", daemon.base))
+        .json(&json!({"userId": "u", "event": "Refund"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(slack.next(20).await.path, "/chat.postMessage");
+    daemon.kill9();
+    let store = spur::store::Store::open(&dir.path().join("data")).unwrap();
+    let approvals = spur::approval::SledApprovals::open(&store).unwrap();
+    let pending = approvals
+        .list(Some(spur::approval::Status::Pending))
+        .unwrap();
+    assert_eq!(
+        pending.len(),
+        1,
+        "the request was durable before Slack saw it"
+    );
+    assert_eq!(pending[0].title, "Refund?");
+}

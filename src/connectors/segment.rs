@@ -517,9 +517,10 @@ impl Outbox {
                 return Ok(());
             }
             // The output-commit rule: these messages, and what their runs wrote
-            // before queuing them, are durable before they leave.
+            // before queuing them (handed to the queue's writer first), are durable
+            // before they leave.
             self.store
-                .sync()
+                .sync_handoffs()
                 .await
                 .map_err(|e| ConnectorError::Invalid(e.to_string()))?;
             let mut req = OutboundRequest::new(

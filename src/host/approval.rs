@@ -148,6 +148,9 @@ pub(crate) fn ask(host: &Host, ask: Ask, key_args: &Value) -> Res<Value> {
         with_run(|c| c.decisions.push(d.clone()));
         return Ok(d);
     }
+    if created {
+        journal::wrote_outside();
+    }
     if created && stored.channel.is_some() {
         let cfg = &host.approvals_cfg;
         let sent = super::outbound(

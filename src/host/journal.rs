@@ -134,6 +134,16 @@ pub(crate) fn before_output() -> Res<()> {
     .unwrap_or(Ok(()))
 }
 
+/// The run wrote to the store outside its transaction (an approval request): its
+/// next output makes that durable first.
+pub(crate) fn wrote_outside() {
+    with_run(|ctx| {
+        if let Some(JournalRef::Durable(tx)) = &mut ctx.journal {
+            tx.note_written();
+        }
+    });
+}
+
 fn commit() -> Res<()> {
     with_run(|ctx| match &mut ctx.journal {
         Some(JournalRef::Durable(tx)) => tx.commit().map_err(|e| store_error(&e)),

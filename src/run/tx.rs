@@ -187,6 +187,12 @@ impl RunTx {
         self.hand_off(durable)
     }
 
+    /// Something of the run was written to the store outside this transaction (an
+    /// approval request): the next output waits until it is durable too.
+    pub fn note_written(&mut self) {
+        self.unsynced = true;
+    }
+
     /// After an outbound effect: commits its journal entry and asks for a flush
     /// without waiting (the next output, or the end of the run, does not wait for
     /// it either unless it has to).
