@@ -1,4 +1,5 @@
-//! Retention: run records, dead letters, events and dedup generations are purged
+//! Retention: run records, dead letters, events, webhook requests and dedup
+//! generations are purged
 //! once past their configured age, and never what a pending job still needs.
 //! Run with: cargo nextest run --test retention
 
@@ -65,6 +66,59 @@ async fn old_events_are_purged_unless_a_pending_job_needs_them() {
         queue.purge(now_ms() - 60_000).unwrap(),
         0,
         "nothing younger than the cutoff goes"
+    );
+    queue.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_webhook_requests_are_purged_unless_their_job_is_pending() {
+    let store = Store::temporary().unwrap();
+    let queue = SledQueue::open(store.clone(), Arc::new(Only("none"))).unwrap();
+    let job = || {
+        spur::queue::Job::new(
+            spur::queue::Trigger::Webhook {
+                source: "forms".into(),
+                seq: 0,
+            },
+            "s".into(),
+            "on_webhook(forms)#0".into(),
+            None,
+            now_ms(),
+        )
+    };
+    let first = queue
+        .accept_request("forms", json!({"body": "1"}), job())
+        .await
+        .unwrap();
+    let second = queue
+        .accept_request("forms", json!({"body": "2"}), job())
+        .await
+        .unwrap();
+    // The first request's run finishes; the second one's is still pending.
+    let lease = queue.lease().unwrap();
+    assert_eq!(
+        lease.job.trigger,
+        spur::queue::Trigger::Webhook {
+            source: "forms".into(),
+            seq: first
+        }
+    );
+    queue
+        .settle(
+            &lease,
+            spur::queue::Settle::Done {
+                keep_journal: false,
+            },
+            spur::queue::RunWrites::default(),
+            false,
+        )
+        .unwrap();
+    assert_eq!(queue.purge(now_ms() + 60_000).unwrap(), 1);
+    assert!(queue.request(first).unwrap().is_none());
+    assert_eq!(
+        queue.request(second).unwrap().unwrap().request,
+        json!({"body": "2"}),
+        "the pending run's request stays"
     );
     queue.shutdown();
 }

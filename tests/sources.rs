@@ -377,3 +377,72 @@ async fn respond_answers_handshakes_without_effects_and_limits_hold() {
     assert_eq!(body["code"], "too_large");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spur_replay_runs_recorded_webhook_requests_through_the_current_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    let version = |v: &str| {
+        format!(
+            r#"on_webhook("forms", |req| {{
+                emit(#{{ type: "track", event: "Form Sent {v}", userId: req.json.user }});
+            }});"#
+        )
+    };
+    std::fs::write(scripts.join("forms.rhai"), version("v1")).unwrap();
+    std::fs::write(dir.path().join("spur.toml"), base_config(dir.path(), "")).unwrap();
+    let daemon = Daemon::start(dir.path());
+    for user in ["ada", "bob"] {
+        let (status, _) = post(
+            &daemon.base,
+            "/hooks/forms",
+            &json!({"user": user}).to_string(),
+            &[],
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    runs_until(&daemon, 20, |r| {
+        r.iter().filter(|r| r["status"] == "ok").count() == 2
+    })
+    .await;
+    let requests = daemon.get("/api/requests?since=1h").await;
+    assert_eq!(requests["requests"].as_array().unwrap().len(), 2);
+    assert_eq!(requests["requests"][0]["source"], "forms");
+    assert_eq!(requests["requests"][0]["request"]["path"], "/hooks/forms");
+    // The change to try: v2, against the recorded requests.
+    std::fs::write(scripts.join("forms.rhai"), version("v2")).unwrap();
+    let config = dir.path().join("spur.toml");
+    let replay = |url: Option<String>| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_spur"));
+            cmd.arg("--config")
+                .arg(&config)
+                .args(["replay", "--since", "1h"]);
+            if let Some(u) = url {
+                cmd.args(["--url", &u]);
+            }
+            let out = cmd.output().unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    for out in [replay(Some(daemon.base.clone())).await.unwrap(), {
+        drop(daemon);
+        replay(None).await.unwrap()
+    }] {
+        assert!(out.contains("2 webhook requests"), "{out}");
+        assert_eq!(
+            out.matches("▶ webhook forms · POST /hooks/forms").count(),
+            2,
+            "{out}"
+        );
+        assert_eq!(
+            out.matches(r#"emit track "Form Sent v2""#).count(),
+            2,
+            "{out}"
+        );
+    }
+}

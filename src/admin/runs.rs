@@ -20,6 +20,7 @@ pub(super) fn router() -> Router<AdminState> {
         .route("/api/runs/{id}", get(get_run))
         .route("/api/dead-letters", get(list_dead))
         .route("/api/events", get(list_events))
+        .route("/api/requests", get(list_requests))
         .route("/api/dead-letters/{id}/replay", post(replay_dead))
 }
 
@@ -147,33 +148,77 @@ struct EventsQuery {
     limit: Option<usize>,
 }
 
+/// The moment `since` (`"1h"`, default one hour) before now.
+fn cutoff_of(st: &AdminState, since: Option<&str>) -> Result<i64, ApiError> {
+    let since = match since {
+        None => Duration::from_secs(3600),
+        Some(s) => crate::duration::parse(s)
+            .map_err(|e| ApiError::bad_field("invalid_since", "since", e))?,
+    };
+    Ok(st
+        .queue
+        .clock()
+        .now_ms()
+        .saturating_sub(crate::duration::as_ms(since)))
+}
+
 /// `GET /api/events?since=1h`: recorded events, oldest first (for `spur replay`).
 async fn list_events(
     State(st): State<AdminState>,
     Query(q): Query<EventsQuery>,
 ) -> Result<axum::response::Response, ApiError> {
-    let since = match q.since.as_deref() {
-        None => Duration::from_secs(3600),
-        Some(s) => crate::duration::parse(s)
-            .map_err(|e| ApiError::bad_field("invalid_since", "since", e))?,
-    };
-    let cutoff = st
-        .queue
-        .clock()
-        .now_ms()
-        .saturating_sub(crate::duration::as_ms(since));
+    let cutoff = cutoff_of(&st, q.since.as_deref())?;
     let limit = q.limit.unwrap_or(10_000).clamp(1, 100_000);
-    // Streamed as it is read: the answer never sits in memory whole.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     let queue = st.queue.clone();
+    Ok(stream_list("events", move |push| {
+        queue.visit_events(cutoff, limit, &mut |e| {
+            push(serde_json::to_vec(&e.body).expect("a JSON map always serialises"))
+        })
+    }))
+}
+
+/// `GET /api/requests?since=1h`: recorded webhook requests, oldest first (for
+/// `spur replay`): `{"requests": [{seq, received_at, source, request}]}`.
+async fn list_requests(
+    State(st): State<AdminState>,
+    Query(q): Query<EventsQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    let cutoff = cutoff_of(&st, q.since.as_deref())?;
+    let limit = q.limit.unwrap_or(1000).clamp(1, 100_000);
+    let queue = st.queue.clone();
+    Ok(stream_list("requests", move |push| {
+        queue.visit_requests(cutoff, limit, &mut |r| {
+            let received_at = chrono::DateTime::from_timestamp_millis(r.received_ms)
+                .map(crate::event::format_time);
+            let item = json!({
+                "seq": r.seq,
+                "received_at": received_at,
+                "source": r.source,
+                "request": r.request,
+            });
+            push(serde_json::to_vec(&item).expect("a JSON value always serialises"))
+        })
+    }))
+}
+
+/// Streams `{"<key>": [...]}` with the serialised items `fill` pushes, as they are
+/// read: the answer never sits in memory whole. `push` returns false once the
+/// client is gone.
+fn stream_list(
+    key: &'static str,
+    fill: impl FnOnce(&mut dyn FnMut(Vec<u8>) -> bool) -> Result<(), crate::queue::QueueError>
+    + Send
+    + 'static,
+) -> axum::response::Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
-        let mut chunk = b"{\"events\":[".to_vec();
+        let mut chunk = format!("{{\"{key}\":[").into_bytes();
         let mut first = true;
-        let visited = queue.visit_events(cutoff, limit, &mut |e| {
+        let visited = fill(&mut |item| {
             if !std::mem::take(&mut first) {
                 chunk.push(b',');
             }
-            serde_json::to_writer(&mut chunk, &e.body).expect("a JSON map always serialises");
+            chunk.extend_from_slice(&item);
             if chunk.len() < 64 << 10 {
                 return true;
             }
@@ -193,10 +238,10 @@ async fn list_events(
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (chunk, rx))
     });
-    Ok(axum::response::Response::builder()
+    axum::response::Response::builder()
         .header(axum::http::header::CONTENT_TYPE, "application/json")
         .body(axum::body::Body::from_stream(stream))
-        .expect("a response with a valid header builds"))
+        .expect("a response with a valid header builds")
 }
 
 #[derive(Deserialize)]

@@ -101,9 +101,9 @@ pub enum Trigger {
     Event { seq: u64, message_id: String },
     /// A schedule tick; `at_ms` is the tick's scheduled time.
     Schedule { schedule: String, at_ms: i64 },
-    /// A request to the webhook source `source` (`source::SourceRequest` as JSON),
-    /// stored with the job.
-    Webhook { source: String, request: Value },
+    /// A request to the webhook source `source`, by its sequence number in the
+    /// request log.
+    Webhook { source: String, seq: u64 },
 }
 
 impl Trigger {
@@ -122,6 +122,16 @@ pub struct StoredEvent {
     pub seq: u64,
     pub received_ms: i64,
     pub body: Map<String, Value>,
+}
+
+/// A webhook request as stored in the request log (`source::SourceRequest` as
+/// JSON), kept like events for retries and replays.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredRequest {
+    pub seq: u64,
+    pub received_ms: i64,
+    pub source: String,
+    pub request: Value,
 }
 
 /// A job handed to a worker, with its event when already in memory.

@@ -27,9 +27,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-pub use job::{Job, Lease, StoredEvent, Target, Trigger, Wait, WaitKind};
+pub use job::{Job, Lease, StoredEvent, StoredRequest, Target, Trigger, Wait, WaitKind};
 pub use scheduler::SchedulerStats;
-pub use sled::{SledQueue, events_since, visit_events_since};
+pub use sled::{SledQueue, events_since, requests_since, visit_events_since};
 pub use waits::matches as wait_matches;
 pub use writes::{RunWrites, StateWrite};
 
@@ -142,6 +142,37 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Refused with [`QueueError::Overloaded`] when more than the limit of events
     /// already wait for the writer ([`JobQueue::set_max_pending_events`]).
     async fn ingest(&self, events: Vec<PreparedEvent>) -> Result<IngestReceipt, QueueError>;
+
+    /// Stores a webhook request of `source` in the request log and queues `job` for
+    /// it (its trigger set to the request) in one atomic batch; returns the request's
+    /// sequence number once durable.
+    ///
+    /// # Errors
+    /// When the store fails or the queue is shut down.
+    async fn accept_request(
+        &self,
+        source: &str,
+        request: Value,
+        job: Job,
+    ) -> Result<u64, QueueError>;
+
+    /// A request of the log, if still retained.
+    ///
+    /// # Errors
+    /// When the store fails or the record is corrupt.
+    fn request(&self, seq: u64) -> Result<Option<StoredRequest>, QueueError>;
+
+    /// Visits the newest `limit` webhook requests received at or after `since_ms`,
+    /// oldest first; stops early when `visit` returns false.
+    ///
+    /// # Errors
+    /// When the store fails or a record is corrupt.
+    fn visit_requests(
+        &self,
+        since_ms: i64,
+        limit: usize,
+        visit: &mut dyn FnMut(StoredRequest) -> bool,
+    ) -> Result<(), QueueError>;
 
     /// Stores `jobs` durably and queues them. A job with id 0 gets a fresh id; a
     /// job with an id keeps it (a replay keeps its journal).
@@ -302,8 +333,9 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Scheduler counts.
     fn stats(&self) -> SchedulerStats;
 
-    /// Deletes events older than `cutoff_ms` that no pending job needs, and dedup
-    /// generations past the window. Returns the number of events removed.
+    /// Deletes events and webhook requests older than `cutoff_ms` that no pending job
+    /// needs, and dedup generations past the window. Returns the number of events
+    /// and requests removed.
     ///
     /// # Errors
     /// When the store fails.

@@ -194,15 +194,16 @@ async fn hook(
     }
     let job = Job::new(
         Trigger::Webhook {
-            source: name,
-            request: serde_json::to_value(&request).expect("a request serialises"),
+            source: name.clone(),
+            seq: 0,
         },
         script.name.clone(),
         key,
         None,
         now.timestamp_millis(),
     );
-    st.queue.enqueue(vec![job]).await?;
+    let request = serde_json::to_value(&request).expect("a request serialises");
+    st.queue.accept_request(&name, request, job).await?;
     Ok(axum::Json(json!({"success": true})).into_response())
 }
 

@@ -291,9 +291,14 @@ fn build_args(
             event_args(kind, body)
         }
         Trigger::Schedule { schedule, at_ms } => Ok(tick_args(&lease.job.script, schedule, *at_ms)),
-        Trigger::Webhook { request, .. } => {
-            let req: crate::source::SourceRequest = serde_json::from_value(request.clone())
-                .map_err(|e| format!("the stored webhook request is unreadable: {e}"))?;
+        Trigger::Webhook { seq, .. } => {
+            let stored = match deps.queue.request(*seq) {
+                Ok(Some(r)) => r,
+                Ok(None) => return Err(format!("webhook request {seq} is no longer retained")),
+                Err(e) => return Err(format!("webhook request {seq} could not be read: {e}")),
+            };
+            let req: crate::source::SourceRequest = serde_json::from_value(stored.request)
+                .map_err(|e| format!("webhook request {seq} is unreadable: {e}"))?;
             Ok(vec![req.to_dynamic()])
         }
     }

@@ -34,13 +34,14 @@ use super::scheduler::Scheduler;
 use super::{
     DEFAULT_MAX_PENDING_EVENTS, Dispatch, IngestReceipt, Job, JobQueue, Lease, PreparedEvent,
     Queue, QueueError, RunWrites, ScheduleState, SchedulerStats, Settle, SettledCheck, StoredEvent,
-    Trigger,
+    StoredRequest, Trigger,
 };
 use crate::clock::SharedClock;
 use crate::store::{Store, StoreError, id_key, key_id};
 use writer::WriteCmd;
 
 const EVENT: u8 = b'e';
+const REQUEST: u8 = b'w';
 const DEDUP: u8 = b'd';
 const JOB: u8 = b'j';
 const JOURNAL: u8 = b'r';
@@ -219,6 +220,58 @@ impl JobQueue for SledQueue {
         let (receipt, unused) = rx.await.map_err(|_| QueueError::Closed)??;
         drop(unused);
         Ok(receipt)
+    }
+
+    async fn accept_request(
+        &self,
+        source: &str,
+        request: Value,
+        mut job: Job,
+    ) -> Result<u64, QueueError> {
+        let seq = self.next_id()?;
+        let mut bytes = self.clock().now_ms().to_be_bytes().to_vec();
+        serde_json::to_writer(
+            &mut bytes,
+            &serde_json::json!({"source": source, "request": request}),
+        )
+        .expect("a JSON value always serialises");
+        job.trigger = Trigger::Webhook {
+            source: source.to_owned(),
+            seq,
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(WriteCmd::Enqueue {
+            jobs: vec![job],
+            extra: vec![(log_key(REQUEST, seq).to_vec(), bytes)],
+            reply: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })?;
+        rx.await.map_err(|_| QueueError::Closed)??;
+        Ok(seq)
+    }
+
+    fn request(&self, seq: u64) -> Result<Option<StoredRequest>, QueueError> {
+        let tree = self.inner.store.queue_tree();
+        let Some(v) = tree.get(log_key(REQUEST, seq)).map_err(StoreError::from)? else {
+            return Ok(None);
+        };
+        decode_request(seq, &v).map(Some)
+    }
+
+    fn visit_requests(
+        &self,
+        since_ms: i64,
+        limit: usize,
+        visit: &mut dyn FnMut(StoredRequest) -> bool,
+    ) -> Result<(), QueueError> {
+        visit_log(
+            self.inner.store.queue_tree(),
+            REQUEST,
+            since_ms,
+            limit,
+            &mut |seq, v| Ok(visit(decode_request(seq, v)?)),
+        )
     }
 
     async fn enqueue(&self, jobs: Vec<Job>) -> Result<Vec<u64>, QueueError> {
@@ -511,30 +564,16 @@ impl JobQueue for SledQueue {
 
     fn purge(&self, cutoff_ms: i64) -> Result<usize, QueueError> {
         let tree = self.inner.store.queue_tree();
-        let min_live = all_jobs(tree)?
-            .iter()
-            .filter_map(|j| match j.trigger {
-                Trigger::Event { seq, .. } => Some(seq),
-                Trigger::Schedule { .. } | Trigger::Webhook { .. } => None,
-            })
-            .min()
-            .unwrap_or(u64::MAX);
-        let mut removed = 0;
-        let mut batch = sled::Batch::default();
-        for item in tree.scan_prefix([EVENT]) {
-            let (k, v) = item.map_err(StoreError::from)?;
-            let received = v.get(..8).map_or(0, key_id) as i64;
-            if received >= cutoff_ms || key_id(&k) >= min_live {
-                break;
-            }
-            batch.remove(k);
-            removed += 1;
-            if removed % 1000 == 0 {
-                tree.apply_batch(std::mem::take(&mut batch))
-                    .map_err(StoreError::from)?;
+        let (mut min_event, mut min_request) = (u64::MAX, u64::MAX);
+        for job in all_jobs(tree)? {
+            match job.trigger {
+                Trigger::Event { seq, .. } => min_event = min_event.min(seq),
+                Trigger::Webhook { seq, .. } => min_request = min_request.min(seq),
+                Trigger::Schedule { .. } => {}
             }
         }
-        tree.apply_batch(batch).map_err(StoreError::from)?;
+        let removed = purge_log(tree, EVENT, cutoff_ms, min_event)?
+            + purge_log(tree, REQUEST, cutoff_ms, min_request)?;
         let current = self.inner.dedup_gen.load(Ordering::Acquire);
         if current >= 2 {
             for generation in 0..current - 1 {
@@ -614,11 +653,46 @@ pub fn visit_events_since(
     limit: usize,
     visit: &mut dyn FnMut(StoredEvent) -> bool,
 ) -> Result<(), QueueError> {
-    let tree = store.queue_tree();
+    visit_log(store.queue_tree(), EVENT, since_ms, limit, &mut |seq, v| {
+        Ok(visit(decode_event(seq, v)?))
+    })
+}
+
+/// Webhook requests received at or after `since_ms`, oldest first.
+///
+/// # Errors
+/// When the store fails or a record is corrupt.
+pub fn requests_since(store: &Store, since_ms: i64) -> Result<Vec<StoredRequest>, QueueError> {
+    let mut out = Vec::new();
+    visit_log(
+        store.queue_tree(),
+        REQUEST,
+        since_ms,
+        usize::MAX,
+        &mut |seq, v| {
+            out.push(decode_request(seq, v)?);
+            Ok(true)
+        },
+    )?;
+    Ok(out)
+}
+
+/// Called with each log entry's sequence number and stored value; false stops.
+type LogVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<bool, QueueError> + 'a;
+
+/// Visits the newest `limit` entries of the log under `prefix` (events, requests:
+/// received ms + JSON) received at or after `since_ms`, oldest first.
+fn visit_log(
+    tree: &sled::Tree,
+    prefix: u8,
+    since_ms: i64,
+    limit: usize,
+    visit: &mut LogVisitor<'_>,
+) -> Result<(), QueueError> {
     // Backwards to find where the window starts, reading only the times.
     let mut start = None;
     let mut count = 0;
-    for item in tree.scan_prefix([EVENT]).rev() {
+    for item in tree.scan_prefix([prefix]).rev() {
         let (k, v) = item.map_err(StoreError::from)?;
         let received = v.get(..8).map_or(0, key_id) as i64;
         if received < since_ms || count >= limit {
@@ -630,14 +704,41 @@ pub fn visit_events_since(
     let Some(start) = start else { return Ok(()) };
     for item in tree.range(start..).take(count) {
         let (k, v) = item.map_err(StoreError::from)?;
-        if k.first() != Some(&EVENT) {
+        if k.first() != Some(&prefix) {
             break;
         }
-        if !visit(decode_event(key_id(&k), &v)?) {
+        if !visit(key_id(&k[1..]), &v)? {
             break;
         }
     }
     Ok(())
+}
+
+/// Removes entries of the log under `prefix` received before `cutoff_ms`, stopping
+/// at the first one a pending job needs (`min_live`); returns how many.
+fn purge_log(
+    tree: &sled::Tree,
+    prefix: u8,
+    cutoff_ms: i64,
+    min_live: u64,
+) -> Result<usize, QueueError> {
+    let mut removed = 0;
+    let mut batch = sled::Batch::default();
+    for item in tree.scan_prefix([prefix]) {
+        let (k, v) = item.map_err(StoreError::from)?;
+        let received = v.get(..8).map_or(0, key_id) as i64;
+        if received >= cutoff_ms || key_id(&k[1..]) >= min_live {
+            break;
+        }
+        batch.remove(k);
+        removed += 1;
+        if removed % 1000 == 0 {
+            tree.apply_batch(std::mem::take(&mut batch))
+                .map_err(StoreError::from)?;
+        }
+    }
+    tree.apply_batch(batch).map_err(StoreError::from)?;
+    Ok(removed)
 }
 
 fn all_jobs(tree: &sled::Tree) -> Result<Vec<Job>, QueueError> {
@@ -657,7 +758,11 @@ fn decode_job(id: u64, v: &[u8]) -> Result<Job, QueueError> {
 }
 
 fn event_key(seq: u64) -> [u8; 9] {
-    let mut k = [EVENT; 9];
+    log_key(EVENT, seq)
+}
+
+fn log_key(prefix: u8, seq: u64) -> [u8; 9] {
+    let mut k = [prefix; 9];
     k[1..].copy_from_slice(&id_key(seq));
     k
 }
@@ -727,6 +832,30 @@ fn dedup_key(generation: u32, message_id: &str) -> Vec<u8> {
     k.extend_from_slice(&generation.to_be_bytes());
     k.extend_from_slice(message_id.as_bytes());
     k
+}
+
+fn decode_request(seq: u64, v: &[u8]) -> Result<StoredRequest, QueueError> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        source: String,
+        request: Value,
+    }
+    let corrupt = |reason: String| {
+        QueueError::Store(StoreError::Corrupt {
+            key: format!("request {seq}"),
+            reason,
+        })
+    };
+    if v.len() < 8 {
+        return Err(corrupt("too short".into()));
+    }
+    let e: Entry = serde_json::from_slice(&v[8..]).map_err(|e| corrupt(e.to_string()))?;
+    Ok(StoredRequest {
+        seq,
+        received_ms: key_id(&v[..8]) as i64,
+        source: e.source,
+        request: e.request,
+    })
 }
 
 fn decode_event(seq: u64, v: &[u8]) -> Result<StoredEvent, QueueError> {
