@@ -209,6 +209,7 @@ impl App {
         )
         .context("opening the queue")?;
         queue.set_max_pending_events(config.server.max_pending_events);
+        queue.set_dedup_window(config.retention.dedup);
         let _ = engine.host.events.set(queue.clone());
         let runs = SledRunRecords::open(&store);
         let dead = SledDeadLetters::open(&store);
@@ -220,7 +221,10 @@ impl App {
         let approvals = Approvals::new(
             engine.host.approvals.clone(),
             queue.clone(),
-            engine.host.http.clone(),
+            crate::connectors::slack::Slack::new(
+                engine.host.http.clone(),
+                config.approvals.slack_connection.as_str(),
+            ),
             config.approvals.clone(),
         );
         let decided = approvals.store.clone();

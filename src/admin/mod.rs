@@ -18,6 +18,7 @@ use axum::routing::get;
 use axum::{Json, Router, middleware};
 use serde_json::{Value, json};
 
+use crate::api_error::ApiError;
 use crate::config::Secret;
 use crate::queue::Queue;
 use crate::run::{DeadLetters, RunStore};
@@ -47,6 +48,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(approvals::router())
         .route("/metrics", get(metrics_text))
         .route("/api/schedules", get(schedules))
+        .route("/api/store", get(store_usage))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -73,6 +75,19 @@ async fn health(State(st): State<AdminState>) -> Json<Value> {
 
 async fn schedules(State(st): State<AdminState>) -> Json<Value> {
     Json(json!({ "schedules": *st.schedules.read() }))
+}
+
+/// Where the disk goes: keys and bytes per tree and key prefix (a full scan, off
+/// the async runtime).
+async fn store_usage(State(st): State<AdminState>) -> Result<Json<Value>, ApiError> {
+    let queue = st.queue.clone();
+    let usage = tokio::task::spawn_blocking(move || queue.usage())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(json!({
+        "size_on_disk": st.queue.size_on_disk(),
+        "areas": usage,
+    })))
 }
 
 async fn metrics_text(State(st): State<AdminState>) -> impl IntoResponse {

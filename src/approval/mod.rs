@@ -16,6 +16,7 @@ pub mod slack;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub use crate::connectors::slack::SlackMessage;
 use crate::store::{Store, StoreError};
 
 pub use service::Approvals;
@@ -42,13 +43,6 @@ impl Status {
             _ => return None,
         })
     }
-}
-
-/// A Slack message that carries the buttons of a request.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SlackMessage {
-    pub channel: String,
-    pub ts: String,
 }
 
 /// One approval request.

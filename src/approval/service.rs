@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::{Approval, ApprovalStore, DecideError, Status, slack};
 use crate::config::ApprovalsConfig;
-use crate::connectors::http::HttpClient;
+use crate::connectors::slack::Slack;
 use crate::queue::{Queue, WaitKind};
 
 /// Decisions, expiry and reconciliation; cheap to clone.
@@ -14,16 +14,16 @@ use crate::queue::{Queue, WaitKind};
 pub struct Approvals {
     pub store: ApprovalStore,
     queue: Queue,
-    http: HttpClient,
+    slack: Slack,
     cfg: Arc<ApprovalsConfig>,
 }
 
 impl Approvals {
-    pub fn new(store: ApprovalStore, queue: Queue, http: HttpClient, cfg: ApprovalsConfig) -> Self {
+    pub fn new(store: ApprovalStore, queue: Queue, slack: Slack, cfg: ApprovalsConfig) -> Self {
         Self {
             store,
             queue,
-            http,
+            slack,
             cfg: Arc::new(cfg),
         }
     }
@@ -32,8 +32,9 @@ impl Approvals {
         &self.cfg
     }
 
-    pub fn http_client(&self) -> HttpClient {
-        self.http.clone()
+    /// The Slack client on `approvals.slack_connection`.
+    pub fn slack(&self) -> &Slack {
+        &self.slack
     }
 
     /// Decides `id` once and wakes its run with the decision.
@@ -70,7 +71,7 @@ impl Approvals {
             tracing::error!(approval = %a.id, error = %e, "Waking the run failed.");
         }
         if let Some(msg) = &a.slack
-            && let Err(e) = slack::update(&self.http, &self.cfg.slack_connection, msg, a).await
+            && let Err(e) = slack::update(&self.slack, msg, a).await
         {
             tracing::warn!(approval = %a.id, error = %e, "Updating the Slack message failed.");
         }

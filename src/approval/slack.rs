@@ -9,13 +9,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{Approval, Approvals, DecideError, SlackMessage, Status};
+use super::{Approval, Approvals, DecideError, Status};
 use crate::api_error::ApiError;
 use crate::connectors::ConnectorError;
-use crate::connectors::http::{Body, Destination, HttpClient, OutboundRequest};
+use crate::connectors::slack::{Slack, SlackMessage};
 
 /// Oldest accepted request timestamp, in seconds (Slack's guidance).
 const MAX_SKEW_S: i64 = crate::source::verify::DEFAULT_TOLERANCE_S;
@@ -79,80 +78,25 @@ fn decided(a: &Approval) -> Value {
     })
 }
 
-async fn post_json(
-    http: &HttpClient,
-    dest: Destination,
-    body: Value,
-) -> Result<Value, ConnectorError> {
-    let mut req = OutboundRequest::new(Method::POST, dest);
-    req.body = Body::Json(body);
-    let resp = http.send(req, None).await.result?;
-    let j = resp.json.clone().unwrap_or(Value::Null);
-    if !resp.ok() || j.get("ok") == Some(&Value::Bool(false)) {
-        let err = j
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or(&resp.body)
-            .to_owned();
-        return Err(ConnectorError::Rejected(format!(
-            "slack: {err} ({})",
-            resp.status
-        )));
-    }
-    Ok(j)
-}
-
 /// Posts the request to its channel; returns where the message is.
 ///
 /// # Errors
 /// When Slack refuses or cannot be reached.
 pub async fn notify(
-    http: &HttpClient,
-    connection: &str,
+    slack: &Slack,
     a: &Approval,
     public_url: Option<&str>,
 ) -> Result<SlackMessage, ConnectorError> {
-    let channel = a.channel.clone().unwrap_or_default();
-    let mut body = message(a, public_url);
-    body["channel"] = json!(channel);
-    let j = post_json(
-        http,
-        Destination::Connection {
-            name: connection.into(),
-            path: "/chat.postMessage".into(),
-        },
-        body,
-    )
-    .await?;
-    Ok(SlackMessage {
-        channel: j["channel"].as_str().unwrap_or(&channel).to_owned(),
-        ts: j["ts"].as_str().unwrap_or_default().to_owned(),
-    })
+    let channel = a.channel.as_deref().unwrap_or_default();
+    slack.post_message(channel, message(a, public_url)).await
 }
 
 /// Replaces the buttons with the decision.
 ///
 /// # Errors
 /// When Slack refuses or cannot be reached.
-pub async fn update(
-    http: &HttpClient,
-    connection: &str,
-    msg: &SlackMessage,
-    a: &Approval,
-) -> Result<(), ConnectorError> {
-    let mut body = decided(a);
-    body["channel"] = json!(msg.channel);
-    body["ts"] = json!(msg.ts);
-    post_json(
-        http,
-        Destination::Connection {
-            name: connection.into(),
-            path: "/chat.update".into(),
-        },
-        body,
-    )
-    .await
-    .map(|_| ())
+pub async fn update(slack: &Slack, msg: &SlackMessage, a: &Approval) -> Result<(), ConnectorError> {
+    slack.update_message(msg, decided(a)).await
 }
 
 /// `POST /webhooks/slack/interactivity`.
@@ -248,9 +192,9 @@ async fn interactivity(
         },
     };
     if let Some(url) = response_url {
-        let http = approvals.http_client();
+        let slack = approvals.slack().clone();
         tokio::spawn(async move {
-            if let Err(e) = post_json(&http, Destination::Url(url), reply).await {
+            if let Err(e) = slack.respond(url, reply).await {
                 tracing::warn!(error = %e, "Answering Slack's response_url failed.");
             }
         });

@@ -222,6 +222,7 @@ pub fn load_from_str(
         ("events", &mut cfg.retention.events),
         ("dead_letters", &mut cfg.retention.dead_letters),
         ("approvals", &mut cfg.retention.approvals),
+        ("dedup", &mut cfg.retention.dedup),
     ] {
         if let Some(v) = s.get(key, parse_duration) {
             *slot = v;

@@ -169,6 +169,10 @@ pub struct RetentionConfig {
     pub dead_letters: Duration,
     /// Decided approval requests (pending ones are kept until decided or expired).
     pub approvals: Duration,
+    /// How long a `messageId` is remembered for dedup: a repeat within it is always
+    /// dropped, one up to twice as late may still be (ids are kept in two
+    /// generations of this length).
+    pub dedup: Duration,
 }
 
 /// `[connections.NAME]`: a named outbound HTTP connection.
@@ -265,6 +269,7 @@ impl Default for Config {
                 events: Duration::from_hours(168),
                 dead_letters: Duration::from_hours(720),
                 approvals: Duration::from_hours(720),
+                dedup: Duration::from_hours(24),
             },
             store: StoreBackend::Sled,
             sources: BTreeMap::new(),

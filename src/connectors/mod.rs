@@ -6,6 +6,7 @@ pub mod http;
 pub mod recorder;
 pub mod redact;
 pub mod segment;
+pub mod slack;
 
 use std::fmt;
 

@@ -20,6 +20,7 @@ use super::journal;
 use super::{Host, error, placed};
 use crate::approval::{Approval, Status, slack};
 use crate::connectors::recorder::glob_match;
+use crate::connectors::slack::Slack;
 use crate::event::format_time;
 use crate::queue::{Wait, WaitKind};
 
@@ -156,8 +157,7 @@ pub(crate) fn ask(host: &Host, ask: Ask, key_args: &Value) -> Res<Value> {
         let sent = super::outbound(
             host,
             slack::notify(
-                &host.http,
-                &cfg.slack_connection,
+                &Slack::new(host.http.clone(), cfg.slack_connection.as_str()),
                 &stored,
                 cfg.public_url.as_deref(),
             ),
@@ -169,7 +169,7 @@ pub(crate) fn ask(host: &Host, ask: Ask, key_args: &Value) -> Res<Value> {
                 }
             }
             Err(e) => super::log::emit(
-                super::LogLevel::Warn,
+                crate::run::LogLevel::Warn,
                 &format!("approval {id}: posting to Slack failed: {e}"),
             ),
         }

@@ -4,28 +4,11 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::connectors::CallRecord;
 use crate::queue::Wait;
-
-/// Log levels of captured lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
-
-/// A captured log line.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LogLine {
-    pub level: LogLevel,
-    pub message: String,
-}
+use crate::run::LogLine;
 
 /// How waits (approvals, sleeps, `wait_for`) behave in this run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -2,7 +2,8 @@
 
 use rhai::{Dynamic, Engine, Module};
 
-use super::ctx::{LogLevel, LogLine, with_run};
+use super::ctx::with_run;
+use crate::run::{LogLevel, LogLine};
 
 /// Records a line for the current run (or logs it when no run is active).
 pub fn emit(level: LogLevel, message: &str) {

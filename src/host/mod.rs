@@ -25,9 +25,7 @@ use std::sync::Arc;
 
 use rhai::{Engine, EvalAltResult, NativeCallContext};
 
-pub use ctx::{
-    JournalRef, LogLevel, LogLine, RunCtx, WaitMode, begin_run, end_run, in_run, with_run,
-};
+pub use ctx::{JournalRef, RunCtx, WaitMode, begin_run, end_run, in_run, with_run};
 pub use fault::HostFault;
 
 use crate::connectors::http::HttpClient;

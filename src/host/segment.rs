@@ -16,7 +16,8 @@ use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Module, NativeCallContext
 use serde_json::{Value, json};
 
 use super::convert::{to_dynamic, to_json, to_text};
-use super::ctx::{LogLevel, with_run};
+use super::ctx::with_run;
+use crate::run::LogLevel;
 use super::{Host, error, placed};
 use crate::connectors::http::{Body, Destination, OutboundRequest};
 use crate::connectors::segment::{self, TRACKING};

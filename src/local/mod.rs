@@ -22,7 +22,8 @@ use crate::config::Config;
 use crate::connectors::CallRecord;
 use crate::connectors::recorder::{RecordedCall, Recorder};
 use crate::event::{BatchDefaults, Origin, normalize};
-use crate::host::{JournalRef, LogLine, RunCtx, WaitMode};
+use crate::host::{JournalRef, RunCtx, WaitMode};
+use crate::run::LogLine;
 use crate::queue::Wait;
 use crate::run::{RunError, RunStatus};
 use crate::script::{
@@ -31,35 +32,36 @@ use crate::script::{
 use crate::store::Store;
 use crate::worker::{Outcome, event_args, invoke, outcome_of};
 
-/// A sample event of each type, for `spur run SCRIPT --event track`.
+/// A sample event of each type, for `spur run SCRIPT --event track` (as Segment
+/// delivers them; `samples/`).
 pub const SAMPLES: &[(&str, &str)] = &[
     (
         "track",
-        include_str!("../../tests/fixtures/segment/track-order-completed.json"),
+        include_str!("samples/track.json"),
     ),
     (
         "identify",
-        include_str!("../../tests/fixtures/segment/identify-full.json"),
+        include_str!("samples/identify.json"),
     ),
     (
         "page",
-        include_str!("../../tests/fixtures/segment/page-pricing.json"),
+        include_str!("samples/page.json"),
     ),
     (
         "screen",
-        include_str!("../../tests/fixtures/segment/screen-home.json"),
+        include_str!("samples/screen.json"),
     ),
     (
         "group",
-        include_str!("../../tests/fixtures/segment/group-account.json"),
+        include_str!("samples/group.json"),
     ),
     (
         "alias",
-        include_str!("../../tests/fixtures/segment/alias.json"),
+        include_str!("samples/alias.json"),
     ),
     (
         "delete",
-        include_str!("../../tests/fixtures/segment/delete.json"),
+        include_str!("samples/delete.json"),
     ),
 ];
 

@@ -223,6 +223,9 @@ pub trait JobQueue: Send + Sync + 'static {
     /// How many events may wait for the writer at once before ingest is refused.
     fn set_max_pending_events(&self, n: usize);
 
+    /// How long a `messageId` is remembered (`retention.dedup`).
+    fn set_dedup_window(&self, window: std::time::Duration);
+
     /// Installs the check consulted when a run parks (see [`SettledCheck`]).
     fn set_settled_check(&self, check: SettledCheck);
 
@@ -377,6 +380,13 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// Bytes the backend occupies on disk.
     fn size_on_disk(&self) -> u64;
+
+    /// What the backend holds, by area (a full scan: for operators, never on a hot
+    /// path).
+    ///
+    /// # Errors
+    /// When the store fails.
+    fn usage(&self) -> Result<Vec<crate::store::Usage>, QueueError>;
 
     /// Events received at or after `since_ms`, oldest first.
     ///

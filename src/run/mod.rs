@@ -9,4 +9,4 @@ pub mod timers;
 pub mod tx;
 
 pub use dead_letter::{DeadLetter, DeadLetterStore, DeadLetters, SledDeadLetters};
-pub use record::{RunError, RunFilter, RunRecord, RunRecords, RunStatus, RunStore, SledRunRecords};
+pub use record::{LogLevel, LogLine, RunError, RunFilter, RunRecord, RunRecords, RunStatus, RunStore, SledRunRecords};

@@ -8,8 +8,24 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::connectors::CallRecord;
-use crate::host::LogLine;
 use crate::store::{Store, StoreError, id_key, key_id};
+
+/// Log levels of the lines a run captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// A log line a run captured (`log::info`, `print`, …).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub message: String,
+}
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,7 +16,8 @@ use rhai::{Engine, EvalAltResult, Module, Position};
 
 use super::{Modules, ScriptSet, registry};
 use crate::config::LimitsConfig;
-use crate::host::{Host, LogLevel};
+use crate::host::Host;
+use crate::run::LogLevel;
 
 /// What every engine is built from.
 #[derive(Clone)]

@@ -114,7 +114,7 @@ impl Store {
         let db = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(256 << 20)
-            .mode(sled::Mode::HighThroughput)
+            .mode(sled::Mode::LowSpace)
             .flush_every_ms(Some(200))
             .open()
             .map_err(|source| StoreError::Open {
@@ -317,6 +317,44 @@ impl Store {
     pub fn size_on_disk(&self) -> u64 {
         self.inner.db.size_on_disk().unwrap_or(0)
     }
+
+    /// What the database holds: keys and bytes (key + value) per tree and key
+    /// prefix (the first byte of the key), by a full scan. For an operator asking
+    /// where the disk goes; never on a hot path.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn usage(&self) -> Result<Vec<Usage>, StoreError> {
+        let mut out = Vec::new();
+        for name in self.inner.db.tree_names() {
+            let tree = self.inner.db.open_tree(&name)?;
+            let mut by_prefix = std::collections::BTreeMap::<u8, (u64, u64)>::new();
+            for item in &tree {
+                let (k, v) = item?;
+                let entry = by_prefix.entry(k.first().copied().unwrap_or(0)).or_default();
+                entry.0 += 1;
+                entry.1 += (k.len() + v.len()) as u64;
+            }
+            let tree = String::from_utf8_lossy(&name).into_owned();
+            out.extend(by_prefix.into_iter().map(|(prefix, (keys, bytes))| Usage {
+                tree: tree.clone(),
+                prefix: char::from(prefix).to_string(),
+                keys,
+                bytes,
+            }));
+        }
+        Ok(out)
+    }
+}
+
+/// Keys and bytes of one key prefix of one tree ([`Store::usage`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Usage {
+    pub tree: String,
+    /// The key's first byte as a character (`e` events, `j` jobs, …).
+    pub prefix: String,
+    pub keys: u64,
+    pub bytes: u64,
 }
 
 /// Sets `path`'s permission bits to `mode` unless they already grant no more than it

@@ -48,7 +48,8 @@ const JOURNAL: u8 = b'r';
 const SCHEDULE: [u8; 2] = [b's', b'c'];
 const META_DEDUP_GEN: &[u8] = b"dedup_generation";
 const META_DEDUP_ROTATED: &[u8] = b"dedup_rotated_ms";
-const DEDUP_GENERATION_MS: i64 = 24 * 3600 * 1000;
+/// The default `retention.dedup`: Segment's own window.
+const DEFAULT_DEDUP_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 /// Writes handed to the writer under a ticket (see `Store::stage`).
 pub(crate) struct Staged {
@@ -76,6 +77,8 @@ struct Inner {
     tx: Mutex<Option<mpsc::Sender<WriteCmd>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     dedup_gen: AtomicU32,
+    /// The length of a dedup generation; two are kept.
+    dedup_window_ms: std::sync::atomic::AtomicI64,
     settled_waits: Mutex<Option<SettledCheck>>,
     /// Events handed to the writer and not yet taken by it, and their limit: the
     /// writer's queue is bounded, so overload costs a 503, not memory.
@@ -112,6 +115,7 @@ impl SledQueue {
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(None),
             dedup_gen: AtomicU32::new(generation),
+            dedup_window_ms: std::sync::atomic::AtomicI64::new(DEFAULT_DEDUP_WINDOW_MS),
             settled_waits: Mutex::new(None),
             pending_events: AtomicUsize::new(0),
             max_pending_events: AtomicUsize::new(DEFAULT_MAX_PENDING_EVENTS),
@@ -350,6 +354,12 @@ impl JobQueue for SledQueue {
         self.inner
             .max_pending_events
             .store(n.max(1), Ordering::Relaxed);
+    }
+
+    fn set_dedup_window(&self, window: std::time::Duration) {
+        self.inner
+            .dedup_window_ms
+            .store(crate::duration::as_ms(window).max(1), Ordering::Relaxed);
     }
 
     fn set_settled_check(&self, check: SettledCheck) {
@@ -624,6 +634,10 @@ impl JobQueue for SledQueue {
 
     fn size_on_disk(&self) -> u64 {
         self.inner.store.size_on_disk()
+    }
+
+    fn usage(&self) -> Result<Vec<crate::store::Usage>, QueueError> {
+        Ok(self.inner.store.usage()?)
     }
 }
 

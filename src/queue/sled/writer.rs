@@ -21,7 +21,7 @@ use super::super::{
     Trigger, WaitKind,
 };
 use super::{
-    DEDUP_GENERATION_MS, Inner, META_DEDUP_GEN, META_DEDUP_ROTATED, Reply, Settled, Staged,
+    Inner, META_DEDUP_GEN, META_DEDUP_ROTATED, Reply, Settled, Staged,
     decode_job, dedup_key, event_key, job_key, journal_key, journal_prefix, put_writes,
 };
 use crate::store::{id_key, key_id};
@@ -151,7 +151,7 @@ impl Writer<'_> {
             .flatten()
             .map_or(0, |v| key_id(&v) as i64);
         let now = self.inner.store.now_ms();
-        if now - rotated < DEDUP_GENERATION_MS {
+        if now - rotated < self.inner.dedup_window_ms.load(Ordering::Relaxed) {
             return;
         }
         let next = self.inner.dedup_gen.load(Ordering::Acquire) + 1;
