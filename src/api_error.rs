@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 /// An error answered to an HTTP client.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("{message}")]
     BadRequest {
         code: &'static str,
@@ -46,7 +46,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad(code: &'static str, message: impl Into<String>) -> Self {
         Self::BadRequest {
             code,
             message: message.into(),
@@ -55,7 +55,7 @@ impl ApiError {
         }
     }
 
-    pub fn bad_field(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_field(code: &'static str, field: &str, message: impl Into<String>) -> Self {
         Self::BadRequest {
             code,
             message: message.into(),
@@ -64,7 +64,7 @@ impl ApiError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -78,7 +78,7 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::BadRequest { code, .. } => code,
             Self::Unauthorized(_) => "unauthorized",

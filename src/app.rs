@@ -45,7 +45,6 @@ pub struct App {
     pub engine: EngineOptions,
     pub admin_token: Secret,
     pub approvals: Approvals,
-    pub timers: Timers,
     pub versions: Arc<Versions>,
     pub schedules: Arc<parking_lot::RwLock<Vec<ScheduleInfo>>>,
     pub metrics: Arc<crate::admin::metrics::Metrics>,
@@ -82,7 +81,7 @@ fn on_due(queue: Queue, approvals: Approvals) -> OnDue {
 }
 
 /// The secrets redaction must cover: the configuration's and allowed env values.
-pub fn redactor(config: &Config, env: &BTreeMap<String, String>) -> Redactor {
+pub(crate) fn redactor(config: &Config, env: &BTreeMap<String, String>) -> Redactor {
     let basic: Vec<(String, String)> = config
         .connections
         .values()
@@ -99,7 +98,7 @@ pub fn redactor(config: &Config, env: &BTreeMap<String, String>) -> Redactor {
 }
 
 /// The environment values scripts may read (`[env] allow`).
-pub fn allowed_env(config: &Config) -> BTreeMap<String, String> {
+pub(crate) fn allowed_env(config: &Config) -> BTreeMap<String, String> {
     config
         .env_allow
         .iter()
@@ -173,7 +172,7 @@ impl App {
     ///
     /// # Errors
     /// As [`App::open`].
-    pub async fn open_with(config: Config, clock: SharedClock) -> anyhow::Result<Arc<Self>> {
+    pub(crate) async fn open_with(config: Config, clock: SharedClock) -> anyhow::Result<Arc<Self>> {
         // The storage seam's one backend so far; the traits it implements are in
         // `queue`, `state`, `run` and `approval` (docs/architecture.md).
         let store = match config.store {
@@ -256,7 +255,7 @@ impl App {
             runs: runs.clone(),
             dead: dead.clone(),
             retry: RetryPolicy::from(&config.retry),
-            timers: timers.clone(),
+            timers,
             metrics: Arc::clone(&metrics),
         });
         let remember = Arc::clone(&versions);
@@ -301,7 +300,6 @@ impl App {
             tasks,
             started: Instant::now(),
             approvals,
-            timers,
             versions,
             schedules: schedule_view,
             metrics,
@@ -376,7 +374,7 @@ impl App {
 ///
 /// # Errors
 /// When start-up fails or the listener cannot bind.
-pub async fn serve(config: Config, stop: Option<CancellationToken>) -> anyhow::Result<()> {
+pub(crate) async fn serve(config: Config, stop: Option<CancellationToken>) -> anyhow::Result<()> {
     let listen = config.server.listen;
     let app = App::start(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -503,7 +501,7 @@ pub struct Purged {
 }
 
 impl Purged {
-    pub fn total(&self) -> usize {
+    pub(crate) fn total(&self) -> usize {
         self.runs + self.dead_letters + self.events + self.state + self.approvals + self.sources
     }
 }

@@ -38,11 +38,11 @@ pub trait Clock: Send + Sync + 'static {
 }
 
 /// The shared handle every part holds.
-pub type SharedClock = Arc<dyn Clock>;
+pub(crate) type SharedClock = Arc<dyn Clock>;
 
 /// The machine's clock.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
@@ -82,7 +82,8 @@ impl ManualClock {
     }
 
     /// A clock reading the current system time, from then on moved by hand.
-    pub fn starting_now() -> Arc<Self> {
+    #[cfg(test)]
+    pub(crate) fn starting_now() -> Arc<Self> {
         Self::at(Utc::now())
     }
 

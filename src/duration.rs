@@ -15,7 +15,7 @@ pub const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
 ///
 /// # Errors
 /// When `secs` is negative, not a number, infinite, or longer than [`MAX`].
-pub fn from_secs_f64(secs: f64) -> Result<Duration, String> {
+pub(crate) fn from_secs_f64(secs: f64) -> Result<Duration, String> {
     if secs.is_nan() || secs < 0.0 {
         return Err(format!(
             "duration {secs} must be a positive number of seconds"
@@ -32,7 +32,7 @@ pub fn from_secs_f64(secs: f64) -> Result<Duration, String> {
 ///
 /// # Errors
 /// When `secs` is negative or longer than [`MAX`].
-pub fn from_secs(secs: i64) -> Result<Duration, String> {
+pub(crate) fn from_secs(secs: i64) -> Result<Duration, String> {
     let d = u64::try_from(secs)
         .map(Duration::from_secs)
         .map_err(|_| format!("duration {secs} must be a positive number of seconds"))?;
@@ -44,7 +44,7 @@ pub fn from_secs(secs: i64) -> Result<Duration, String> {
 
 /// A duration as milliseconds, for adding to a time in ms (never overflows: at most
 /// [`MAX`]).
-pub fn as_ms(d: Duration) -> i64 {
+pub(crate) fn as_ms(d: Duration) -> i64 {
     i64::try_from(d.min(MAX).as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -110,7 +110,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 }
 
 /// Formats a duration compactly (`"1h30m"`, `"250ms"`).
-pub fn format(d: Duration) -> String {
+pub(crate) fn format(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         return "0s".into();

@@ -13,13 +13,13 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
 /// Segment's largest accepted event, in bytes.
-pub const MAX_EVENT_BYTES: usize = 32 * 1024;
+pub(crate) const MAX_EVENT_BYTES: usize = 32 * 1024;
 /// Segment's largest accepted batch request, in bytes.
-pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+pub(crate) const MAX_BATCH_BYTES: usize = 500 * 1024;
 /// Items past this index of a batch are rejected.
-pub const MAX_BATCH_ITEMS: usize = 2500;
+pub(crate) const MAX_BATCH_ITEMS: usize = 2500;
 /// Longest accepted `messageId`.
-pub const MAX_MESSAGE_ID_CHARS: usize = 100;
+pub(crate) const MAX_MESSAGE_ID_CHARS: usize = 100;
 
 /// The kinds of Segment messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,17 +35,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [Self; 7] = [
-        Self::Track,
-        Self::Identify,
-        Self::Page,
-        Self::Screen,
-        Self::Group,
-        Self::Alias,
-        Self::Delete,
-    ];
-
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "track" => Self::Track,
             "identify" => Self::Identify,
@@ -58,7 +48,7 @@ impl EventType {
         })
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Track => "track",
             Self::Identify => "identify",
@@ -88,7 +78,7 @@ pub struct InvalidEvent {
 
 /// `text` quoted for an error message and cut to 40 characters (at a character
 /// boundary), so an answer never echoes a huge value back.
-pub fn quote(text: &str) -> String {
+pub(crate) fn quote(text: &str) -> String {
     const SHOWN: usize = 40;
     match text.char_indices().nth(SHOWN) {
         None => format!("{text:?}"),
@@ -97,7 +87,7 @@ pub fn quote(text: &str) -> String {
 }
 
 impl InvalidEvent {
-    pub fn new(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: &'static str, field: &str, message: impl Into<String>) -> Self {
         Self {
             code,
             field: field.to_owned(),
@@ -136,7 +126,7 @@ pub struct Event {
 
 impl Event {
     /// The ordering key of DESIGN.md §7: `userId`, else `anonymousId`.
-    pub fn user_key(&self) -> Option<&str> {
+    pub(crate) fn user_key(&self) -> Option<&str> {
         user_key(&self.body)
     }
 
@@ -147,7 +137,7 @@ impl Event {
 }
 
 /// `userId`, else `anonymousId`, of an event body.
-pub fn user_key(body: &Map<String, Value>) -> Option<&str> {
+pub(crate) fn user_key(body: &Map<String, Value>) -> Option<&str> {
     ["userId", "anonymousId"].iter().find_map(|k| {
         body.get(*k)
             .and_then(Value::as_str)

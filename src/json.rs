@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 /// Deep equality where numbers compare by value (`1` equals `1.0`).
-pub fn loose_eq(a: &Value, b: &Value) -> bool {
+pub(crate) fn loose_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
             (Some(i), Some(j)) => i == j,

@@ -6,8 +6,8 @@
 //! `connectors` and `state`; every run leaves a record in `run`. `admin` is the
 //! operator surface, `app` wires it all, `cli` is the command line, `repl` the interactive prompt.
 
-pub mod admin;
-pub mod api_error;
+pub(crate) mod admin;
+pub(crate) mod api_error;
 pub mod app;
 pub mod approval;
 pub mod cli;
@@ -16,18 +16,18 @@ pub mod config;
 pub mod connectors;
 pub mod duration;
 pub mod event;
-pub mod host;
-pub mod ingest;
-pub mod json;
+pub(crate) mod host;
+pub(crate) mod ingest;
+pub(crate) mod json;
 pub mod local;
 pub mod queue;
-pub mod repl;
+pub(crate) mod repl;
 pub mod run;
 pub mod schedule;
 pub mod script;
-pub mod source;
+pub(crate) mod source;
 pub mod state;
 pub mod store;
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub mod testing;
-pub mod worker;
+pub(crate) mod worker;

@@ -65,13 +65,13 @@ use crate::local::{Local, RunOpts, SAMPLES, describe, events_from_arg, events_fr
 use crate::script::{HandlerKind, build_engine, describe_eval, load_sources, read_dir};
 
 /// The prompt of a new input.
-pub const PROMPT: &str = "spur> ";
+pub(crate) const PROMPT: &str = "spur> ";
 /// The prompt of a continuation line.
-pub const CONTINUATION: &str = "...   ";
+pub(crate) const CONTINUATION: &str = "...   ";
 /// The history file's name inside the data dir.
-pub const HISTORY_FILE: &str = "repl_history";
+pub(crate) const HISTORY_FILE: &str = "repl_history";
 /// The state namespace of REPL inputs.
-pub const NAMESPACE: &str = "repl";
+pub(crate) const NAMESPACE: &str = "repl";
 
 /// The `:` commands, with their help lines.
 const COMMANDS: &[(&str, &str)] = &[
@@ -127,7 +127,7 @@ const KEYWORDS: &[&str] = &[
 ///
 /// # Errors
 /// When the local environment cannot be built.
-pub fn run(config: &Config, live: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config: &Config, live: bool) -> anyhow::Result<ExitCode> {
     let mut repl = Repl::new(config, live)?;
     let tty = std::io::stdin().is_terminal();
     let mut lines = if tty {
@@ -150,14 +150,14 @@ pub fn run(config: &Config, live: bool) -> anyhow::Result<ExitCode> {
 
 /// Whether the session goes on after an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     Continue,
     Quit,
 }
 
 /// How far an input is from being ready to evaluate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Completeness {
+pub(crate) enum Completeness {
     /// Ready (or wrong in a way more input cannot fix).
     Complete,
     /// An open bracket, string or comment: keep reading.
@@ -170,7 +170,7 @@ pub enum Completeness {
 type Names = Arc<RwLock<Vec<String>>>;
 
 /// One REPL session.
-pub struct Repl {
+pub(crate) struct Repl {
     local: Local,
     live: bool,
     engine: Engine,
@@ -190,7 +190,7 @@ impl Repl {
     ///
     /// # Errors
     /// When the local environment cannot be built.
-    pub fn new(config: &Config, live: bool) -> anyhow::Result<Self> {
+    pub(crate) fn new(config: &Config, live: bool) -> anyhow::Result<Self> {
         let mut local = Local::new(config, live, true)?;
         let (_, modules, _) = read_dir(&config.server.scripts_dir);
         let set = load_sources(Vec::new(), modules, &local.engine);
@@ -214,7 +214,7 @@ impl Repl {
     }
 
     /// The completion candidates (shared with the line editor).
-    pub fn names(&self) -> Names {
+    pub(crate) fn names(&self) -> Names {
         Arc::clone(&self.names)
     }
 
@@ -623,7 +623,7 @@ fn sample_for(kind: &HandlerKind) -> Option<Map<String, Value>> {
 }
 
 /// A value as the REPL shows it; `None` for `()`.
-pub fn show(value: &Dynamic) -> Option<String> {
+pub(crate) fn show(value: &Dynamic) -> Option<String> {
     let v = value.flatten_clone();
     if v.is_unit() {
         return None;
@@ -661,7 +661,7 @@ fn place(pos: rhai::Position) -> String {
 
 /// Whether `code` is ready to evaluate: brackets, strings and comments closed, and
 /// the parser not stopped by the end of the input.
-pub fn completeness(engine: &Engine, scope: &Scope, code: &str) -> Completeness {
+pub(crate) fn completeness(engine: &Engine, scope: &Scope, code: &str) -> Completeness {
     if is_open(code) {
         return Completeness::Open;
     }
@@ -691,7 +691,7 @@ fn ends_early(err: &ParseError, code: &str) -> bool {
 }
 
 /// Whether `code` ends inside an open bracket, string or block comment.
-pub fn is_open(code: &str) -> bool {
+pub(crate) fn is_open(code: &str) -> bool {
     // `{ ( [` in code, '`' inside a template string, '$' for a `${` interpolation.
     let mut stack: Vec<char> = Vec::new();
     let mut chars = code.chars().peekable();
@@ -925,7 +925,7 @@ fn pair(text: &str) -> Pair {
 
 /// Completes the name (an identifier or `module::fn` path) that ends `before`:
 /// where it starts, and the `names` it may become.
-pub fn complete_name<'a>(names: &'a [String], before: &str) -> (usize, Vec<&'a str>) {
+pub(crate) fn complete_name<'a>(names: &'a [String], before: &str) -> (usize, Vec<&'a str>) {
     let start = before
         .char_indices()
         .rev()

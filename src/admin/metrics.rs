@@ -8,14 +8,14 @@ use crate::run::RunStatus;
 
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+pub(crate) struct Counter(AtomicU64);
 
 impl Counter {
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -41,14 +41,14 @@ pub struct Metrics {
 
 impl Metrics {
     /// Counts the outcome of one ingest request.
-    pub fn count_ingest(&self, accepted: usize, duplicates: usize, rejected: usize) {
+    pub(crate) fn count_ingest(&self, accepted: usize, duplicates: usize, rejected: usize) {
         self.events_accepted.add(accepted as u64);
         self.events_duplicate.add(duplicates as u64);
         self.events_rejected.add(rejected as u64);
     }
 
     /// Counts an ingest request refused with 503 because the daemon was at capacity.
-    pub fn count_shed(&self) {
+    pub(crate) fn count_shed(&self) {
         self.requests_shed.add(1);
     }
 
@@ -58,7 +58,7 @@ impl Metrics {
     }
 
     /// Counts a finished run by status.
-    pub fn count_run(&self, status: RunStatus) {
+    pub(crate) fn count_run(&self, status: RunStatus) {
         if let Some(c) = self.runs(status) {
             c.add(1);
         }
@@ -70,7 +70,7 @@ impl Metrics {
     }
 
     /// Renders every metric; `gauges` are point-in-time values from the caller.
-    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
+    pub(crate) fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,

@@ -4,7 +4,7 @@
 
 mod approvals;
 mod auth;
-pub mod metrics;
+pub(crate) mod metrics;
 mod runs;
 mod scripts;
 
@@ -27,7 +27,7 @@ use crate::state::StateStore;
 
 /// What admin routes need.
 #[derive(Clone)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     pub token: Arc<Secret>,
     pub queue: Queue,
     pub runs: RunStore,
@@ -41,7 +41,7 @@ pub struct AdminState {
 }
 
 /// `/healthz`, `/metrics` and `/api/…`.
-pub fn router(state: AdminState) -> Router {
+pub(crate) fn router(state: AdminState) -> Router {
     let api = Router::new()
         .merge(runs::router())
         .merge(scripts::router())

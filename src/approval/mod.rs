@@ -10,16 +10,16 @@
 //! People decide through the admin API, `spur approvals`, the web page at
 //! `/approvals`, or Slack buttons (`slack.rs`).
 
-pub mod service;
-pub mod slack;
+pub(crate) mod service;
+pub(crate) mod slack;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-pub use crate::connectors::slack::SlackMessage;
+pub(crate) use crate::connectors::slack::SlackMessage;
 use crate::store::{Store, StoreError};
 
-pub use service::Approvals;
+pub(crate) use service::Approvals;
 
 const TREE: &str = "approvals";
 
@@ -34,7 +34,7 @@ pub enum Status {
 }
 
 impl Status {
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "pending" => Self::Pending,
             "approved" => Self::Approved,
@@ -85,7 +85,7 @@ pub struct Approval {
 
 impl Approval {
     /// What `approval::ask` returns: `#{approved, status, by, comment, data, at}`.
-    pub fn decision(&self) -> Value {
+    pub(crate) fn decision(&self) -> Value {
         let approved = match self.status {
             Status::Approved => true,
             Status::Expired => self.approve_on_expiry,
@@ -103,7 +103,7 @@ impl Approval {
     }
 
     /// Whether `who` may decide (anyone when no approvers are named).
-    pub fn allows(&self, who: &str) -> bool {
+    pub(crate) fn allows(&self, who: &str) -> bool {
         self.approvers.is_empty()
             || self
                 .approvers
@@ -182,7 +182,7 @@ pub trait ApprovalRequests: Send + Sync + 'static {
 }
 
 /// The approval requests a daemon holds; cheap to clone.
-pub type ApprovalStore = std::sync::Arc<dyn ApprovalRequests>;
+pub(crate) type ApprovalStore = std::sync::Arc<dyn ApprovalRequests>;
 
 /// Approval requests on sled: tree `approvals`, key the request id, value its JSON.
 pub struct SledApprovals {

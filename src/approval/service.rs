@@ -19,7 +19,12 @@ pub struct Approvals {
 }
 
 impl Approvals {
-    pub fn new(store: ApprovalStore, queue: Queue, slack: Slack, cfg: ApprovalsConfig) -> Self {
+    pub(crate) fn new(
+        store: ApprovalStore,
+        queue: Queue,
+        slack: Slack,
+        cfg: ApprovalsConfig,
+    ) -> Self {
         Self {
             store,
             queue,
@@ -28,12 +33,12 @@ impl Approvals {
         }
     }
 
-    pub fn config(&self) -> &ApprovalsConfig {
+    pub(crate) fn config(&self) -> &ApprovalsConfig {
         &self.cfg
     }
 
     /// The Slack client on `approvals.slack_connection`.
-    pub fn slack(&self) -> &Slack {
+    pub(crate) fn slack(&self) -> &Slack {
         &self.slack
     }
 
@@ -41,7 +46,7 @@ impl Approvals {
     ///
     /// # Errors
     /// See [`ApprovalStore::decide`].
-    pub async fn decide(
+    pub(crate) async fn decide(
         &self,
         id: &str,
         approve: bool,
@@ -58,7 +63,7 @@ impl Approvals {
     ///
     /// # Errors
     /// See [`ApprovalStore::expire`].
-    pub async fn expire(&self, id: &str) -> Result<Approval, DecideError> {
+    pub(crate) async fn expire(&self, id: &str) -> Result<Approval, DecideError> {
         let a = self.store.expire(id)?;
         tracing::info!(approval = %a.id, approved = a.approve_on_expiry, "Approval expired.");
         self.finish(&a).await;
@@ -82,7 +87,7 @@ impl Approvals {
     ///
     /// # Errors
     /// When the store fails.
-    pub async fn reconcile(&self) -> Result<usize, crate::queue::QueueError> {
+    pub(crate) async fn reconcile(&self) -> Result<usize, crate::queue::QueueError> {
         let mut woken = 0;
         for job in self.queue.waiting_jobs()? {
             let Some(w) = &job.waiting else { continue };
@@ -108,7 +113,10 @@ impl Approvals {
     ///
     /// # Errors
     /// When the store fails.
-    pub fn list(&self, status: Option<Status>) -> Result<Vec<Value>, crate::store::StoreError> {
+    pub(crate) fn list(
+        &self,
+        status: Option<Status>,
+    ) -> Result<Vec<Value>, crate::store::StoreError> {
         Ok(self
             .store
             .list(status)?

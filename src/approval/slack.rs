@@ -20,7 +20,7 @@ use crate::connectors::slack::{Slack, SlackMessage};
 const MAX_SKEW_S: i64 = crate::source::verify::DEFAULT_TOLERANCE_S;
 
 /// The message asking for a decision.
-pub fn message(a: &Approval, public_url: Option<&str>) -> Value {
+pub(crate) fn message(a: &Approval, public_url: Option<&str>) -> Value {
     let mut text = format!("*{}*", a.title);
     if let Some(b) = &a.body {
         text.push('\n');
@@ -82,7 +82,7 @@ fn decided(a: &Approval) -> Value {
 ///
 /// # Errors
 /// When Slack refuses or cannot be reached.
-pub async fn notify(
+pub(crate) async fn notify(
     slack: &Slack,
     a: &Approval,
     public_url: Option<&str>,
@@ -95,12 +95,16 @@ pub async fn notify(
 ///
 /// # Errors
 /// When Slack refuses or cannot be reached.
-pub async fn update(slack: &Slack, msg: &SlackMessage, a: &Approval) -> Result<(), ConnectorError> {
+pub(crate) async fn update(
+    slack: &Slack,
+    msg: &SlackMessage,
+    a: &Approval,
+) -> Result<(), ConnectorError> {
     slack.update_message(msg, decided(a)).await
 }
 
 /// `POST /webhooks/slack/interactivity`.
-pub fn router(approvals: Approvals) -> Router {
+pub(crate) fn router(approvals: Approvals) -> Router {
     Router::new()
         .route("/webhooks/slack/interactivity", post(interactivity))
         .with_state(approvals)

@@ -46,7 +46,10 @@ const SECTIONS: &[&str] = &[
 ///
 /// # Errors
 /// A `ConfigError` listing every problem at once.
-pub fn load(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+pub(crate) fn load(
+    path: Option<&Path>,
+    env: &BTreeMap<String, String>,
+) -> Result<Config, ConfigError> {
     let chosen = match path {
         Some(p) => Some(p.to_path_buf()),
         None => Some(PathBuf::from("spur.toml")).filter(|p| p.is_file()),

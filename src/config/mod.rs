@@ -13,8 +13,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use load::{ConfigError, load, load_from_str};
-pub use secret::Secret;
+pub(crate) use load::load;
+pub use load::{ConfigError, load_from_str};
+pub(crate) use secret::Secret;
 
 /// The whole configuration of a daemon or a command.
 #[derive(Debug, Clone)]
@@ -140,7 +141,7 @@ pub struct SourceConfig {
 }
 
 /// Largest webhook body by default: 1 MB.
-pub const DEFAULT_SOURCE_BODY_BYTES: usize = 1 << 20;
+pub(crate) const DEFAULT_SOURCE_BODY_BYTES: usize = 1 << 20;
 
 impl Default for SourceConfig {
     fn default() -> Self {

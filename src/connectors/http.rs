@@ -38,14 +38,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Where a request goes.
 #[derive(Debug, Clone)]
-pub enum Destination {
+pub(crate) enum Destination {
     Url(String),
     Connection { name: String, path: String },
 }
 
 /// A request body.
 #[derive(Debug, Clone, Default)]
-pub enum Body {
+pub(crate) enum Body {
     #[default]
     None,
     Json(Value),
@@ -55,7 +55,7 @@ pub enum Body {
 
 /// An outbound request as scripts and connectors describe it.
 #[derive(Debug, Clone)]
-pub struct OutboundRequest {
+pub(crate) struct OutboundRequest {
     pub method: Method,
     pub destination: Destination,
     pub headers: Vec<(String, String)>,
@@ -67,7 +67,7 @@ pub struct OutboundRequest {
 }
 
 impl OutboundRequest {
-    pub fn new(method: Method, destination: Destination) -> Self {
+    pub(crate) fn new(method: Method, destination: Destination) -> Self {
         Self {
             method,
             destination,
@@ -82,7 +82,7 @@ impl OutboundRequest {
 
 /// A response, with secrets already removed from headers and body.
 #[derive(Debug, Clone)]
-pub struct OutboundResponse {
+pub(crate) struct OutboundResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
@@ -90,11 +90,11 @@ pub struct OutboundResponse {
 }
 
 impl OutboundResponse {
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         (200..300).contains(&self.status)
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -104,7 +104,7 @@ impl OutboundResponse {
 
 /// The outcome of a call and the record of each attempt.
 #[derive(Debug)]
-pub struct Exchange {
+pub(crate) struct Exchange {
     pub result: Result<OutboundResponse, ConnectorError>,
     pub attempts: Vec<CallRecord>,
 }
@@ -142,7 +142,7 @@ impl HttpClient {
     ///
     /// # Errors
     /// When a connection's `base_url` does not parse or TLS cannot initialise.
-    pub fn new(
+    pub(crate) fn new(
         connections: &std::collections::BTreeMap<String, ConnectionConfig>,
         max_response_bytes: usize,
         redactor: Arc<Redactor>,
@@ -206,24 +206,16 @@ impl HttpClient {
         })
     }
 
-    pub fn redactor(&self) -> &Redactor {
+    pub(crate) fn redactor(&self) -> &Redactor {
         &self.inner.redactor
     }
 
-    pub fn recorder(&self) -> Option<&Arc<Recorder>> {
-        self.inner.recorder.as_ref()
-    }
-
-    pub fn is_dry_run(&self) -> bool {
+    pub(crate) fn is_dry_run(&self) -> bool {
         self.inner.recorder.is_some()
     }
 
-    pub fn has_connection(&self, name: &str) -> bool {
-        self.inner.connections.contains_key(name)
-    }
-
     /// Approval patterns of a connection (`require_approval`).
-    pub fn approval_patterns(&self, name: &str) -> &[String] {
+    pub(crate) fn approval_patterns(&self, name: &str) -> &[String] {
         self.inner
             .connections
             .get(name)
@@ -231,7 +223,7 @@ impl HttpClient {
     }
 
     /// Sends `req`, retrying as the module doc says, within `deadline` if given.
-    pub async fn send(&self, req: OutboundRequest, deadline: Option<Instant>) -> Exchange {
+    pub(crate) async fn send(&self, req: OutboundRequest, deadline: Option<Instant>) -> Exchange {
         let mut attempts = Vec::new();
         let result = match self.resolve(&req) {
             Err(e) => Err(e),
@@ -350,7 +342,7 @@ impl HttpClient {
     }
 
     /// The URL as records show it: no userinfo, secrets in the query removed.
-    pub fn redact_url(&self, url: &Url) -> String {
+    pub(crate) fn redact_url(&self, url: &Url) -> String {
         let mut u = url.clone();
         let _ = u.set_username("");
         let _ = u.set_password(None);

@@ -3,10 +3,10 @@
 //! service clients build on it.
 
 pub mod http;
-pub mod recorder;
-pub mod redact;
-pub mod segment;
-pub mod slack;
+pub(crate) mod recorder;
+pub(crate) mod redact;
+pub(crate) mod segment;
+pub(crate) mod slack;
 
 use std::fmt;
 
@@ -36,7 +36,7 @@ pub struct CallRecord {
 
 /// Errors of outbound calls. Messages never contain secrets.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ConnectorError {
+pub(crate) enum ConnectorError {
     #[error("unknown connection {name:?} (configured: {known})")]
     UnknownConnection { name: String, known: String },
     #[error("invalid request: {0}")]
@@ -73,7 +73,7 @@ const UNKNOWN_NOT_RESENT: &str = " — the request may have reached the service 
 
 /// A service answered with an error; `message` is the service's own.
 #[derive(Debug, Clone)]
-pub struct ServiceError {
+pub(crate) struct ServiceError {
     pub service: String,
     pub status: u16,
     pub message: String,
@@ -95,7 +95,7 @@ impl ConnectorError {
     /// the client refuses (bad URL, unknown connection, missing configuration), a
     /// body over the limit, a service's 4xx other than 408 and 429, and an unknown
     /// outcome on a connection with `on_unknown = "fail"`.
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         match self {
             Self::UnknownConnection { .. } | Self::Invalid(_) | Self::TooLarge { .. } => false,
             Self::Service(e) => e.status == 408 || e.status == 429 || e.status >= 500,

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 /// A call the recorder answered.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct RecordedCall {
+pub(crate) struct RecordedCall {
     pub method: String,
     pub url: String,
     /// The path relative to the connection's base URL (or the URL's path).
@@ -21,7 +21,7 @@ pub struct RecordedCall {
 
 /// A canned answer for calls matching `method` and `path` (a glob; `*` matches any run).
 #[derive(Debug, Clone)]
-pub struct Stub {
+pub(crate) struct Stub {
     pub method: String,
     pub path: String,
     pub status: u16,
@@ -36,12 +36,12 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Records `call` and returns the status and body to answer with.
-    pub fn answer(&self, call: RecordedCall) -> (u16, Value) {
+    pub(crate) fn answer(&self, call: RecordedCall) -> (u16, Value) {
         let reply = self
             .stubs
             .lock()
@@ -59,29 +59,18 @@ impl Recorder {
         reply
     }
 
-    pub fn stub(&self, stub: Stub) {
+    pub(crate) fn stub(&self, stub: Stub) {
         self.stubs.lock().push(stub);
     }
 
-    /// Every call recorded so far.
-    pub fn calls(&self) -> Vec<RecordedCall> {
-        self.calls.lock().clone()
-    }
-
     /// Takes the calls recorded so far.
-    pub fn take_calls(&self) -> Vec<RecordedCall> {
+    pub(crate) fn take_calls(&self) -> Vec<RecordedCall> {
         std::mem::take(&mut *self.calls.lock())
-    }
-
-    /// Forgets calls and stubs.
-    pub fn reset(&self) {
-        self.calls.lock().clear();
-        self.stubs.lock().clear();
     }
 }
 
 /// Matches `text` against a glob where `*` matches any run of characters.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
     let p = pattern.as_bytes();
     let t = text.as_bytes();
     let (mut pi, mut ti) = (0, 0);
@@ -142,6 +131,6 @@ mod tests {
         };
         assert_eq!(r.answer(call("/chat.postMessage")).1["ts"], "1");
         assert_eq!(r.answer(call("/other")).1, json!({"ok": true}));
-        assert_eq!(r.calls().len(), 2);
+        assert_eq!(r.take_calls().len(), 2);
     }
 }

@@ -7,13 +7,13 @@ use base64::Engine as _;
 
 /// Replaces every known secret with `***`.
 #[derive(Debug, Default, Clone)]
-pub struct Redactor {
+pub(crate) struct Redactor {
     secrets: Vec<String>,
 }
 
 impl Redactor {
     /// Builds from the configured secrets; also covers their Basic-auth encodings.
-    pub fn new(
+    pub(crate) fn new(
         secrets: impl IntoIterator<Item = String>,
         basic_pairs: &[(String, String)],
     ) -> Self {
@@ -29,7 +29,7 @@ impl Redactor {
         Self { secrets }
     }
 
-    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+    pub(crate) fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
         for s in &self.secrets {
             if out.contains(s.as_str()) {
@@ -37,10 +37,6 @@ impl Redactor {
             }
         }
         out
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.secrets.is_empty()
     }
 }
 

@@ -31,15 +31,15 @@ use super::{CallRecord, ConnectorError, ServiceError};
 use crate::config::{Auth, ConnectionConfig, Secret, SegmentConfig};
 use crate::store::{Store, StoreError, id_key};
 
-pub const TRACKING: &str = "segment:tracking";
-pub const PROFILES: &str = "segment:profiles";
-pub const PUBLIC: &str = "segment:public";
+pub(crate) const TRACKING: &str = "segment:tracking";
+pub(crate) const PROFILES: &str = "segment:profiles";
+pub(crate) const PUBLIC: &str = "segment:public";
 const OUTBOX_TREE: &str = "segment_outbox";
 /// Pages followed at most by one read (a guard against a cursor that never ends).
 const MAX_PAGES: usize = 100;
 
 /// Calls on `segment:public` that wait for an approval by default.
-pub const APPROVAL_PATTERNS: &[&str] = &[
+pub(crate) const APPROVAL_PATTERNS: &[&str] = &[
     "POST /regulations*",
     "PUT /tracking-plans/*/rules",
     "PATCH /tracking-plans/*/rules",
@@ -47,7 +47,7 @@ pub const APPROVAL_PATTERNS: &[&str] = &[
 ];
 
 /// The internal connections for `[segment]` (auth `None` where no secret is set).
-pub fn connections(cfg: &SegmentConfig) -> Vec<(String, ConnectionConfig)> {
+pub(crate) fn connections(cfg: &SegmentConfig) -> Vec<(String, ConnectionConfig)> {
     let basic = |s: &Option<Secret>| match s {
         Some(s) => Auth::Basic {
             user: s.clone(),
@@ -101,19 +101,15 @@ pub struct SegmentApi {
 }
 
 /// A read's outcome: the value (or `None` for "no such profile") and the calls made.
-pub type Read = Result<Option<Value>, ConnectorError>;
+pub(crate) type Read = Result<Option<Value>, ConnectorError>;
 
 impl SegmentApi {
-    pub fn new(http: HttpClient, cfg: SegmentConfig) -> Self {
+    pub(crate) fn new(http: HttpClient, cfg: SegmentConfig) -> Self {
         Self { http, cfg }
     }
 
-    pub fn http(&self) -> &HttpClient {
-        &self.http
-    }
-
     /// Whether write-back can reach Segment (`segment.write_key` is set).
-    pub fn has_write_key(&self) -> bool {
+    pub(crate) fn has_write_key(&self) -> bool {
         self.cfg.write_key.is_some()
     }
 
@@ -219,7 +215,7 @@ impl SegmentApi {
         Ok(out)
     }
 
-    pub async fn traits(
+    pub(crate) async fn traits(
         &self,
         id: &str,
         deadline: Option<Instant>,
@@ -245,7 +241,7 @@ impl SegmentApi {
         Ok(merged.map(|v| v.get("traits").cloned().unwrap_or_else(|| json!({}))))
     }
 
-    pub async fn events(
+    pub(crate) async fn events(
         &self,
         id: &str,
         opts: &Map<String, Value>,
@@ -264,7 +260,7 @@ impl SegmentApi {
         Ok(merged.map(|v| v.get("data").cloned().unwrap_or_else(|| json!([]))))
     }
 
-    pub async fn external_ids(
+    pub(crate) async fn external_ids(
         &self,
         id: &str,
         deadline: Option<Instant>,
@@ -283,7 +279,7 @@ impl SegmentApi {
         Ok(merged.map(|v| v.get("data").cloned().unwrap_or_else(|| json!([]))))
     }
 
-    pub async fn metadata(
+    pub(crate) async fn metadata(
         &self,
         id: &str,
         deadline: Option<Instant>,
@@ -297,7 +293,7 @@ impl SegmentApi {
 
     /// A Public API call: `data` of the answer, or with `call.list` the array of
     /// that name under `data`, collected across pages (`data.pagination.next`).
-    pub async fn public(
+    pub(crate) async fn public(
         &self,
         call: PublicCall,
         deadline: Option<Instant>,
@@ -359,7 +355,7 @@ impl SegmentApi {
 
 /// One Public API request (see [`SegmentApi::public`]).
 #[derive(Debug, Clone)]
-pub struct PublicCall {
+pub(crate) struct PublicCall {
     pub method: Method,
     pub path: String,
     pub query: Vec<(String, String)>,
@@ -407,7 +403,7 @@ fn check(service: &str, resp: &OutboundResponse) -> Result<Value, ConnectorError
 }
 
 /// Percent-encodes one path segment (`+` and `:` included, as the Profile API wants).
-pub fn encode_segment(s: &str) -> String {
+pub(crate) fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':' | b'@') {
@@ -433,7 +429,7 @@ pub struct Outbox {
 impl Outbox {
     /// # Errors
     /// When the tree cannot be opened.
-    pub fn open(store: &Store, cfg: &SegmentConfig) -> Result<Self, StoreError> {
+    pub(crate) fn open(store: &Store, cfg: &SegmentConfig) -> Result<Self, StoreError> {
         let tree = store.tree(OUTBOX_TREE)?;
         Ok(Self {
             pending: std::sync::atomic::AtomicUsize::new(tree.len()),
@@ -451,7 +447,7 @@ impl Outbox {
     ///
     /// # Errors
     /// When the store fails.
-    pub fn push(&self, msg: &Value) -> Result<(), StoreError> {
+    pub(crate) fn push(&self, msg: &Value) -> Result<(), StoreError> {
         let id = self.store.next_id()?;
         self.tree.insert(
             id_key(id),
@@ -465,16 +461,16 @@ impl Outbox {
     }
 
     /// Messages waiting to be sent.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.pending.load(Ordering::Acquire)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Sends batches until `stop`; keeps messages through failures.
-    pub async fn run(self: Arc<Self>, http: HttpClient, stop: CancellationToken) {
+    pub(crate) async fn run(self: Arc<Self>, http: HttpClient, stop: CancellationToken) {
         let mut backoff = Duration::ZERO;
         loop {
             let wait = if backoff.is_zero() {
@@ -502,7 +498,7 @@ impl Outbox {
     ///
     /// # Errors
     /// When a batch cannot be delivered; what was not delivered stays queued.
-    pub async fn drain(&self, http: &HttpClient) -> Result<(), ConnectorError> {
+    pub(crate) async fn drain(&self, http: &HttpClient) -> Result<(), ConnectorError> {
         loop {
             let mut keys = Vec::new();
             let mut batch = Vec::new();
@@ -565,7 +561,7 @@ impl Outbox {
 
 /// Merges `[segment]` connections into the user's (a user connection of the same
 /// name wins, so tests and proxies can override them).
-pub fn with_segment_connections(
+pub(crate) fn with_segment_connections(
     user: &BTreeMap<String, ConnectionConfig>,
     cfg: &SegmentConfig,
 ) -> BTreeMap<String, ConnectionConfig> {

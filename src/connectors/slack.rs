@@ -19,13 +19,13 @@ pub struct SlackMessage {
 
 /// A Slack client on one connection; cheap to clone.
 #[derive(Clone)]
-pub struct Slack {
+pub(crate) struct Slack {
     http: HttpClient,
     connection: String,
 }
 
 impl Slack {
-    pub fn new(http: HttpClient, connection: impl Into<String>) -> Self {
+    pub(crate) fn new(http: HttpClient, connection: impl Into<String>) -> Self {
         Self {
             http,
             connection: connection.into(),
@@ -36,7 +36,7 @@ impl Slack {
     ///
     /// # Errors
     /// When Slack refuses or cannot be reached.
-    pub async fn post_message(
+    pub(crate) async fn post_message(
         &self,
         channel: &str,
         mut message: Value,
@@ -53,7 +53,7 @@ impl Slack {
     ///
     /// # Errors
     /// When Slack refuses or cannot be reached.
-    pub async fn update_message(
+    pub(crate) async fn update_message(
         &self,
         at: &SlackMessage,
         mut message: Value,
@@ -68,7 +68,11 @@ impl Slack {
     ///
     /// # Errors
     /// When Slack refuses or cannot be reached.
-    pub async fn respond(&self, response_url: String, message: Value) -> Result<(), ConnectorError> {
+    pub(crate) async fn respond(
+        &self,
+        response_url: String,
+        message: Value,
+    ) -> Result<(), ConnectorError> {
         post_json(&self.http, Destination::Url(response_url), message)
             .await
             .map(|_| ())

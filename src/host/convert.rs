@@ -5,7 +5,7 @@ use rhai::{Array, Dynamic, Map};
 use serde_json::{Number, Value};
 
 /// A JSON value as a Rhai value (`null` becomes `()`).
-pub fn to_dynamic(v: &Value) -> Dynamic {
+pub(crate) fn to_dynamic(v: &Value) -> Dynamic {
     match v {
         Value::Null => Dynamic::UNIT,
         Value::Bool(b) => Dynamic::from_bool(*b),
@@ -24,7 +24,7 @@ pub fn to_dynamic(v: &Value) -> Dynamic {
 ///
 /// # Errors
 /// When the value is negative, not finite, too long or not a duration.
-pub fn to_duration(d: &Dynamic) -> Result<std::time::Duration, String> {
+pub(crate) fn to_duration(d: &Dynamic) -> Result<std::time::Duration, String> {
     if let Ok(secs) = d.as_int() {
         crate::duration::from_secs(secs)
     } else if let Ok(secs) = d.as_float() {
@@ -35,7 +35,7 @@ pub fn to_duration(d: &Dynamic) -> Result<std::time::Duration, String> {
 }
 
 /// A JSON object as a Rhai map.
-pub fn map_to_dynamic(o: &serde_json::Map<String, Value>) -> Map {
+pub(crate) fn map_to_dynamic(o: &serde_json::Map<String, Value>) -> Map {
     o.iter()
         .map(|(k, v)| (k.as_str().into(), to_dynamic(v)))
         .collect()
@@ -45,7 +45,7 @@ pub fn map_to_dynamic(o: &serde_json::Map<String, Value>) -> Map {
 ///
 /// # Errors
 /// A message naming the value's type.
-pub fn to_json(d: &Dynamic) -> Result<Value, String> {
+pub(crate) fn to_json(d: &Dynamic) -> Result<Value, String> {
     let d = d.flatten_clone();
     if d.is_unit() {
         return Ok(Value::Null);
@@ -87,7 +87,7 @@ pub fn to_json(d: &Dynamic) -> Result<Value, String> {
 }
 
 /// A value as text for a query string or header (strings without quotes).
-pub fn to_text(d: &Dynamic) -> String {
+pub(crate) fn to_text(d: &Dynamic) -> String {
     if d.is_string() {
         d.clone().into_string().unwrap_or_default()
     } else {

@@ -12,7 +12,7 @@ use crate::run::LogLine;
 
 /// How waits (approvals, sleeps, `wait_for`) behave in this run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum WaitMode {
+pub(crate) enum WaitMode {
     /// A daemon run: waits park the run durably.
     #[default]
     Durable,
@@ -26,14 +26,14 @@ pub enum WaitMode {
 
 /// The journal of one durable run: its transaction on the store (daemon), or in
 /// memory (`spur test`, which replays parked runs on its virtual clock).
-pub enum JournalRef {
+pub(crate) enum JournalRef {
     Durable(Box<crate::run::tx::RunTx>),
     Memory(std::sync::Arc<parking_lot::Mutex<HashMap<String, Value>>>),
 }
 
 /// What belongs to one run.
 #[derive(Default)]
-pub struct RunCtx {
+pub(crate) struct RunCtx {
     /// State namespace: the script's name.
     pub namespace: String,
     /// The script and handler (for approval records).
@@ -87,7 +87,11 @@ impl std::fmt::Debug for RunCtx {
 }
 
 impl RunCtx {
-    pub fn new(namespace: impl Into<String>, run_key: impl Into<String>, max_logs: usize) -> Self {
+    pub(crate) fn new(
+        namespace: impl Into<String>,
+        run_key: impl Into<String>,
+        max_logs: usize,
+    ) -> Self {
         Self {
             namespace: namespace.into(),
             run_key: run_key.into(),
@@ -102,21 +106,21 @@ thread_local! {
 }
 
 /// Installs `ctx` on this thread.
-pub fn begin_run(ctx: RunCtx) {
+pub(crate) fn begin_run(ctx: RunCtx) {
     RUN.with(|r| *r.borrow_mut() = Some(ctx));
 }
 
 /// Removes and returns this thread's context.
-pub fn end_run() -> Option<RunCtx> {
+pub(crate) fn end_run() -> Option<RunCtx> {
     RUN.with(|r| r.borrow_mut().take())
 }
 
 /// Whether a run is active on this thread.
-pub fn in_run() -> bool {
+pub(crate) fn in_run() -> bool {
     RUN.with(|r| r.borrow().is_some())
 }
 
 /// Applies `f` to this thread's context, if a run is active.
-pub fn with_run<R>(f: impl FnOnce(&mut RunCtx) -> R) -> Option<R> {
+pub(crate) fn with_run<R>(f: impl FnOnce(&mut RunCtx) -> R) -> Option<R> {
     RUN.with(|r| r.borrow_mut().as_mut().map(f))
 }

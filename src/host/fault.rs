@@ -8,7 +8,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Position};
 
 /// A failure raised by the host (or by `skip`/`fail`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostFault {
+pub(crate) enum HostFault {
     /// `skip(why)`: not applicable, never retried.
     Skip(String),
     /// `fail(why)`: permanent, straight to the dead letters.
@@ -22,7 +22,7 @@ pub enum HostFault {
 
 impl HostFault {
     /// What a script's `catch` and the run record show.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             Self::Skip(why) => format!("skipped: {why}"),
             Self::Fail(why) => format!("failed: {why}"),
@@ -31,7 +31,7 @@ impl HostFault {
     }
 
     /// The error to return from a host function.
-    pub fn throw(self) -> Box<EvalAltResult> {
+    pub(crate) fn throw(self) -> Box<EvalAltResult> {
         Box::new(EvalAltResult::ErrorRuntime(
             Dynamic::from(self),
             Position::NONE,
@@ -40,7 +40,7 @@ impl HostFault {
 
     /// The fault that ended a call, looking through function-call and module
     /// wrappers; `None` for a script's own `throw` and for engine errors.
-    pub fn of(err: &EvalAltResult) -> Option<Self> {
+    pub(crate) fn of(err: &EvalAltResult) -> Option<Self> {
         let mut inner = err;
         while let EvalAltResult::ErrorInFunctionCall(_, _, e, _)
         | EvalAltResult::ErrorInModule(_, e, _) = inner

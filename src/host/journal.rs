@@ -23,7 +23,7 @@ use crate::state::{StateOp, StateStore};
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
 /// The journal key under which a run's script version is kept.
-pub const PIN_KEY: &str = "@pin";
+pub(crate) const PIN_KEY: &str = "@pin";
 
 /// How an effect relates to the outside world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

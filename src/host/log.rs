@@ -6,7 +6,7 @@ use super::ctx::with_run;
 use crate::run::{LogLevel, LogLine};
 
 /// Records a line for the current run (or logs it when no run is active).
-pub fn emit(level: LogLevel, message: &str) {
+pub(crate) fn emit(level: LogLevel, message: &str) {
     let captured = with_run(|ctx| {
         if ctx.echo {
             println!("  [{}] {message}", format!("{level:?}").to_lowercase());

@@ -9,13 +9,13 @@
 //! secrets.
 
 mod approval;
-pub mod convert;
+pub(crate) mod convert;
 mod ctx;
 mod emit;
-pub mod fault;
+pub(crate) mod fault;
 mod http;
-pub mod journal;
-pub mod log;
+pub(crate) mod journal;
+pub(crate) mod log;
 mod segment;
 mod state;
 mod util;
@@ -25,8 +25,8 @@ use std::sync::Arc;
 
 use rhai::{Engine, EvalAltResult, NativeCallContext};
 
-pub use ctx::{JournalRef, RunCtx, WaitMode, begin_run, end_run, in_run, with_run};
-pub use fault::HostFault;
+pub(crate) use ctx::{JournalRef, RunCtx, WaitMode, begin_run, end_run, in_run, with_run};
+pub(crate) use fault::HostFault;
 
 use crate::connectors::http::HttpClient;
 use crate::state::StateStore;
@@ -51,7 +51,7 @@ pub struct Host {
 }
 
 /// Registers every host module on `engine`.
-pub fn register_all(engine: &mut Engine, host: &Arc<Host>) {
+pub(crate) fn register_all(engine: &mut Engine, host: &Arc<Host>) {
     fault::register(engine);
     log::register(engine);
     http::register(engine, host);
@@ -75,12 +75,12 @@ pub(crate) fn outbound<T>(
 
 /// A retryable host fault with `message` (the store, a time-out, a bad argument a
 /// new version of the script may fix).
-pub fn error(message: impl Into<String>) -> Box<EvalAltResult> {
+pub(crate) fn error(message: impl Into<String>) -> Box<EvalAltResult> {
     HostFault::Retryable(message.into()).throw()
 }
 
 /// A host fault that retrying cannot fix: the run fails at once.
-pub fn permanent(message: impl Into<String>) -> Box<EvalAltResult> {
+pub(crate) fn permanent(message: impl Into<String>) -> Box<EvalAltResult> {
     HostFault::Permanent(message.into()).throw()
 }
 
@@ -104,7 +104,7 @@ pub(crate) fn connector_failure(
 
 /// Places a host error at the script's call site: rhai leaves errors of
 /// module-qualified calls (`http::get`) without a position.
-pub fn placed<T>(
+pub(crate) fn placed<T>(
     ctx: &NativeCallContext,
     result: Result<T, Box<EvalAltResult>>,
 ) -> Result<T, Box<EvalAltResult>> {

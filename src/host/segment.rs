@@ -17,12 +17,12 @@ use serde_json::{Value, json};
 
 use super::convert::{to_dynamic, to_json, to_text};
 use super::ctx::with_run;
-use crate::run::LogLevel;
 use super::{Host, error, placed};
 use crate::connectors::http::{Body, Destination, OutboundRequest};
 use crate::connectors::segment::{self, TRACKING};
 use crate::connectors::{CallRecord, ConnectorError};
 use crate::event::{BatchDefaults, EventType, Origin, normalize};
+use crate::run::LogLevel;
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 

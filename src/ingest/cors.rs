@@ -28,13 +28,13 @@ const DEFAULT_ALLOWED_HEADERS: &str = "Content-Type, Authorization, Content-Enco
 
 /// Which origins may call the Tracking API from a browser.
 #[derive(Debug, Clone, Default)]
-pub struct Cors {
+pub(crate) struct Cors {
     /// Allowed origins (`https://shop.example.com`); empty or `*` allows any.
     origins: Arc<Vec<String>>,
 }
 
 impl Cors {
-    pub fn new(origins: &[String]) -> Self {
+    pub(crate) fn new(origins: &[String]) -> Self {
         let any = origins.is_empty() || origins.iter().any(|o| o == "*");
         Self {
             origins: Arc::new(if any {

@@ -24,7 +24,7 @@ use axum::{Json, Router};
 use tokio::sync::Semaphore;
 
 pub(crate) use body::read as read_body;
-pub use cors::Cors;
+pub(crate) use cors::Cors;
 
 use serde_json::{Value, json};
 
@@ -35,7 +35,7 @@ use crate::queue::{IngestReceipt, PreparedEvent, Queue};
 
 /// What ingest routes need.
 #[derive(Clone)]
-pub struct IngestState {
+pub(crate) struct IngestState {
     pub queue: Queue,
     /// Accepted write keys; empty accepts any.
     pub write_keys: Arc<Vec<Secret>>,
@@ -61,7 +61,7 @@ async fn shed(State(st): State<IngestState>, req: Request, next: Next) -> Respon
 }
 
 /// The ingest routes.
-pub fn router(state: IngestState) -> Router {
+pub(crate) fn router(state: IngestState) -> Router {
     let mut r = Router::new();
     for (long, short) in [
         ("track", "t"),

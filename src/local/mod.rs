@@ -7,7 +7,7 @@
 //! `spur test` sleeps return and `wait_for` times out at once. `--live` sends for
 //! real through the configured connections.
 
-pub mod suite;
+pub(crate) mod suite;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -23,8 +23,8 @@ use crate::connectors::CallRecord;
 use crate::connectors::recorder::{RecordedCall, Recorder};
 use crate::event::{BatchDefaults, Origin, normalize};
 use crate::host::{JournalRef, RunCtx, WaitMode};
-use crate::run::LogLine;
 use crate::queue::Wait;
+use crate::run::LogLine;
 use crate::run::{RunError, RunStatus};
 use crate::script::{
     EngineOptions, Handler, Script, ScriptError, ScriptSet, load_dir, load_sources, read_dir,
@@ -35,39 +35,18 @@ use crate::worker::{Outcome, event_args, invoke, outcome_of};
 /// A sample event of each type, for `spur run SCRIPT --event track` (as Segment
 /// delivers them; `samples/`).
 pub const SAMPLES: &[(&str, &str)] = &[
-    (
-        "track",
-        include_str!("samples/track.json"),
-    ),
-    (
-        "identify",
-        include_str!("samples/identify.json"),
-    ),
-    (
-        "page",
-        include_str!("samples/page.json"),
-    ),
-    (
-        "screen",
-        include_str!("samples/screen.json"),
-    ),
-    (
-        "group",
-        include_str!("samples/group.json"),
-    ),
-    (
-        "alias",
-        include_str!("samples/alias.json"),
-    ),
-    (
-        "delete",
-        include_str!("samples/delete.json"),
-    ),
+    ("track", include_str!("samples/track.json")),
+    ("identify", include_str!("samples/identify.json")),
+    ("page", include_str!("samples/page.json")),
+    ("screen", include_str!("samples/screen.json")),
+    ("group", include_str!("samples/group.json")),
+    ("alias", include_str!("samples/alias.json")),
+    ("delete", include_str!("samples/delete.json")),
 ];
 
 /// One handler's execution.
 #[derive(Debug, Clone)]
-pub struct LocalRun {
+pub(crate) struct LocalRun {
     pub script: String,
     pub handler: String,
     pub status: RunStatus,
@@ -86,7 +65,7 @@ pub struct LocalRun {
 
 impl LocalRun {
     /// The run as scripts in `spur test` see it.
-    pub fn to_dynamic(&self) -> Dynamic {
+    pub(crate) fn to_dynamic(&self) -> Dynamic {
         let v = serde_json::json!({
             "script": self.script,
             "handler": self.handler,
@@ -99,7 +78,7 @@ impl LocalRun {
     }
 
     /// Whether the outcome is a success (ok, skipped, or parked).
-    pub fn succeeded(&self) -> bool {
+    pub(crate) fn succeeded(&self) -> bool {
         matches!(
             self.status,
             RunStatus::Ok | RunStatus::Skipped | RunStatus::Waiting
@@ -107,7 +86,7 @@ impl LocalRun {
     }
 
     /// A human-readable report (used by `spur run`, `spur replay` and the REPL).
-    pub fn report(&self) -> String {
+    pub(crate) fn report(&self) -> String {
         let mut out = String::new();
         let (mark, what) = match self.status {
             RunStatus::Ok => ("✔", "ok".to_owned()),
@@ -147,7 +126,7 @@ impl LocalRun {
 
 /// How to run one handler.
 #[derive(Default, Clone)]
-pub struct RunOpts {
+pub(crate) struct RunOpts {
     pub wait_mode: WaitMode,
     /// An in-memory journal (`spur test`); `None` runs effects directly.
     pub journal: Option<Arc<parking_lot::Mutex<std::collections::HashMap<String, Value>>>>,
@@ -158,7 +137,7 @@ pub struct RunOpts {
 }
 
 /// Scripts loaded for local runs, with their host.
-pub struct Local {
+pub(crate) struct Local {
     pub config: Config,
     pub recorder: Option<Arc<Recorder>>,
     pub engine: EngineOptions,
@@ -174,7 +153,7 @@ impl Local {
     ///
     /// # Errors
     /// When the runtime, store or host cannot be built.
-    pub fn new(config: &Config, live: bool, echo: bool) -> anyhow::Result<Self> {
+    pub(crate) fn new(config: &Config, live: bool, echo: bool) -> anyhow::Result<Self> {
         Self::with_clock(config, live, echo, Arc::new(crate::clock::SystemClock))
     }
 
@@ -182,7 +161,7 @@ impl Local {
     ///
     /// # Errors
     /// When the runtime, store or host cannot be built.
-    pub fn with_clock(
+    pub(crate) fn with_clock(
         config: &Config,
         live: bool,
         echo: bool,
@@ -210,13 +189,8 @@ impl Local {
         })
     }
 
-    /// The runtime behind host calls (for async helpers of the commands).
-    pub fn runtime(&self) -> &tokio::runtime::Runtime {
-        &self.rt
-    }
-
     /// Loads every script of `dir` (with its `lib/` modules and stdlib overrides).
-    pub fn load_dir(&mut self, dir: &Path) -> Vec<ScriptError> {
+    pub(crate) fn load_dir(&mut self, dir: &Path) -> Vec<ScriptError> {
         let set = load_dir(dir, &self.engine);
         let errors = set.errors.clone();
         self.set = Arc::new(set);
@@ -224,7 +198,7 @@ impl Local {
     }
 
     /// Loads one script file; modules come from its directory.
-    pub fn load_file(&mut self, file: &Path) -> Vec<ScriptError> {
+    pub(crate) fn load_file(&mut self, file: &Path) -> Vec<ScriptError> {
         let dir = file
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -262,7 +236,7 @@ impl Local {
     }
 
     /// Runs every handler `body` (an already-normalised event) fires.
-    pub fn fire(&self, body: &Map<String, Value>, opts: &RunOpts) -> Vec<LocalRun> {
+    pub(crate) fn fire(&self, body: &Map<String, Value>, opts: &RunOpts) -> Vec<LocalRun> {
         let Some(event) = to_event(body.clone()) else {
             return Vec::new();
         };
@@ -296,7 +270,7 @@ impl Local {
 
     /// Runs the handler of webhook source `name` on `request` (not verified: local
     /// runs hold no secrets). `None` when no loaded script registers the source.
-    pub fn webhook(
+    pub(crate) fn webhook(
         &self,
         name: &str,
         request: &crate::source::SourceRequest,
@@ -309,7 +283,7 @@ impl Local {
     }
 
     /// Runs one handler with `args`.
-    pub fn run_handler(
+    pub(crate) fn run_handler(
         &self,
         script: &Arc<Script>,
         handler: &Handler,
@@ -408,7 +382,7 @@ pub(crate) fn to_event(body: Map<String, Value>) -> Option<crate::event::Event> 
 ///
 /// # Errors
 /// A message naming the event and field at fault.
-pub fn events_from_json(text: &str) -> anyhow::Result<Vec<Map<String, Value>>> {
+pub(crate) fn events_from_json(text: &str) -> anyhow::Result<Vec<Map<String, Value>>> {
     let v: Value = serde_json::from_str(text).context("not valid JSON")?;
     let (items, defaults_src) = match v {
         Value::Array(items) => (items, Map::new()),
@@ -451,7 +425,7 @@ pub fn events_from_json(text: &str) -> anyhow::Result<Vec<Map<String, Value>>> {
 ///
 /// # Errors
 /// When the file cannot be read or holds invalid events.
-pub fn events_from_arg(arg: &str) -> anyhow::Result<Vec<Map<String, Value>>> {
+pub(crate) fn events_from_arg(arg: &str) -> anyhow::Result<Vec<Map<String, Value>>> {
     if let Some((_, text)) = SAMPLES.iter().find(|(t, _)| *t == arg) {
         return events_from_json(text);
     }
@@ -469,7 +443,7 @@ pub fn events_from_arg(arg: &str) -> anyhow::Result<Vec<Map<String, Value>>> {
 }
 
 /// A one-line description of an event.
-pub fn describe(body: &Map<String, Value>) -> String {
+pub(crate) fn describe(body: &Map<String, Value>) -> String {
     let t = body.get("type").and_then(Value::as_str).unwrap_or("?");
     let who = body
         .get("userId")

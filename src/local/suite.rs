@@ -44,11 +44,11 @@ use crate::worker::tick_args;
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
 /// Where every test's clock starts (a Monday morning).
-pub const CLOCK_START: &str = "2026-01-05T08:00:00Z";
+pub(crate) const CLOCK_START: &str = "2026-01-05T08:00:00Z";
 
 /// Totals of a `spur test` run.
 #[derive(Debug, Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub passed: usize,
     pub failed: usize,
 }
@@ -92,7 +92,7 @@ fn with_test<R>(f: impl FnOnce(&mut TestCtx) -> R) -> Res<R> {
 ///
 /// # Errors
 /// When `dir` cannot be read.
-pub fn run_dir(config: &Config, dir: &Path, out: &mut impl Write) -> anyhow::Result<Report> {
+pub(crate) fn run_dir(config: &Config, dir: &Path, out: &mut impl Write) -> anyhow::Result<Report> {
     let mut files = Vec::new();
     collect(dir, &mut files)?;
     files.sort();

@@ -107,7 +107,7 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::Event { .. } => "event",
             Self::Schedule { .. } => "schedule",

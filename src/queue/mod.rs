@@ -27,11 +27,13 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-pub use job::{Job, Lease, StoredEvent, StoredRequest, Target, Trigger, Wait, WaitKind};
-pub use scheduler::SchedulerStats;
-pub use sled::{SledQueue, events_since, requests_since, visit_events_since};
-pub use waits::matches as wait_matches;
-pub use writes::{RunWrites, StateWrite};
+pub use job::{Job, StoredEvent, Target, Trigger, Wait, WaitKind};
+pub(crate) use job::{Lease, StoredRequest};
+pub(crate) use scheduler::SchedulerStats;
+pub(crate) use sled::requests_since;
+pub use sled::{SledQueue, events_since};
+pub(crate) use waits::matches as wait_matches;
+pub use writes::RunWrites;
 
 use crate::clock::SharedClock;
 use crate::event::Event;
@@ -85,11 +87,6 @@ impl PreparedEvent {
             bytes,
         }
     }
-
-    /// Serialised size of the event's JSON.
-    pub fn json_len(&self) -> usize {
-        self.bytes.len() - 8
-    }
 }
 
 /// What happened to each event of an ingest call.
@@ -121,11 +118,11 @@ pub enum Settle {
 }
 
 /// Events that may wait for the writer at once, by default.
-pub const DEFAULT_MAX_PENDING_EVENTS: usize = 20_000;
+pub(crate) const DEFAULT_MAX_PENDING_EVENTS: usize = 20_000;
 
 /// Tells whether a wait is already over when its run parks (e.g. the approval was
 /// decided between its creation and the park): its result, to wake at once.
-pub type SettledCheck = Arc<dyn Fn(&Wait) -> Option<Value> + Send + Sync>;
+pub(crate) type SettledCheck = Arc<dyn Fn(&Wait) -> Option<Value> + Send + Sync>;
 
 /// The queue a daemon holds; cheap to clone.
 pub type Queue = Arc<dyn JobQueue>;
@@ -276,12 +273,6 @@ pub trait JobQueue: Send + Sync + 'static {
     /// # Errors
     /// When the store fails or the queue is shut down.
     async fn resume(&self, job_id: u64, key: &str, result: Value) -> Result<bool, QueueError>;
-
-    /// A job as stored.
-    ///
-    /// # Errors
-    /// When the store fails or the record is corrupt.
-    fn job(&self, id: u64) -> Result<Option<Job>, QueueError>;
 
     /// Every parked run.
     ///

@@ -87,7 +87,7 @@ impl WaitIndex {
 }
 
 /// Whether every filter entry equals the event's value at that (dotted) key.
-pub fn matches(filter: &Map<String, Value>, body: &Map<String, Value>) -> bool {
+pub(crate) fn matches(filter: &Map<String, Value>, body: &Map<String, Value>) -> bool {
     filter.iter().all(|(k, want)| {
         let mut parts = k.split('.');
         let first = parts.next().unwrap_or_default();

@@ -26,12 +26,12 @@ pub struct RunWrites {
 }
 
 impl RunWrites {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.state.is_empty() && self.journal.is_empty()
     }
 
     /// Records `key`'s new value (replacing an earlier change of the same key).
-    pub fn put_state(&mut self, ns: &str, key: &str, value: Option<StateValue>) {
+    pub(crate) fn put_state(&mut self, ns: &str, key: &str, value: Option<StateValue>) {
         match self.state.iter_mut().find(|w| w.ns == ns && w.key == key) {
             Some(w) => w.value = value,
             None => self.state.push(StateWrite {
@@ -44,21 +44,25 @@ impl RunWrites {
 
     /// The uncommitted value of a key, if the run changed it: `Some(None)` when it
     /// deleted it.
-    pub fn state_of(&self, ns: &str, key: &str) -> Option<Option<&StateValue>> {
+    #[allow(
+        clippy::option_option,
+        reason = "untouched, deleted or written: three cases"
+    )]
+    pub(crate) fn state_of(&self, ns: &str, key: &str) -> Option<Option<&StateValue>> {
         self.state
             .iter()
             .find(|w| w.ns == ns && w.key == key)
             .map(|w| w.value.as_ref())
     }
 
-    pub fn put_journal(&mut self, key: &str, value: Value) {
+    pub(crate) fn put_journal(&mut self, key: &str, value: Value) {
         match self.journal.iter_mut().find(|(k, _)| k == key) {
             Some((_, v)) => *v = value,
             None => self.journal.push((key.to_owned(), value)),
         }
     }
 
-    pub fn journal_of(&self, key: &str) -> Option<&Value> {
+    pub(crate) fn journal_of(&self, key: &str) -> Option<&Value> {
         self.journal.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 }

@@ -55,10 +55,6 @@ pub trait DeadLetterStore: Send + Sync + 'static {
     /// Dead letters kept (counted, so `/metrics` does not scan).
     fn len(&self) -> usize;
 
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Removes dead letters older than `cutoff_ms`; returns their ids, so their
     /// journals can go too.
     ///
@@ -68,18 +64,18 @@ pub trait DeadLetterStore: Send + Sync + 'static {
 }
 
 /// The dead letters a daemon holds; cheap to clone.
-pub type DeadLetters = Arc<dyn DeadLetterStore>;
+pub(crate) type DeadLetters = Arc<dyn DeadLetterStore>;
 
 /// Dead letters on sled: tree `dead_letters`, key job id, value dead ms (i64 BE)
 /// + JSON.
-pub struct SledDeadLetters {
+pub(crate) struct SledDeadLetters {
     tree: sled::Tree,
     store: Store,
     count: AtomicUsize,
 }
 
 impl SledDeadLetters {
-    pub fn open(store: &Store) -> DeadLetters {
+    pub(crate) fn open(store: &Store) -> DeadLetters {
         let tree = store.dead_tree().clone();
         Arc::new(Self {
             count: AtomicUsize::new(tree.len()),

@@ -5,8 +5,9 @@
 
 mod dead_letter;
 mod record;
-pub mod timers;
-pub mod tx;
+pub(crate) mod timers;
+pub(crate) mod tx;
 
-pub use dead_letter::{DeadLetter, DeadLetterStore, DeadLetters, SledDeadLetters};
-pub use record::{LogLevel, LogLine, RunError, RunFilter, RunRecord, RunRecords, RunStatus, RunStore, SledRunRecords};
+pub(crate) use dead_letter::{DeadLetter, DeadLetters, SledDeadLetters};
+pub(crate) use record::{LogLevel, RunStore};
+pub use record::{LogLine, RunError, RunFilter, RunRecord, RunStatus, SledRunRecords};

@@ -45,7 +45,7 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::Skipped => "skipped",
@@ -56,7 +56,7 @@ impl RunStatus {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "ok" => Self::Ok,
             "skipped" => Self::Skipped,
@@ -143,7 +143,7 @@ pub struct RunRecord {
 impl RunRecord {
     /// A record of an execution of `job` starting at `started_at`; the outcome
     /// fields are filled in as it ends.
-    pub fn of_job(job: &crate::queue::Job, id: u64, started_at: String) -> Self {
+    pub(crate) fn of_job(job: &crate::queue::Job, id: u64, started_at: String) -> Self {
         let (mut message_id, mut schedule, mut source) = (None, None, None);
         match &job.trigger {
             crate::queue::Trigger::Event { message_id: m, .. } => message_id = Some(m.clone()),
@@ -261,7 +261,7 @@ pub trait RunRecords: Send + Sync + 'static {
 }
 
 /// The run records a daemon holds; cheap to clone.
-pub type RunStore = Arc<dyn RunRecords>;
+pub(crate) type RunStore = Arc<dyn RunRecords>;
 
 /// Run records on sled: tree `runs`, key run id (u64 BE), value stored ms (i64 BE)
 /// + the record's JSON. Flushed lazily: a record lost in a crash costs no work.

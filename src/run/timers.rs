@@ -20,7 +20,7 @@ use crate::queue::{Job, Wait, WaitKind};
 
 /// A due wake-up.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Due {
+pub(crate) struct Due {
     pub at_ms: i64,
     pub job_id: u64,
     pub key: String,
@@ -30,7 +30,7 @@ pub struct Due {
 
 impl Due {
     /// The timer of a parked job, if its wait has one.
-    pub fn of(job_id: u64, wait: &Wait) -> Option<Self> {
+    pub(crate) fn of(job_id: u64, wait: &Wait) -> Option<Self> {
         Some(Self {
             at_ms: wait.wake_at_ms?,
             job_id,
@@ -44,28 +44,28 @@ impl Due {
 }
 
 /// What runs when a timer is due.
-pub type OnDue = Arc<dyn Fn(Due) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+pub(crate) type OnDue = Arc<dyn Fn(Due) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// Adds timers; cheap to clone.
 #[derive(Clone)]
-pub struct Timers {
+pub(crate) struct Timers {
     tx: mpsc::UnboundedSender<Due>,
 }
 
 impl Timers {
     /// Starts the timer task; `on_due` runs for each timer when `clock` reaches it.
-    pub fn start(on_due: OnDue, clock: SharedClock, stop: CancellationToken) -> Self {
+    pub(crate) fn start(on_due: OnDue, clock: SharedClock, stop: CancellationToken) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(rx, on_due, clock, stop));
         Self { tx }
     }
 
-    pub fn add(&self, due: Due) {
+    pub(crate) fn add(&self, due: Due) {
         let _ = self.tx.send(due);
     }
 
     /// Adds the timers of parked `jobs` (at start-up).
-    pub fn add_parked(&self, jobs: &[Job]) {
+    pub(crate) fn add_parked(&self, jobs: &[Job]) {
         for job in jobs {
             if let Some(d) = job.waiting.as_ref().and_then(|w| Due::of(job.id, w)) {
                 self.add(d);

@@ -22,7 +22,7 @@ use crate::state::{Change, StateError, StateOp, StateStore, StateValue};
 
 /// Errors of a run's transaction.
 #[derive(Debug, thiserror::Error)]
-pub enum TxError {
+pub(crate) enum TxError {
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]
@@ -30,7 +30,7 @@ pub enum TxError {
 }
 
 /// One execution's uncommitted writes.
-pub struct RunTx {
+pub(crate) struct RunTx {
     job: u64,
     queue: Queue,
     state: Arc<dyn StateStore>,
@@ -46,7 +46,7 @@ pub struct RunTx {
 }
 
 impl RunTx {
-    pub fn new(job: u64, queue: Queue, state: Arc<dyn StateStore>) -> Self {
+    pub(crate) fn new(job: u64, queue: Queue, state: Arc<dyn StateStore>) -> Self {
         Self {
             job,
             queue,
@@ -61,7 +61,7 @@ impl RunTx {
 
     /// A transaction outside any run (the admin API): its state changes are ordered
     /// with the runs' (same locks, same writer) and journal nothing.
-    pub fn direct(queue: Queue, state: Arc<dyn StateStore>) -> Self {
+    pub(crate) fn direct(queue: Queue, state: Arc<dyn StateStore>) -> Self {
         let owner = state.locks().one_off_owner();
         let mut tx = Self::new(owner, queue, state);
         tx.journaled = false;
@@ -72,7 +72,7 @@ impl RunTx {
     ///
     /// # Errors
     /// When the store fails.
-    pub fn journal_get(&self, key: &str) -> Result<Option<Value>, TxError> {
+    pub(crate) fn journal_get(&self, key: &str) -> Result<Option<Value>, TxError> {
         if let Some(v) = self.pending.journal_of(key) {
             return Ok(Some(v.clone()));
         }
@@ -80,7 +80,7 @@ impl RunTx {
     }
 
     /// Journals `value` under `key` (committed with the run's other writes).
-    pub fn journal_put(&mut self, key: &str, value: Value) {
+    pub(crate) fn journal_put(&mut self, key: &str, value: Value) {
         self.pending.put_journal(key, value);
     }
 
@@ -88,7 +88,7 @@ impl RunTx {
     ///
     /// # Errors
     /// On an invalid key or store failure.
-    pub fn state_read(&self, ns: &str, key: &str) -> Result<Option<StateValue>, TxError> {
+    pub(crate) fn state_read(&self, ns: &str, key: &str) -> Result<Option<StateValue>, TxError> {
         match self.pending.state_of(ns, key) {
             Some(own) => Ok(own.cloned().and_then(|v| v.live(self.state.now_ms()))),
             None => Ok(self.state.read(ns, key)?),
@@ -99,7 +99,7 @@ impl RunTx {
     ///
     /// # Errors
     /// On store failure.
-    pub fn state_keys(&self, ns: &str, prefix: &str) -> Result<Vec<String>, TxError> {
+    pub(crate) fn state_keys(&self, ns: &str, prefix: &str) -> Result<Vec<String>, TxError> {
         let mut keys: std::collections::BTreeSet<String> =
             self.state.keys(ns, prefix)?.into_iter().collect();
         let now = self.state.now_ms();
@@ -123,7 +123,7 @@ impl RunTx {
     ///
     /// # Errors
     /// When the op fails (e.g. `incr` of a string) or the store does.
-    pub fn state_apply(
+    pub(crate) fn state_apply(
         &mut self,
         ns: &str,
         key: &str,
@@ -158,7 +158,7 @@ impl RunTx {
     ///
     /// # Errors
     /// When the store fails.
-    pub fn commit(&mut self) -> Result<(), TxError> {
+    pub(crate) fn commit(&mut self) -> Result<(), TxError> {
         self.hand_off(false)
     }
 
@@ -182,14 +182,14 @@ impl RunTx {
     ///
     /// # Errors
     /// When the store fails.
-    pub fn before_output(&mut self) -> Result<(), TxError> {
+    pub(crate) fn before_output(&mut self) -> Result<(), TxError> {
         let durable = !self.pending.is_empty() || self.unsynced;
         self.hand_off(durable)
     }
 
     /// Something of the run was written to the store outside this transaction (an
     /// approval request): the next output waits until it is durable too.
-    pub fn note_written(&mut self) {
+    pub(crate) fn note_written(&mut self) {
         self.unsynced = true;
     }
 
@@ -199,7 +199,7 @@ impl RunTx {
     ///
     /// # Errors
     /// When the store fails.
-    pub fn after_effect(&mut self) -> Result<(), TxError> {
+    pub(crate) fn after_effect(&mut self) -> Result<(), TxError> {
         self.commit()?;
         self.queue.flush_soon();
         Ok(())
@@ -207,12 +207,12 @@ impl RunTx {
 
     /// The writes not committed yet, to commit with the settle or park, and whether
     /// an earlier commit of this execution wrote journal entries.
-    pub fn take(&mut self) -> (RunWrites, bool) {
+    pub(crate) fn take(&mut self) -> (RunWrites, bool) {
         (std::mem::take(&mut self.pending), self.wrote_journal)
     }
 
     /// Frees the run's state keys (after its last writes were committed).
-    pub fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         let held = std::mem::take(&mut self.locked);
         self.state.locks().unlock(&held, self.job);
     }

@@ -34,7 +34,7 @@ use chrono_tz::{GapInfo, Tz};
 /// How many calendar years past the start the search looks before giving up. Eight is the
 /// longest wait between two fire times of any satisfiable expression (`0 0 29 2 *` from
 /// 2096-03-01 next fires on 2104-02-29), so giving up means the expression never fires.
-pub const MAX_YEARS_AHEAD: i32 = 8;
+pub(crate) const MAX_YEARS_AHEAD: i32 = 8;
 
 /// How far ahead (in hours) `next_after` looks for a fall-back that could repeat wall-clock
 /// times earlier than the current one; larger than any backward shift in the tz database.
@@ -168,12 +168,12 @@ impl Schedule {
     }
 
     /// The original expression text.
-    pub fn expr(&self) -> &str {
+    pub(crate) fn expr(&self) -> &str {
         &self.expr
     }
 
     /// The time zone the fields are evaluated in (UTC when there was no prefix).
-    pub fn tz(&self) -> Tz {
+    pub(crate) fn tz(&self) -> Tz {
         self.tz
     }
 

@@ -79,7 +79,7 @@ impl Schedules {
     }
 
     /// A live view for the admin API.
-    pub fn view(&self) -> Arc<RwLock<Vec<ScheduleInfo>>> {
+    pub(crate) fn view(&self) -> Arc<RwLock<Vec<ScheduleInfo>>> {
         Arc::clone(&self.shown)
     }
 
@@ -262,7 +262,7 @@ fn latest_at_or_before(
 
 /// Fires schedules on time (by the queue's clock) until `stop`; reloads the list
 /// when the scripts change.
-pub async fn run(mut schedules: Schedules, live: Arc<Live>, stop: CancellationToken) {
+pub(crate) async fn run(mut schedules: Schedules, live: Arc<Live>, stop: CancellationToken) {
     let mut reloads = live.subscribe();
     let clock = Arc::clone(schedules.queue.clock());
     loop {

@@ -5,4 +5,5 @@
 pub mod cron;
 mod engine;
 
-pub use engine::{Fired, ScheduleInfo, Schedules, run};
+pub use engine::Schedules;
+pub(crate) use engine::{ScheduleInfo, run};

@@ -32,22 +32,22 @@ thread_local! {
 }
 
 /// Sets (or clears) the wall-clock deadline of the run on this thread.
-pub fn set_deadline(deadline: Option<Instant>) {
+pub(crate) fn set_deadline(deadline: Option<Instant>) {
     DEADLINE.with(|d| d.set(deadline));
 }
 
 /// Whether this thread's run is past its deadline.
-pub fn deadline_exceeded() -> bool {
+pub(crate) fn deadline_exceeded() -> bool {
     DEADLINE.with(|d| d.get().is_some_and(|t| Instant::now() >= t))
 }
 
 /// The time left of this thread's run, if it has a deadline.
-pub fn remaining() -> Option<std::time::Duration> {
+pub(crate) fn remaining() -> Option<std::time::Duration> {
     DEADLINE.with(|d| d.get().map(|t| t.saturating_duration_since(Instant::now())))
 }
 
 /// Builds a sandboxed engine with the host API and `modules` registered.
-pub fn build_engine(opts: &EngineOptions, modules: &Modules) -> Engine {
+pub(crate) fn build_engine(opts: &EngineOptions, modules: &Modules) -> Engine {
     let mut engine = Engine::new();
     let l = &opts.limits;
     engine
@@ -86,7 +86,7 @@ pub fn build_engine(opts: &EngineOptions, modules: &Modules) -> Engine {
 /// Runs `f` with this thread's engine for `set`, building it on first use, after
 /// every reload and for another host (engines are per thread: sharing one across
 /// threads does not scale).
-pub fn with_thread_engine<R>(
+pub(crate) fn with_thread_engine<R>(
     set: &ScriptSet,
     opts: &EngineOptions,
     f: impl FnOnce(&Engine) -> R,

@@ -14,9 +14,6 @@ use sha2::{Digest, Sha256};
 use super::engine::{EngineOptions, build_engine};
 use super::{Handler, Modules, Script, ScriptError, ScriptSet, registry, stdlib};
 
-/// Options of a load (the engine's limits and host).
-pub type LoadOptions = EngineOptions;
-
 /// A source file to load.
 #[derive(Debug, Clone)]
 pub struct SourceFile {
@@ -27,7 +24,7 @@ pub struct SourceFile {
 }
 
 /// Loads every `.rhai` file of `dir` (test files `*_test.rhai` excepted).
-pub fn load_dir(dir: &Path, opts: &EngineOptions) -> ScriptSet {
+pub(crate) fn load_dir(dir: &Path, opts: &EngineOptions) -> ScriptSet {
     let (scripts, modules, mut errors) = read_dir(dir);
     let mut set = load_sources(scripts, modules, opts);
     errors.append(&mut set.errors);
@@ -36,7 +33,7 @@ pub fn load_dir(dir: &Path, opts: &EngineOptions) -> ScriptSet {
 }
 
 /// Reads a scripts dir into handler scripts and module files.
-pub fn read_dir(dir: &Path) -> (Vec<SourceFile>, Vec<SourceFile>, Vec<ScriptError>) {
+pub(crate) fn read_dir(dir: &Path) -> (Vec<SourceFile>, Vec<SourceFile>, Vec<ScriptError>) {
     let mut scripts = Vec::new();
     let mut modules = Vec::new();
     let mut errors = Vec::new();
@@ -108,7 +105,10 @@ pub fn load_sources(
 ///
 /// # Errors
 /// Every problem, placed at file, line and column.
-pub fn compile_script(engine: &rhai::Engine, file: SourceFile) -> Result<Script, Vec<ScriptError>> {
+pub(crate) fn compile_script(
+    engine: &rhai::Engine,
+    file: SourceFile,
+) -> Result<Script, Vec<ScriptError>> {
     let label = file.path.display().to_string();
     let mut ast = engine
         .compile(&file.text)
@@ -133,7 +133,7 @@ pub fn compile_script(engine: &rhai::Engine, file: SourceFile) -> Result<Script,
 }
 
 /// The content hash runs are pinned to.
-pub fn hash_source(text: &str) -> String {
+pub(crate) fn hash_source(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 

@@ -8,10 +8,10 @@
 
 mod engine;
 mod loader;
-pub mod pinned;
+pub(crate) mod pinned;
 mod registry;
-pub mod stdlib;
-pub mod watch;
+pub(crate) mod stdlib;
+pub(crate) mod watch;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -24,12 +24,10 @@ use rhai::{AST, EvalAltResult, FnPtr, Module, ParseError, Position};
 use serde::Serialize;
 use serde_json::Value;
 
-pub use engine::{
-    EngineOptions, build_engine, deadline_exceeded, remaining, set_deadline, with_thread_engine,
-};
-pub use loader::{
-    LoadOptions, SourceFile, compile_script, hash_source, load_dir, load_sources, read_dir,
-};
+pub use engine::EngineOptions;
+pub(crate) use engine::{build_engine, remaining, set_deadline, with_thread_engine};
+pub use loader::{SourceFile, load_sources};
+pub(crate) use loader::{load_dir, read_dir};
 
 use crate::event::{Event, EventType};
 use crate::queue::{Dispatch, Target};
@@ -54,13 +52,13 @@ impl fmt::Display for ScriptError {
 }
 
 impl ScriptError {
-    pub fn from_parse(file: &str, err: &ParseError) -> Self {
+    pub(crate) fn from_parse(file: &str, err: &ParseError) -> Self {
         Self::at(file, err.position(), err.err_type().to_string())
     }
 
     /// From a runtime error, placed at the innermost position (inside the closure
     /// that failed, not at the call site).
-    pub fn from_eval(file: &str, err: &EvalAltResult) -> Self {
+    pub(crate) fn from_eval(file: &str, err: &EvalAltResult) -> Self {
         let (pos, message) = describe_eval(err, file);
         Self::at(file, pos, message)
     }
@@ -81,7 +79,7 @@ impl ScriptError {
 /// connector module, the line of the script that called into it); the message then
 /// names the module function and its own place, e.g.
 /// `slack answered 404: channel_not_found (in slack::post, stdlib/slack.rhai:12:9)`.
-pub fn describe_eval(err: &EvalAltResult, file: &str) -> (Position, String) {
+pub(crate) fn describe_eval(err: &EvalAltResult, file: &str) -> (Position, String) {
     let mut cur = err;
     let mut pos = err.position();
     let mut inside: Option<(String, String)> = None;
@@ -165,7 +163,7 @@ pub enum HandlerKind {
 
 impl HandlerKind {
     /// How many arguments the handler function takes.
-    pub fn arity(&self) -> usize {
+    pub(crate) fn arity(&self) -> usize {
         match self {
             Self::Audience(_) | Self::Trait(_) => 2,
             _ => 1,
@@ -233,7 +231,7 @@ impl fmt::Debug for Script {
 }
 
 /// Compiled connector modules by import name (stdlib and overrides).
-pub type Modules = Arc<Vec<(String, Arc<Module>)>>;
+pub(crate) type Modules = Arc<Vec<(String, Arc<Module>)>>;
 
 static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
 
@@ -260,7 +258,7 @@ struct Index {
 }
 
 impl ScriptSet {
-    pub fn new(
+    pub(crate) fn new(
         scripts: Vec<Arc<Script>>,
         modules: Modules,
         module_sources: Vec<(String, String)>,
@@ -334,7 +332,7 @@ impl ScriptSet {
     }
 
     /// An empty set (no scripts), e.g. before the first load.
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         Self::new(Vec::new(), Arc::new(Vec::new()), Vec::new(), Vec::new())
     }
 
@@ -343,14 +341,14 @@ impl ScriptSet {
     }
 
     /// The script and handler of the webhook source `name`.
-    pub fn source(&self, name: &str) -> Option<(&Arc<Script>, &Handler)> {
+    pub(crate) fn source(&self, name: &str) -> Option<(&Arc<Script>, &Handler)> {
         let &(si, hi) = self.index.sources.get(name)?;
         let script = &self.scripts[si];
         Some((script, &script.handlers[hi]))
     }
 
     /// Every webhook source: its name, script and handler, by name.
-    pub fn sources(&self) -> Vec<(&str, &Arc<Script>, &Handler)> {
+    pub(crate) fn sources(&self) -> Vec<(&str, &Arc<Script>, &Handler)> {
         let mut out: Vec<_> = self
             .index
             .sources
@@ -365,7 +363,7 @@ impl ScriptSet {
     }
 
     /// The handlers `event` fires, in script then registration order.
-    pub fn targets(&self, event: &Event) -> Vec<Target> {
+    pub(crate) fn targets(&self, event: &Event) -> Vec<Target> {
         let mut hits: Vec<(usize, usize)> = Vec::new();
         let ix = &self.index;
         if let Some(v) = ix.by_type.get(&event.kind) {
@@ -414,7 +412,7 @@ fn personas<'a>(body: &'a Body, class: &str) -> Option<&'a str> {
 
 /// An Engage audience change in either form (`segment-spec.md` §6): the audience key
 /// and whether the user entered.
-pub fn audience_of(body: &Body) -> Option<(&str, bool)> {
+pub(crate) fn audience_of(body: &Body) -> Option<(&str, bool)> {
     match body.get("type")?.as_str()? {
         "identify" | "group" => {
             let key = personas(body, "audience")?;
@@ -436,7 +434,7 @@ pub fn audience_of(body: &Body) -> Option<(&str, bool)> {
 }
 
 /// An Engage computed trait in either form: the trait key and its value.
-pub fn computed_trait_of(body: &Body) -> Option<(&str, &Value)> {
+pub(crate) fn computed_trait_of(body: &Body) -> Option<(&str, &Value)> {
     match body.get("type")?.as_str()? {
         "identify" | "group" => {
             let key = personas(body, "trait")?;

@@ -41,7 +41,7 @@ pub struct Versions {
 impl Versions {
     /// # Errors
     /// When the tree cannot be opened.
-    pub fn open(store: &Store) -> Result<Self, StoreError> {
+    pub(crate) fn open(store: &Store) -> Result<Self, StoreError> {
         Ok(Self {
             tree: store.tree(TREE)?,
             store: store.clone(),
@@ -53,7 +53,7 @@ impl Versions {
     ///
     /// # Errors
     /// When the store fails.
-    pub fn remember(&self, set: &ScriptSet) -> Result<(), StoreError> {
+    pub(crate) fn remember(&self, set: &ScriptSet) -> Result<(), StoreError> {
         for s in &set.scripts {
             if self.tree.contains_key(s.hash.as_bytes())? {
                 continue;
@@ -78,7 +78,7 @@ impl Versions {
     ///
     /// # Errors
     /// When the store fails.
-    pub fn purge(
+    pub(crate) fn purge(
         &self,
         current: &ScriptSet,
         pinned: &HashSet<String>,
@@ -113,7 +113,7 @@ impl Versions {
 
     /// The script version `hash`, compiled with `engine` (the current modules).
     /// `None` when that version is unknown or no longer compiles.
-    pub fn get(&self, hash: &str, engine: &rhai::Engine) -> Option<Arc<Script>> {
+    pub(crate) fn get(&self, hash: &str, engine: &rhai::Engine) -> Option<Arc<Script>> {
         if let Some(s) = self.cache.lock().get(hash) {
             return Some(Arc::clone(s));
         }

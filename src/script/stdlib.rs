@@ -3,7 +3,7 @@
 //! a file of the same name in the scripts dir overrides one.
 
 /// `(import name, source)` of every built-in module.
-pub const MODULES: &[(&str, &str)] = &[
+pub(crate) const MODULES: &[(&str, &str)] = &[
     ("slack", include_str!("../../stdlib/slack.rhai")),
     ("hubspot", include_str!("../../stdlib/hubspot.rhai")),
     ("salesforce", include_str!("../../stdlib/salesforce.rhai")),
@@ -15,6 +15,6 @@ pub const MODULES: &[(&str, &str)] = &[
 
 /// Whether `name` is a built-in module (so a scripts-dir file of that name overrides
 /// it rather than being loaded as a handler script).
-pub fn is_module(name: &str) -> bool {
+pub(crate) fn is_module(name: &str) -> bool {
     MODULES.iter().any(|(n, _)| *n == name)
 }

@@ -19,10 +19,10 @@ use tokio_util::sync::CancellationToken;
 use super::{EngineOptions, Live, ScriptSet, load_dir};
 
 /// Quiet time after the last file event before reloading.
-pub const DEBOUNCE: Duration = Duration::from_millis(40);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(40);
 
 /// Keeps the watcher alive; dropping it stops watching.
-pub struct ScriptWatcher {
+pub(crate) struct ScriptWatcher {
     _watcher: notify::RecommendedWatcher,
 }
 
@@ -30,7 +30,7 @@ pub struct ScriptWatcher {
 ///
 /// # Errors
 /// When the platform watcher cannot be created.
-pub fn watch(
+pub(crate) fn watch(
     dir: &Path,
     live: Arc<Live>,
     engine: EngineOptions,
@@ -96,7 +96,7 @@ fn relevant(p: &Path) -> bool {
 
 /// The new set, with the previous version of every script or module file that now
 /// fails to load.
-pub fn keep_last_good(new: ScriptSet, old: &ScriptSet) -> ScriptSet {
+pub(crate) fn keep_last_good(new: ScriptSet, old: &ScriptSet) -> ScriptSet {
     let failed: Vec<&str> = new.errors.iter().map(|e| e.file.as_str()).collect();
     let mut scripts = new.scripts.clone();
     for s in &old.scripts {

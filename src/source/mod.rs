@@ -6,20 +6,20 @@
 //! durable run whose `emit(…)` calls put events into spur's own pipeline
 //! (`host::emit`). `route.rs` is the HTTP side.
 
-pub mod route;
-pub mod verify;
+pub(crate) mod route;
+pub(crate) mod verify;
 
 use rhai::{Dynamic, FnPtr, Map};
 use serde_json::{Value, json};
 
-pub use verify::{Algorithm, Encoding, Generic, Verify};
+pub(crate) use verify::{Algorithm, Encoding, Generic, Verify};
 
 /// Methods a source may accept (`methods` option); `POST` by default.
 const METHODS: &[&str] = &["POST", "PUT", "PATCH"];
 
 /// Headers never stored with a request nor shown to the script: credentials of
 /// the caller are not the script's business.
-pub const DROPPED_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
+pub(crate) const DROPPED_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
 
 /// What `on_webhook` declared.
 #[derive(Debug, Clone)]
@@ -40,7 +40,7 @@ impl SourceSpec {
     ///
     /// # Errors
     /// What is wrong, naming the option.
-    pub fn parse(name: &str, options: Map) -> Result<Self, String> {
+    pub(crate) fn parse(name: &str, options: Map) -> Result<Self, String> {
         let valid = !name.is_empty()
             && name.len() <= 64
             && name
@@ -93,12 +93,12 @@ impl SourceSpec {
     }
 
     /// The URL path of the source.
-    pub fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         format!("/hooks/{}", self.name)
     }
 
     /// The verification as shown by `/api/scripts`.
-    pub fn describe_verify(&self) -> Value {
+    pub(crate) fn describe_verify(&self) -> Value {
         match &self.verify {
             None => Value::Null,
             Some(Verify::Hmac(g)) => json!({"hmac": g.header}),
@@ -223,7 +223,7 @@ fn parse_verify(value: &Dynamic) -> Result<Verify, String> {
 
 /// A webhook request as stored with its job and shown to the handler.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SourceRequest {
+pub(crate) struct SourceRequest {
     pub method: String,
     pub path: String,
     /// Query parameters (a repeated one keeps its last value).
@@ -235,7 +235,7 @@ pub struct SourceRequest {
 
 impl SourceRequest {
     /// The handler's `req`: the request, plus `json` when the body parses.
-    pub fn to_dynamic(&self) -> Dynamic {
+    pub(crate) fn to_dynamic(&self) -> Dynamic {
         let mut v = serde_json::to_value(self).expect("a request serialises");
         if let Ok(parsed) = serde_json::from_str::<Value>(&self.body) {
             v["json"] = parsed;
@@ -244,7 +244,7 @@ impl SourceRequest {
     }
 
     /// A request for local runs (`spur run --webhook`, `spur test`'s `webhook()`).
-    pub fn local(source: &str, body: String, headers: &[(String, String)]) -> Self {
+    pub(crate) fn local(source: &str, body: String, headers: &[(String, String)]) -> Self {
         let mut map = serde_json::Map::new();
         for (k, v) in headers {
             let k = k.trim().to_ascii_lowercase();

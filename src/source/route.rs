@@ -34,7 +34,7 @@ use crate::script::{
 const RESPOND_TIME: Duration = Duration::from_secs(2);
 
 /// What the route needs.
-pub struct Sources {
+pub(crate) struct Sources {
     pub scripts: Arc<Live>,
     pub engine: EngineOptions,
     pub queue: Queue,
@@ -45,7 +45,7 @@ pub struct Sources {
 }
 
 impl Sources {
-    pub fn new(
+    pub(crate) fn new(
         scripts: Arc<Live>,
         engine: EngineOptions,
         queue: Queue,
@@ -88,7 +88,7 @@ struct Bucket {
 }
 
 /// The `/hooks/{name}` route.
-pub fn router(sources: Arc<Sources>) -> Router {
+pub(crate) fn router(sources: Arc<Sources>) -> Router {
     Router::new()
         .route("/hooks/{name}", any(hook))
         .with_state(sources)

@@ -56,13 +56,13 @@ pub enum Encoding {
 }
 
 /// Timestamps further than this from now are refused (the services' own default).
-pub const DEFAULT_TOLERANCE_S: i64 = 300;
+pub(crate) const DEFAULT_TOLERANCE_S: i64 = 300;
 
 /// Why a request was refused (answered 401).
-pub type Refusal = String;
+pub(crate) type Refusal = String;
 
 /// The request's headers, looked up by lower-case name.
-pub trait Headers {
+pub(crate) trait Headers {
     fn get(&self, name: &str) -> Option<&str>;
 }
 
@@ -86,7 +86,7 @@ impl Verify {
     ///
     /// # Errors
     /// What is wrong, naming the header.
-    pub fn check(
+    pub(crate) fn check(
         &self,
         secret: &[u8],
         headers: &(impl Headers + ?Sized),
@@ -287,9 +287,9 @@ fn mac(algorithm: Algorithm, secret: &[u8], signed: &[u8], expected: &[u8]) -> b
     }
 }
 
-/// The signature `verify` expects, for tests and `spur run` (hex or base64 of the
-/// HMAC of `signed`).
-pub fn sign(algorithm: Algorithm, encoding: Encoding, secret: &[u8], signed: &[u8]) -> String {
+/// The signature `verify` expects (hex or base64 of the HMAC of `signed`).
+#[cfg(test)]
+fn sign(algorithm: Algorithm, encoding: Encoding, secret: &[u8], signed: &[u8]) -> String {
     fn raw<M: Mac + hmac::digest::KeyInit>(secret: &[u8], signed: &[u8]) -> Vec<u8> {
         let mut m = <M as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
         m.update(signed);

@@ -28,10 +28,10 @@ pub(crate) use sled::{encode as sled_value, tree_key as sled_key};
 use crate::store::StoreError;
 
 /// The namespace `state::shared::…` uses.
-pub const SHARED: &str = "@shared";
+pub(crate) const SHARED: &str = "@shared";
 
 /// Longest key accepted, in bytes.
-pub const MAX_KEY_BYTES: usize = 1024;
+pub(crate) const MAX_KEY_BYTES: usize = 1024;
 
 /// Errors of state operations; messages name the key.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +54,7 @@ pub struct StateValue {
 
 impl StateValue {
     /// The value if it has not expired at `now_ms`.
-    pub fn live(self, now_ms: i64) -> Option<Self> {
+    pub(crate) fn live(self, now_ms: i64) -> Option<Self> {
         match self.exp {
             Some(exp) if exp <= now_ms => None,
             _ => Some(self),
@@ -72,7 +72,7 @@ pub struct StateEntry {
 }
 
 impl StateEntry {
-    pub fn new(key: String, value: StateValue) -> Self {
+    pub(crate) fn new(key: String, value: StateValue) -> Self {
         Self {
             key,
             value: value.v,
@@ -105,7 +105,7 @@ pub enum StateOp {
 
 /// What an op does to the stored value.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Change {
+pub(crate) enum Change {
     Keep,
     Put(StateValue),
     Remove,
@@ -116,7 +116,7 @@ impl StateOp {
     ///
     /// # Errors
     /// `incr` of a value that is not a number.
-    pub fn apply(
+    pub(crate) fn apply(
         &self,
         key: &str,
         live: Option<&StateValue>,
@@ -233,7 +233,7 @@ pub trait StateStore: Send + Sync + 'static {
 ///
 /// # Errors
 /// When the key is empty or too long.
-pub fn lock_name(ns: &str, key: &str) -> Result<Vec<u8>, StateError> {
+pub(crate) fn lock_name(ns: &str, key: &str) -> Result<Vec<u8>, StateError> {
     if key.is_empty() {
         return Err(StateError::InvalidKey {
             key: key.into(),
@@ -268,7 +268,7 @@ pub struct KeyLocks {
 
 impl KeyLocks {
     /// Takes `key` for `owner` if it is free (or already `owner`'s).
-    pub fn try_lock(&self, key: &[u8], owner: u64) -> bool {
+    pub(crate) fn try_lock(&self, key: &[u8], owner: u64) -> bool {
         let mut held = self.held.lock();
         if let Some(o) = held.get(key) {
             return *o == owner;
@@ -278,7 +278,7 @@ impl KeyLocks {
     }
 
     /// Takes `key` for `owner`, waiting until it is free.
-    pub fn lock(&self, key: &[u8], owner: u64) {
+    pub(crate) fn lock(&self, key: &[u8], owner: u64) {
         let mut held = self.held.lock();
         loop {
             match held.get(key) {
@@ -293,7 +293,7 @@ impl KeyLocks {
     }
 
     /// Frees `keys` held by `owner`.
-    pub fn unlock(&self, keys: &[Vec<u8>], owner: u64) {
+    pub(crate) fn unlock(&self, keys: &[Vec<u8>], owner: u64) {
         if keys.is_empty() {
             return;
         }
@@ -308,7 +308,7 @@ impl KeyLocks {
     }
 
     /// An owner id for a one-off change outside any run.
-    pub fn one_off_owner(&self) -> u64 {
+    pub(crate) fn one_off_owner(&self) -> u64 {
         u64::MAX - self.next_owner.fetch_add(1, Ordering::Relaxed)
     }
 }

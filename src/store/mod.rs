@@ -22,16 +22,16 @@ use flusher::Flusher;
 use crate::clock::{Clock, SharedClock, SystemClock};
 
 /// Longest a write waits to be flushed when nobody asks for it.
-pub const LAZY_FLUSH: Duration = Duration::from_millis(200);
+pub(crate) const LAZY_FLUSH: Duration = Duration::from_millis(200);
 
 /// Tree names (one place, so the layout is readable).
-pub mod trees {
+pub(crate) mod trees {
     /// Events, jobs and dedup entries, prefixed, so one batch commits them atomically.
-    pub const QUEUE: &str = "queue";
-    pub const RUNS: &str = "runs";
-    pub const DEAD: &str = "dead_letters";
-    pub const STATE: &str = "state";
-    pub const META: &str = "meta";
+    pub(crate) const QUEUE: &str = "queue";
+    pub(crate) const RUNS: &str = "runs";
+    pub(crate) const DEAD: &str = "dead_letters";
+    pub(crate) const STATE: &str = "state";
+    pub(crate) const META: &str = "meta";
 }
 
 /// Errors of the embedded store.
@@ -45,13 +45,6 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("the store is shutting down")]
     Closed,
-}
-
-impl StoreError {
-    /// Every store error is worth retrying later: none is the caller's fault.
-    pub fn is_retryable(&self) -> bool {
-        true
-    }
 }
 
 /// A handle to the database; cheap to clone.
@@ -104,7 +97,7 @@ impl Store {
     ///
     /// # Errors
     /// As [`Store::open`].
-    pub fn open_with(dir: &Path, clock: SharedClock) -> Result<Self, StoreError> {
+    pub(crate) fn open_with(dir: &Path, clock: SharedClock) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .and_then(|()| restrict(dir, 0o700))
             .map_err(|e| StoreError::Open {
@@ -136,7 +129,7 @@ impl Store {
     ///
     /// # Errors
     /// As [`Store::temporary`].
-    pub fn temporary_with(clock: SharedClock) -> Result<Self, StoreError> {
+    pub(crate) fn temporary_with(clock: SharedClock) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .temporary(true)
             .flush_every_ms(None)
@@ -162,28 +155,28 @@ impl Store {
     }
 
     /// The clock every part reads time from.
-    pub fn clock(&self) -> &SharedClock {
+    pub(crate) fn clock(&self) -> &SharedClock {
         &self.inner.clock
     }
 
     /// Milliseconds since the Unix epoch, by the store's clock.
-    pub fn now_ms(&self) -> i64 {
+    pub(crate) fn now_ms(&self) -> i64 {
         self.inner.clock.now_ms()
     }
 
-    pub fn queue_tree(&self) -> &sled::Tree {
+    pub(crate) fn queue_tree(&self) -> &sled::Tree {
         &self.inner.queue
     }
-    pub fn runs_tree(&self) -> &sled::Tree {
+    pub(crate) fn runs_tree(&self) -> &sled::Tree {
         &self.inner.runs
     }
-    pub fn dead_tree(&self) -> &sled::Tree {
+    pub(crate) fn dead_tree(&self) -> &sled::Tree {
         &self.inner.dead
     }
-    pub fn state_tree(&self) -> &sled::Tree {
+    pub(crate) fn state_tree(&self) -> &sled::Tree {
         &self.inner.state
     }
-    pub fn meta_tree(&self) -> &sled::Tree {
+    pub(crate) fn meta_tree(&self) -> &sled::Tree {
         &self.inner.meta
     }
 
@@ -191,7 +184,7 @@ impl Store {
     ///
     /// # Errors
     /// On sled I/O failure.
-    pub fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+    pub(crate) fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
         Ok(self.inner.db.open_tree(name)?)
     }
 
@@ -215,26 +208,17 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// [`Store::sync`] for blocking threads (workers).
-    ///
-    /// # Errors
-    /// When the flush fails.
-    pub fn sync_blocking(&self) -> Result<(), StoreError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.inner.flusher.request(Box::new(move |r| {
-            let _ = tx.send(r);
-        }));
-        rx.recv().map_err(|_| StoreError::Closed)?
-    }
-
     /// Calls `then` once every write made before this call is on disk.
-    pub fn after_sync(&self, then: Box<dyn FnOnce(Result<(), StoreError>) + Send>) {
+    pub(crate) fn after_sync(&self, then: Box<dyn FnOnce(Result<(), StoreError>) + Send>) {
         self.inner.flusher.request(then);
     }
 
     /// Stages `writes` (keys of the queue tree) as handed to the writer; returns the
     /// hand-off's ticket, for [`Store::unstage`] once applied.
-    pub fn stage(&self, writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>) -> u64 {
+    pub(crate) fn stage(
+        &self,
+        writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    ) -> u64 {
         let staged = &self.inner.staged;
         let mut entries = staged.entries.lock();
         let ticket = staged
@@ -248,7 +232,11 @@ impl Store {
     }
 
     /// A staged value of `key`: `Some(None)` when a removal is staged.
-    pub fn staged(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+    #[allow(
+        clippy::option_option,
+        reason = "not staged, a removal or a value: three cases"
+    )]
+    pub(crate) fn staged(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
         self.inner
             .staged
             .entries
@@ -258,7 +246,7 @@ impl Store {
     }
 
     /// Staged writes of keys starting with `prefix`.
-    pub fn staged_with_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    pub(crate) fn staged_with_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         self.inner
             .staged
             .entries
@@ -271,7 +259,7 @@ impl Store {
 
     /// Forgets the staged writes of `ticket` (applied now), unless a later hand-off
     /// staged the same key again.
-    pub fn unstage(&self, ticket: u64, keys: impl IntoIterator<Item = Vec<u8>>) {
+    pub(crate) fn unstage(&self, ticket: u64, keys: impl IntoIterator<Item = Vec<u8>>) {
         let staged = &self.inner.staged;
         let mut entries = staged.entries.lock();
         for k in keys {
@@ -290,7 +278,7 @@ impl Store {
     ///
     /// # Errors
     /// When the flush fails.
-    pub async fn sync_handoffs(&self) -> Result<(), StoreError> {
+    pub(crate) async fn sync_handoffs(&self) -> Result<(), StoreError> {
         let staged = &self.inner.staged;
         let upto = {
             let _order = staged.entries.lock();
@@ -309,12 +297,12 @@ impl Store {
     }
 
     /// Asks for a flush of everything written so far, without waiting for it.
-    pub fn flush_soon(&self) {
+    pub(crate) fn flush_soon(&self) {
         self.inner.flusher.request(Box::new(|_| {}));
     }
 
     /// Bytes the database occupies on disk.
-    pub fn size_on_disk(&self) -> u64 {
+    pub(crate) fn size_on_disk(&self) -> u64 {
         self.inner.db.size_on_disk().unwrap_or(0)
     }
 
@@ -324,14 +312,16 @@ impl Store {
     ///
     /// # Errors
     /// When the store fails.
-    pub fn usage(&self) -> Result<Vec<Usage>, StoreError> {
+    pub(crate) fn usage(&self) -> Result<Vec<Usage>, StoreError> {
         let mut out = Vec::new();
         for name in self.inner.db.tree_names() {
             let tree = self.inner.db.open_tree(&name)?;
             let mut by_prefix = std::collections::BTreeMap::<u8, (u64, u64)>::new();
             for item in &tree {
                 let (k, v) = item?;
-                let entry = by_prefix.entry(k.first().copied().unwrap_or(0)).or_default();
+                let entry = by_prefix
+                    .entry(k.first().copied().unwrap_or(0))
+                    .or_default();
                 entry.0 += 1;
                 entry.1 += (k.len() + v.len()) as u64;
             }
@@ -362,7 +352,7 @@ pub struct Usage {
 ///
 /// # Errors
 /// When the permissions cannot be read or changed.
-pub fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+pub(crate) fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -378,12 +368,12 @@ pub fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
 }
 
 /// Big-endian key bytes of an id, so keys sort by id.
-pub fn id_key(id: u64) -> [u8; 8] {
+pub(crate) fn id_key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
 }
 
 /// The id of a big-endian key.
-pub fn key_id(key: &[u8]) -> u64 {
+pub(crate) fn key_id(key: &[u8]) -> u64 {
     let mut b = [0u8; 8];
     let n = key.len().min(8);
     b[8 - n..].copy_from_slice(&key[key.len() - n..]);

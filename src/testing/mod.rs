@@ -1,4 +1,4 @@
-//! Test helpers shipped with the crate (used by `tests/` and `spur test`): a fake
+//! Test helpers for `tests/` and the benchmarks (feature `testing`): a fake
 //! HTTP server that records every request and hands it to the test over a channel,
 //! so tests await requests instead of sleeping.
 

@@ -6,13 +6,13 @@
 //! parked — stored with what it waits for, its timer registered — and its thread
 //! goes back to work.
 
-pub mod retry;
+pub(crate) mod retry;
 mod runner;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-pub use runner::{Execution, Outcome, event_args, execute, invoke, outcome_of, tick_args};
+pub(crate) use runner::{Execution, Outcome, event_args, execute, invoke, outcome_of, tick_args};
 
 use crate::queue::{Lease, Queue, Settle, Trigger};
 use crate::run::timers::{Due, Timers};
@@ -25,7 +25,7 @@ use retry::RetryPolicy;
 const WORKER_STACK: usize = 16 << 20;
 
 /// What workers share.
-pub struct WorkerDeps {
+pub(crate) struct WorkerDeps {
     pub queue: Queue,
     pub scripts: Arc<Live>,
     pub versions: Arc<Versions>,
@@ -38,13 +38,13 @@ pub struct WorkerDeps {
 }
 
 /// The running worker threads.
-pub struct WorkerPool {
+pub(crate) struct WorkerPool {
     threads: Vec<JoinHandle<()>>,
 }
 
 impl WorkerPool {
     /// Starts `n` workers.
-    pub fn start(deps: &Arc<WorkerDeps>, n: usize) -> Self {
+    pub(crate) fn start(deps: &Arc<WorkerDeps>, n: usize) -> Self {
         let threads = (0..n)
             .map(|i| {
                 let deps = Arc::clone(deps);
@@ -59,7 +59,7 @@ impl WorkerPool {
     }
 
     /// Waits for every worker to finish its current run (after `Queue::shutdown`).
-    pub fn join(self) {
+    pub(crate) fn join(self) {
         for t in self.threads {
             let _ = t.join();
         }

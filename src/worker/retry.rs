@@ -6,7 +6,7 @@ use crate::config::RetryConfig;
 
 /// When to try again, and when to stop.
 #[derive(Debug, Clone)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     pub max_attempts: u32,
     pub base_ms: u64,
     pub max_ms: u64,
@@ -24,12 +24,12 @@ impl From<&RetryConfig> for RetryPolicy {
 
 impl RetryPolicy {
     /// Whether a run that just made its `attempt`-th attempt (1-based) may retry.
-    pub fn allows_another(&self, attempt: u32) -> bool {
+    pub(crate) fn allows_another(&self, attempt: u32) -> bool {
         attempt < self.max_attempts
     }
 
     /// The delay after the `attempt`-th attempt (1-based), jittered.
-    pub fn delay_ms(&self, attempt: u32) -> u64 {
+    pub(crate) fn delay_ms(&self, attempt: u32) -> u64 {
         let exp = 3.5f64.powi(attempt.saturating_sub(1).min(30) as i32);
         let raw = (self.base_ms as f64 * exp).min(self.max_ms as f64);
         let jitter = rand::random_range(0.8..=1.2);

@@ -26,7 +26,7 @@ use crate::script::{
 
 /// How an execution ended, before retry policy is applied.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Ok,
     Skipped(String),
     Failed(String),
@@ -37,7 +37,7 @@ pub enum Outcome {
 
 /// A finished execution: its record (status filled for the outcome), outcome, and
 /// the run's transaction holding what it wrote and has not committed yet.
-pub struct Execution {
+pub(crate) struct Execution {
     pub record: RunRecord,
     pub outcome: Outcome,
     /// Whether the run may have a journal in the store (to clear when it finishes).
@@ -48,7 +48,7 @@ pub struct Execution {
 /// Runs `lease`'s handler once. On its first execution the run is pinned to the
 /// current version of its script (`lease.job.pinned`); later executions use that
 /// version even if the file changed.
-pub fn execute(deps: &WorkerDeps, lease: &mut Lease) -> Execution {
+pub(crate) fn execute(deps: &WorkerDeps, lease: &mut Lease) -> Execution {
     let clock = Stopwatch::start(deps);
     let started_at = clock.now();
     let mut record = blank_record(deps, lease, started_at);
@@ -309,7 +309,7 @@ fn build_args(
 ///
 /// # Errors
 /// When the event is not of the kind the handler expects.
-pub fn event_args(
+pub(crate) fn event_args(
     kind: &HandlerKind,
     body: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<Vec<Dynamic>, String> {
@@ -328,7 +328,7 @@ pub fn event_args(
 }
 
 /// A schedule handler's argument: `#{ at, at_ms, schedule, script }`.
-pub fn tick_args(script: &str, schedule: &str, at_ms: i64) -> Vec<Dynamic> {
+pub(crate) fn tick_args(script: &str, schedule: &str, at_ms: i64) -> Vec<Dynamic> {
     let mut tick = rhai::Map::new();
     let at = chrono::DateTime::from_timestamp_millis(at_ms)
         .map(format_time)
@@ -342,7 +342,7 @@ pub fn tick_args(script: &str, schedule: &str, at_ms: i64) -> Vec<Dynamic> {
 
 /// Calls `handler` of `script` with `ctx` installed and the run's deadline set;
 /// returns the call's result and the context (logs, calls, signal, park).
-pub fn invoke(
+pub(crate) fn invoke(
     set: &ScriptSet,
     engine: &EngineOptions,
     script: &Script,
@@ -362,7 +362,7 @@ pub fn invoke(
 }
 
 /// The outcome of an invocation (a park wins even if the script caught it).
-pub fn outcome_of(
+pub(crate) fn outcome_of(
     script: &Script,
     handler: &Handler,
     result: &Result<Dynamic, Box<EvalAltResult>>,

@@ -191,10 +191,6 @@ impl SledQueue {
         }
         tree.apply_batch(batch)
     }
-
-    pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
 }
 
 #[async_trait::async_trait]
@@ -476,15 +472,6 @@ impl JobQueue for SledQueue {
         rx.await.map_err(|_| QueueError::Closed)?
     }
 
-    fn job(&self, id: u64) -> Result<Option<Job>, QueueError> {
-        self.inner
-            .store
-            .queue_tree()
-            .get(job_key(id))?
-            .map(|v| decode_job(id, &v))
-            .transpose()
-    }
-
     fn waiting_jobs(&self) -> Result<Vec<Job>, QueueError> {
         Ok(all_jobs(self.inner.store.queue_tree())?
             .into_iter()
@@ -661,7 +648,7 @@ pub fn events_since(store: &Store, since_ms: i64) -> Result<Vec<StoredEvent>, Qu
 ///
 /// # Errors
 /// When the store fails or a record is corrupt.
-pub fn visit_events_since(
+pub(crate) fn visit_events_since(
     store: &Store,
     since_ms: i64,
     limit: usize,
@@ -676,7 +663,10 @@ pub fn visit_events_since(
 ///
 /// # Errors
 /// When the store fails or a record is corrupt.
-pub fn requests_since(store: &Store, since_ms: i64) -> Result<Vec<StoredRequest>, QueueError> {
+pub(crate) fn requests_since(
+    store: &Store,
+    since_ms: i64,
+) -> Result<Vec<StoredRequest>, QueueError> {
     let mut out = Vec::new();
     visit_log(
         store.queue_tree(),

@@ -21,8 +21,8 @@ use super::super::{
     Trigger, WaitKind,
 };
 use super::{
-    Inner, META_DEDUP_GEN, META_DEDUP_ROTATED, Reply, Settled, Staged,
-    decode_job, dedup_key, event_key, job_key, journal_key, journal_prefix, put_writes,
+    Inner, META_DEDUP_GEN, META_DEDUP_ROTATED, Reply, Settled, Staged, decode_job, dedup_key,
+    event_key, job_key, journal_key, journal_prefix, put_writes,
 };
 use crate::store::{id_key, key_id};
 
