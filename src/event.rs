@@ -67,13 +67,105 @@ impl fmt::Display for EventType {
     }
 }
 
-/// Why an event was refused; `field` names the offending field.
+/// Why an event was refused. Each answer carries a stable `code` and the `field` at
+/// fault besides the message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct InvalidEvent {
-    pub code: &'static str,
-    pub field: String,
-    pub message: String,
+pub enum InvalidEvent {
+    #[error("`type` is required")]
+    MissingType,
+    #[error("`type` must be a string")]
+    TypeNotString,
+    /// The quoted value.
+    #[error("`type` {0} is not one of track, identify, page, screen, group, alias")]
+    UnknownType(String),
+    #[error("`type` \"delete\" is only accepted from the Webhooks destination")]
+    DeleteNotDelivered,
+    #[error("`{0}` must be an object")]
+    NotAnObject(&'static str),
+    #[error("`{0}` must be a string")]
+    NotAString(&'static str),
+    #[error("`{0}` must be a string or a number")]
+    InvalidId(&'static str),
+    /// A field the type needs (`userId` of an alias, `groupId` of a group, …).
+    #[error("{kind} requires `{field}`")]
+    Missing {
+        kind: EventType,
+        field: &'static str,
+    },
+    #[error("{0} requires `userId` or `anonymousId`")]
+    NoUser(EventType),
+    #[error("`event` must not be empty")]
+    EmptyEvent,
+    #[error("`event` must be a string")]
+    EventNotString,
+    #[error("`messageId` must be a string")]
+    MessageIdNotString,
+    #[error("`messageId` has {0} characters; the limit is {MAX_MESSAGE_ID_CHARS}")]
+    MessageIdTooLong(usize),
+    /// A time that does not parse, with the quoted value.
+    #[error("`{field}` {value} is not an ISO-8601 date-time")]
+    BadTime { field: &'static str, value: String },
+    #[error("`timestamp` must be an ISO-8601 string")]
+    TimestampNotString,
+    #[error("`timestamp` and `sentAt` are too far apart to correct the clock skew")]
+    SkewTooLarge,
+    /// An item of a batch over [`MAX_EVENT_BYTES`].
+    #[error("event is {bytes} bytes; the limit is {MAX_EVENT_BYTES}")]
+    TooLarge { field: &'static str, bytes: usize },
+    /// An item of a batch that is not a JSON object (`item` names it).
+    #[error("each {item} must be a JSON object")]
+    ItemNotAnObject {
+        field: &'static str,
+        item: &'static str,
+    },
+}
+
+impl InvalidEvent {
+    /// The stable code answered with it (`missing_user_id`, `invalid_timestamp`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingType => "missing_type",
+            Self::TypeNotString | Self::UnknownType(_) | Self::DeleteNotDelivered => "invalid_type",
+            Self::NotAnObject(_) | Self::NotAString(_) => "invalid_field",
+            Self::InvalidId(_) => "invalid_id",
+            Self::Missing { field, .. } => match *field {
+                "userId" => "missing_user_id",
+                "previousId" => "missing_previous_id",
+                "groupId" => "missing_group_id",
+                _ => "missing_event",
+            },
+            Self::NoUser(_) => "no_user_anon_id",
+            Self::EmptyEvent => "missing_event",
+            Self::EventNotString => "invalid_event",
+            Self::MessageIdNotString => "invalid_message_id",
+            Self::MessageIdTooLong(_) => "message_id_too_long",
+            Self::BadTime { .. } | Self::TimestampNotString | Self::SkewTooLarge => {
+                "invalid_timestamp"
+            }
+            Self::TooLarge { .. } => "too_large",
+            Self::ItemNotAnObject { .. } => "invalid_event",
+        }
+    }
+
+    /// The field at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::MissingType
+            | Self::TypeNotString
+            | Self::UnknownType(_)
+            | Self::DeleteNotDelivered => "type",
+            Self::NotAnObject(field) | Self::NotAString(field) | Self::InvalidId(field) => field,
+            Self::Missing { field, .. }
+            | Self::BadTime { field, .. }
+            | Self::TooLarge { field, .. }
+            | Self::ItemNotAnObject { field, .. } => field,
+            Self::NoUser(_) => "userId",
+            Self::EmptyEvent | Self::EventNotString => "event",
+            Self::MessageIdTooLong(_) | Self::MessageIdNotString => "messageId",
+            Self::TimestampNotString => "timestamp",
+            Self::SkewTooLarge => "sentAt",
+        }
+    }
 }
 
 /// `text` quoted for an error message and cut to 40 characters (at a character
@@ -83,16 +175,6 @@ pub(crate) fn quote(text: &str) -> String {
     match text.char_indices().nth(SHOWN) {
         None => format!("{text:?}"),
         Some((cut, _)) => format!("{:?}…", &text[..cut]),
-    }
-}
-
-impl InvalidEvent {
-    pub(crate) fn new(code: &'static str, field: &str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            field: field.to_owned(),
-            message: message.into(),
-        }
     }
 }
 
@@ -164,38 +246,15 @@ pub fn normalize(
         None => match body.get("type") {
             Some(Value::String(s)) => match EventType::parse(s) {
                 Some(EventType::Delete) if origin != Origin::Delivered => {
-                    return Err(InvalidEvent::new(
-                        "invalid_type",
-                        "type",
-                        "`type` \"delete\" is only accepted from the Webhooks destination",
-                    ));
+                    return Err(InvalidEvent::DeleteNotDelivered);
                 }
                 Some(t) => t,
                 None => {
-                    return Err(InvalidEvent::new(
-                        "invalid_type",
-                        "type",
-                        format!(
-                            "`type` {} is not one of track, identify, page, screen, group, alias",
-                            quote(s)
-                        ),
-                    ));
+                    return Err(InvalidEvent::UnknownType(quote(s)));
                 }
             },
-            Some(_) => {
-                return Err(InvalidEvent::new(
-                    "invalid_type",
-                    "type",
-                    "`type` must be a string",
-                ));
-            }
-            None => {
-                return Err(InvalidEvent::new(
-                    "missing_type",
-                    "type",
-                    "`type` is required",
-                ));
-            }
+            Some(_) => return Err(InvalidEvent::TypeNotString),
+            None => return Err(InvalidEvent::MissingType),
         },
     };
     body.insert("type".into(), Value::String(kind.as_str().into()));
@@ -206,11 +265,7 @@ pub fn normalize(
         if let Some(v) = body.get(key)
             && !(v.is_object() || v.is_null())
         {
-            return Err(InvalidEvent::new(
-                "invalid_field",
-                key,
-                format!("`{key}` must be an object"),
-            ));
+            return Err(InvalidEvent::NotAnObject(key));
         }
     }
 
@@ -219,78 +274,32 @@ pub fn normalize(
     match kind {
         EventType::Alias => {
             if !has_user {
-                return Err(InvalidEvent::new(
-                    "missing_user_id",
-                    "userId",
-                    "alias requires `userId`",
-                ));
+                return Err(missing(kind, "userId"));
             }
             if !normalize_id(&mut body, "previousId")? {
-                return Err(InvalidEvent::new(
-                    "missing_previous_id",
-                    "previousId",
-                    "alias requires `previousId`",
-                ));
+                return Err(missing(kind, "previousId"));
             }
         }
-        EventType::Delete if !has_user => {
-            return Err(InvalidEvent::new(
-                "missing_user_id",
-                "userId",
-                "delete requires `userId`",
-            ));
-        }
-        _ if !has_user && !has_anon => {
-            return Err(InvalidEvent::new(
-                "no_user_anon_id",
-                "userId",
-                format!("{kind} requires `userId` or `anonymousId`"),
-            ));
-        }
+        EventType::Delete if !has_user => return Err(missing(kind, "userId")),
+        _ if !has_user && !has_anon => return Err(InvalidEvent::NoUser(kind)),
         _ => {}
     }
     match kind {
         EventType::Track => match body.get("event") {
             Some(Value::String(s)) if !s.is_empty() => {}
-            Some(Value::String(_)) => {
-                return Err(InvalidEvent::new(
-                    "missing_event",
-                    "event",
-                    "`event` must not be empty",
-                ));
-            }
-            Some(_) => {
-                return Err(InvalidEvent::new(
-                    "invalid_event",
-                    "event",
-                    "`event` must be a string",
-                ));
-            }
-            None => {
-                return Err(InvalidEvent::new(
-                    "missing_event",
-                    "event",
-                    "track requires `event`",
-                ));
-            }
+            Some(Value::String(_)) => return Err(InvalidEvent::EmptyEvent),
+            Some(_) => return Err(InvalidEvent::EventNotString),
+            None => return Err(missing(kind, "event")),
         },
         EventType::Group if !normalize_id(&mut body, "groupId")? => {
-            return Err(InvalidEvent::new(
-                "missing_group_id",
-                "groupId",
-                "group requires `groupId`",
-            ));
+            return Err(missing(kind, "groupId"));
         }
         EventType::Page | EventType::Screen => {
             for key in ["name", "category"] {
                 if let Some(v) = body.get(key)
                     && !(v.is_string() || v.is_null())
                 {
-                    return Err(InvalidEvent::new(
-                        "invalid_field",
-                        key,
-                        format!("`{key}` must be a string"),
-                    ));
+                    return Err(InvalidEvent::NotAString(key));
                 }
             }
         }
@@ -299,14 +308,7 @@ pub fn normalize(
 
     let message_id = match body.get("messageId") {
         Some(Value::String(s)) if s.chars().count() > MAX_MESSAGE_ID_CHARS => {
-            return Err(InvalidEvent::new(
-                "message_id_too_long",
-                "messageId",
-                format!(
-                    "`messageId` has {} characters; the limit is {MAX_MESSAGE_ID_CHARS}",
-                    s.chars().count()
-                ),
-            ));
+            return Err(InvalidEvent::MessageIdTooLong(s.chars().count()));
         }
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::String(_) | Value::Null) | None => {
@@ -314,13 +316,7 @@ pub fn normalize(
             body.insert("messageId".into(), Value::String(id.clone()));
             id
         }
-        Some(_) => {
-            return Err(InvalidEvent::new(
-                "invalid_message_id",
-                "messageId",
-                "`messageId` must be a string",
-            ));
-        }
+        Some(_) => return Err(InvalidEvent::MessageIdNotString),
     };
 
     stamp_times(&mut body, defaults, origin, now)?;
@@ -331,10 +327,21 @@ pub fn normalize(
     })
 }
 
+fn missing(kind: EventType, field: &'static str) -> InvalidEvent {
+    InvalidEvent::Missing { kind, field }
+}
+
+fn time_of(field: &'static str, text: &str) -> Result<DateTime<Utc>, InvalidEvent> {
+    parse_time(text).ok_or_else(|| InvalidEvent::BadTime {
+        field,
+        value: quote(text),
+    })
+}
+
 /// Merges request-level defaults into an item's object field; the item's keys win.
 fn merge_defaults(
     body: &mut Map<String, Value>,
-    key: &str,
+    key: &'static str,
     defaults: Option<&Map<String, Value>>,
 ) -> Result<(), InvalidEvent> {
     match body.get_mut(key) {
@@ -350,19 +357,13 @@ fn merge_defaults(
                 body.insert(key.to_owned(), Value::Object(d.clone()));
             }
         }
-        Some(_) => {
-            return Err(InvalidEvent::new(
-                "invalid_field",
-                key,
-                format!("`{key}` must be an object"),
-            ));
-        }
+        Some(_) => return Err(InvalidEvent::NotAnObject(key)),
     }
     Ok(())
 }
 
 /// Accepts a string or a number (stored as a string); `null` or `""` counts as absent.
-fn normalize_id(body: &mut Map<String, Value>, key: &str) -> Result<bool, InvalidEvent> {
+fn normalize_id(body: &mut Map<String, Value>, key: &'static str) -> Result<bool, InvalidEvent> {
     let Some(v) = body.get_mut(key) else {
         return Ok(false);
     };
@@ -378,11 +379,7 @@ fn normalize_id(body: &mut Map<String, Value>, key: &str) -> Result<bool, Invali
             *v = Value::String(n.to_string());
             Ok(true)
         }
-        _ => Err(InvalidEvent::new(
-            "invalid_id",
-            key,
-            format!("`{key}` must be a string or a number"),
-        )),
+        _ => Err(InvalidEvent::InvalidId(key)),
     }
 }
 
@@ -412,21 +409,9 @@ fn stamp_times(
         return Ok(());
     }
     let original = match body.get("timestamp") {
-        Some(Value::String(s)) => Some(parse_time(s).ok_or_else(|| {
-            InvalidEvent::new(
-                "invalid_timestamp",
-                "timestamp",
-                format!("`timestamp` {} is not an ISO-8601 date-time", quote(s)),
-            )
-        })?),
+        Some(Value::String(s)) => Some(time_of("timestamp", s)?),
         Some(Value::Null) | None => None,
-        Some(_) => {
-            return Err(InvalidEvent::new(
-                "invalid_timestamp",
-                "timestamp",
-                "`timestamp` must be an ISO-8601 string",
-            ));
-        }
+        Some(_) => return Err(InvalidEvent::TimestampNotString),
     };
     if !body.contains_key("sentAt")
         && let Some(s) = defaults.sent_at
@@ -434,26 +419,14 @@ fn stamp_times(
         body.insert("sentAt".into(), s.clone());
     }
     let sent = match body.get("sentAt") {
-        Some(Value::String(s)) => Some(parse_time(s).ok_or_else(|| {
-            InvalidEvent::new(
-                "invalid_timestamp",
-                "sentAt",
-                format!("`sentAt` {} is not an ISO-8601 date-time", quote(s)),
-            )
-        })?),
+        Some(Value::String(s)) => Some(time_of("sentAt", s)?),
         _ => None,
     };
     let timestamp = match (original, sent) {
         // Clock-skew correction: the device's clock was off by `sent - orig`'s error.
         (Some(orig), Some(sent)) => now
             .checked_add_signed(orig.signed_duration_since(sent))
-            .ok_or_else(|| {
-                InvalidEvent::new(
-                    "invalid_timestamp",
-                    "sentAt",
-                    "`timestamp` and `sentAt` are too far apart to correct the clock skew",
-                )
-            })?,
+            .ok_or(InvalidEvent::SkewTooLarge)?,
         (Some(orig), None) => orig,
         (None, _) => now,
     };
@@ -608,7 +581,7 @@ mod tests {
                 now(),
             )
             .unwrap_err();
-            assert_eq!(err.field, field, "{body}: {err}");
+            assert_eq!(err.field(), field, "{body}: {err}");
         }
     }
 
@@ -651,7 +624,7 @@ mod tests {
             now(),
         )
         .unwrap_err();
-        assert_eq!(err.field, "sentAt");
+        assert_eq!(err.field(), "sentAt");
     }
 
     #[test]

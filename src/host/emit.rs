@@ -93,7 +93,7 @@ fn deliver(
             .map_err(|e| {
                 permanent(format!(
                     "{name}(): event {i} from source {source}: {e} (field `{}`)",
-                    e.field
+                    e.field()
                 ))
             })?;
         prepared.push(PreparedEvent::new(event, now_ms));

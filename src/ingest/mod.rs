@@ -113,21 +113,16 @@ fn prepare_item(
     use crate::event::MAX_EVENT_BYTES;
     let text = raw.get();
     if text.len() > MAX_EVENT_BYTES {
-        return Err(InvalidEvent::new(
-            "too_large",
-            names.field,
-            format!(
-                "event is {} bytes; the limit is {MAX_EVENT_BYTES}",
-                text.len()
-            ),
-        ));
+        return Err(InvalidEvent::TooLarge {
+            field: names.field,
+            bytes: text.len(),
+        });
     }
     let Ok(Value::Object(mut item)) = serde_json::from_str::<Value>(text) else {
-        return Err(InvalidEvent::new(
-            "invalid_event",
-            names.field,
-            format!("each {} must be a JSON object", names.item),
-        ));
+        return Err(InvalidEvent::ItemNotAnObject {
+            field: names.field,
+            item: names.item,
+        });
     };
     item.remove("writeKey");
     crate::event::normalize(item, None, defaults, origin, now)
@@ -171,9 +166,9 @@ impl Sorted {
                 if self.rejected.len() < MAX_LISTED_REJECTIONS {
                     self.rejected.push(json!({
                         "index": index,
-                        "code": e.code,
-                        "field": e.field,
-                        "error": e.message,
+                        "code": e.code(),
+                        "field": e.field(),
+                        "error": e.to_string(),
                     }));
                 }
             }

@@ -167,9 +167,9 @@ pub(super) async fn batch(
 
 fn invalid(e: InvalidEvent) -> ApiError {
     ApiError::BadRequest {
-        code: e.code,
-        message: e.message,
-        field: Some(e.field),
+        code: e.code(),
+        message: e.to_string(),
+        field: Some(e.field().to_owned()),
         detail: None,
     }
 }

@@ -416,7 +416,7 @@ pub(crate) fn events_from_json(text: &str) -> anyhow::Result<Vec<Map<String, Val
             };
             normalize(body, None, &defaults, origin, now)
                 .map(|e| e.body)
-                .map_err(|e| anyhow::anyhow!("event {i}: {e} (field `{}`)", e.field))
+                .map_err(|e| anyhow::anyhow!("event {i}: {e} (field `{}`)", e.field()))
         })
         .collect()
 }

@@ -305,7 +305,7 @@ fn fire(event: &Map) -> Res<Array> {
         };
         let event = normalize(body, None, &BatchDefaults::default(), origin, now).map_err(
             |e| -> Box<EvalAltResult> {
-                format!("fire: invalid event: {e} (field `{}`)", e.field).into()
+                format!("fire: invalid event: {e} (field `{}`)", e.field()).into()
             },
         )?;
         let runs = fire_event(t, &event)?;
