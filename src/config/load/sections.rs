@@ -1,0 +1,189 @@
+//! One reader per section of `spur.toml`, in the order the file documents them
+//! (`docs/operations.md`). Each reads its keys into the [`Config`]; the unknown-key
+//! check runs when its [`Section`] is dropped.
+
+use super::reader::Section;
+use super::values::{
+    parse_addr, parse_approval_patterns, parse_backend, parse_basic, parse_bool, parse_duration,
+    parse_headers, parse_int, parse_on_unknown, parse_positive_float, parse_secret, parse_string,
+    parse_string_list, parse_url,
+};
+use crate::config::{Auth, Config, ConnectionConfig, Secret, SourceConfig};
+
+/// A reader of one top-level section.
+pub(super) type ReadSection = fn(&mut Section<'_, '_>, &mut Config);
+
+/// A reader of one named table of a map section (`[connections.NAME]`).
+pub(super) type ReadNamed = fn(&mut Section<'_, '_>, &mut Config, &str);
+
+fn int(min: i64, max: i64) -> impl Fn(&toml::Value) -> Result<i64, String> {
+    move |v| parse_int(v, min, max)
+}
+
+/// A secret that counts as unset when empty (`token = ""`).
+fn non_empty(s: Option<Secret>) -> Option<Secret> {
+    s.filter(|t| !t.expose().is_empty())
+}
+
+pub(super) fn server(s: &mut Section<'_, '_>, cfg: &mut Config) {
+    let c = &mut cfg.server;
+    s.set("listen", &mut c.listen, parse_addr);
+    s.path("data_dir", &mut c.data_dir);
+    s.path("scripts_dir", &mut c.scripts_dir);
+    if let Some(v) = s.get("workers", int(1, 1024)) {
+        c.workers = v as usize;
+    }
+    if let Some(v) = s.get("max_inflight_requests", int(1, 1_000_000)) {
+        c.max_inflight_requests = v as usize;
+    }
+    if let Some(v) = s.get("max_pending_events", int(1, 100_000_000)) {
+        c.max_pending_events = v as usize;
+    }
+}
+
+pub(super) fn segment(s: &mut Section<'_, '_>, cfg: &mut Config) {
+    let c = &mut cfg.segment;
+    if let Some(v) = s.get("write_keys", parse_string_list) {
+        c.write_keys = v.into_iter().map(Secret::new).collect();
+    }
+    s.set("cors_origins", &mut c.cors_origins, parse_string_list);
+    c.webhook_secret = s
+        .get("webhook_secret", parse_secret)
+        .or(c.webhook_secret.take());
+    c.webhook_token = non_empty(s.get("webhook_token", parse_secret));
+    c.write_key = s.get("write_key", parse_secret).or(c.write_key.take());
+    s.set("api_base", &mut c.api_base, parse_url);
+    s.set("profile_base", &mut c.profile_base, parse_url);
+    s.set("public_api_base", &mut c.public_api_base, parse_url);
+    c.profile_space_id = s
+        .get("profile_space_id", parse_string)
+        .or(c.profile_space_id.take());
+    c.profile_token = s
+        .get("profile_token", parse_secret)
+        .or(c.profile_token.take());
+    c.public_api_token = s
+        .get("public_api_token", parse_secret)
+        .or(c.public_api_token.take());
+    s.set("require_approval", &mut c.require_approval, parse_bool);
+    if let Some(v) = s.get("batch_size", int(1, 2500)) {
+        c.batch_size = v as usize;
+    }
+    s.set("flush_interval", &mut c.flush_interval, parse_duration);
+}
+
+pub(super) fn admin(s: &mut Section<'_, '_>, cfg: &mut Config) {
+    cfg.admin.token = non_empty(s.get("token", parse_secret));
+}
+
+pub(super) fn limits(s: &mut Section<'_, '_>, cfg: &mut Config) {
+    let c = &mut cfg.limits;
+    if let Some(v) = s.get("max_operations", int(1000, i64::MAX)) {
+        c.max_operations = v as u64;
+    }
+    if let Some(v) = s.get("timeout_ms", int(1, 24 * 3600 * 1000)) {
+        c.timeout_ms = v as u64;
+    }
+    for (key, slot, max) in [
+        ("max_call_depth", &mut c.max_call_depth, 10_000),
+        ("max_string_bytes", &mut c.max_string_bytes, 1 << 30),
+        ("max_array_len", &mut c.max_array_len, 100_000_000),
+        ("max_map_len", &mut c.max_map_len, 100_000_000),
+        ("max_log_lines", &mut c.max_log_lines, 100_000),
+        ("max_response_bytes", &mut c.max_response_bytes, 1 << 30),
+    ] {
+        if let Some(v) = s.get(key, int(1, max)) {
+            *slot = v as usize;
+        }
+    }
+}
+
+pub(super) fn retry(s: &mut Section<'_, '_>, cfg: &mut Config) {
+    let c = &mut cfg.retry;
+    if let Some(v) = s.get("max_attempts", int(1, 1000)) {
+        c.max_attempts = v as u32;
+    }
+    if let Some(v) = s.get("base_ms", int(1, 86_400_000)) {
+        c.base_ms = v as u64;
+    }
+    if let Some(v) = s.get("max_ms", int(1, 7 * 86_400_000)) {
+        c.max_ms = v as u64;
+    }
+}
+
+pub(super) fn retention(s: &mut Section<'_, '_>, cfg: &mut Config) {
+    let c = &mut cfg.retention;
+    s.set("runs", &mut c.runs, parse_duration);
+    s.set("events", &mut c.events, parse_duration);
+    s.set("dead_letters", &mut c.dead_letters, parse_duration);
+    s.set("approvals", &mut c.approvals, parse_duration);
+    s.set("dedup", &mut c.dedup, parse_duration);
+}
+
+pub(super) fn store(s: &mut Section<'_, '_>, cfg: &mut Config) {
+    s.set("backend", &mut cfg.store, parse_backend);
+}
+
+pub(super) fn approvals(s: &mut Section<'_, '_>, cfg: &mut Config) {
+    let c = &mut cfg.approvals;
+    s.set("slack_connection", &mut c.slack_connection, parse_string);
+    c.slack_signing_secret = s.get("slack_signing_secret", parse_secret);
+    c.public_url = s.get("public_url", parse_url);
+    s.set("default_expires", &mut c.default_expires, parse_duration);
+    c.channel = s.get("channel", parse_string);
+}
+
+pub(super) fn env(s: &mut Section<'_, '_>, cfg: &mut Config) {
+    s.set("allow", &mut cfg.env_allow, parse_string_list);
+}
+
+/// `[sources.NAME]`: the settings of a webhook source.
+pub(super) fn source(s: &mut Section<'_, '_>, cfg: &mut Config, name: &str) {
+    let mut c = SourceConfig {
+        secret: non_empty(s.get("secret", parse_secret)),
+        rate_limit: s.get("rate_limit", parse_positive_float),
+        ..SourceConfig::default()
+    };
+    if let Some(v) = s.get("max_body_bytes", int(1, 1 << 30)) {
+        c.max_body_bytes = v as usize;
+    }
+    cfg.sources.insert(name.to_owned(), c);
+}
+
+/// `[connections.NAME]`: a named outbound connection.
+pub(super) fn connection(s: &mut Section<'_, '_>, cfg: &mut Config, name: &str) {
+    let mut c = ConnectionConfig::default();
+    match s.get("base_url", parse_url) {
+        Some(v) => c.base_url = v,
+        None if !s.has("base_url") => s.problem(
+            "base_url",
+            "is required (the API's root URL, e.g. https://slack.com/api)",
+        ),
+        None => {}
+    }
+    let bearer = s.get("bearer", parse_secret);
+    let basic = s.get("basic", parse_basic);
+    c.auth = match (bearer, basic) {
+        (Some(_), Some(_)) => {
+            s.problem("basic", "set either bearer or basic, not both");
+            Auth::None
+        }
+        (Some(b), None) => Auth::Bearer(b),
+        (None, Some((user, password))) => Auth::Basic { user, password },
+        (None, None) => Auth::None,
+    };
+    s.set("headers", &mut c.headers, parse_headers);
+    c.timeout_ms = s.get("timeout_ms", int(1, 3_600_000)).map(|v| v as u64);
+    c.rate_limit = s.get("rate_limit", parse_positive_float);
+    c.max_concurrency = s.get("max_concurrency", int(1, 10_000)).map(|v| v as usize);
+    c.max_attempts = s.get("max_attempts", int(1, 20)).map(|v| v as u32);
+    s.set(
+        "require_approval",
+        &mut c.require_approval,
+        parse_approval_patterns,
+    );
+    c.max_response_bytes = s
+        .get("max_response_bytes", int(1, 1 << 30))
+        .map(|v| v as usize);
+    s.set("on_unknown", &mut c.on_unknown, parse_on_unknown);
+    cfg.connections.insert(name.to_owned(), c);
+}
