@@ -136,14 +136,13 @@ impl InvalidEvent {
             },
             Self::NoUser(_) => "no_user_anon_id",
             Self::EmptyEvent => "missing_event",
-            Self::EventNotString => "invalid_event",
             Self::MessageIdNotString => "invalid_message_id",
             Self::MessageIdTooLong(_) => "message_id_too_long",
             Self::BadTime { .. } | Self::TimestampNotString | Self::SkewTooLarge => {
                 "invalid_timestamp"
             }
             Self::TooLarge { .. } => "too_large",
-            Self::ItemNotAnObject { .. } => "invalid_event",
+            Self::EventNotString | Self::ItemNotAnObject { .. } => "invalid_event",
         }
     }
 
@@ -154,8 +153,10 @@ impl InvalidEvent {
             | Self::TypeNotString
             | Self::UnknownType(_)
             | Self::DeleteNotDelivered => "type",
-            Self::NotAnObject(field) | Self::NotAString(field) | Self::InvalidId(field) => field,
-            Self::Missing { field, .. }
+            Self::NotAnObject(field)
+            | Self::NotAString(field)
+            | Self::InvalidId(field)
+            | Self::Missing { field, .. }
             | Self::BadTime { field, .. }
             | Self::TooLarge { field, .. }
             | Self::ItemNotAnObject { field, .. } => field,
