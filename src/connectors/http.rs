@@ -102,11 +102,30 @@ impl OutboundResponse {
     }
 }
 
-/// The outcome of a call and the record of each attempt.
+/// The outcome of a call (or of the calls one operation made, such as the pages of
+/// a read) and the record of each attempt: the one way connectors return calls.
 #[derive(Debug)]
-pub(crate) struct Exchange {
-    pub result: Result<OutboundResponse, ConnectorError>,
+pub(crate) struct Exchange<T = OutboundResponse> {
+    pub result: Result<T, ConnectorError>,
     pub attempts: Vec<CallRecord>,
+}
+
+impl<T> Exchange<T> {
+    /// Runs `work`, which records the attempts of the calls it makes, as one exchange.
+    pub(crate) async fn collect(
+        work: impl AsyncFnOnce(&mut Vec<CallRecord>) -> Result<T, ConnectorError>,
+    ) -> Self {
+        let mut attempts = Vec::new();
+        let result = work(&mut attempts).await;
+        Self { result, attempts }
+    }
+
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Exchange<U> {
+        Exchange {
+            result: self.result.map(f),
+            attempts: self.attempts,
+        }
+    }
 }
 
 struct Connection {

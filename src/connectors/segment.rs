@@ -26,7 +26,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::http::{Body, Destination, HttpClient, OutboundRequest, OutboundResponse};
+use super::http::{Body, Destination, Exchange, HttpClient, OutboundRequest, OutboundResponse};
 use super::{CallRecord, ConnectorError, ServiceError};
 use crate::config::{Auth, ConnectionConfig, Secret, SegmentConfig};
 use crate::store::{Store, StoreError, id_key};
@@ -101,7 +101,7 @@ pub struct SegmentApi {
 }
 
 /// A read's outcome: the value (or `None` for "no such profile") and the calls made.
-pub(crate) type Read = Result<Option<Value>, ConnectorError>;
+pub(crate) type Read = Exchange<Option<Value>>;
 
 impl SegmentApi {
     pub(crate) fn new(http: HttpClient, cfg: SegmentConfig) -> Self {
@@ -173,7 +173,7 @@ impl SegmentApi {
         merge: impl Fn(&mut Value, Value),
         deadline: Option<Instant>,
         calls: &mut Vec<CallRecord>,
-    ) -> Read {
+    ) -> Result<Option<Value>, ConnectorError> {
         self.require(
             "the Profile API",
             self.cfg.profile_token.is_some(),
@@ -215,30 +215,28 @@ impl SegmentApi {
         Ok(out)
     }
 
-    pub(crate) async fn traits(
-        &self,
-        id: &str,
-        deadline: Option<Instant>,
-        calls: &mut Vec<CallRecord>,
-    ) -> Read {
-        let merged = self
-            .profile_read(
-                id,
-                "traits",
-                vec![("limit".into(), "200".into())],
-                |acc, page| {
-                    if let (Some(a), Some(Value::Object(p))) = (
-                        acc.get_mut("traits").and_then(Value::as_object_mut),
-                        page.get("traits").cloned(),
-                    ) {
-                        a.extend(p);
-                    }
-                },
-                deadline,
-                calls,
-            )
-            .await?;
-        Ok(merged.map(|v| v.get("traits").cloned().unwrap_or_else(|| json!({}))))
+    pub(crate) async fn traits(&self, id: &str, deadline: Option<Instant>) -> Read {
+        Exchange::collect(async |calls| {
+            let merged = self
+                .profile_read(
+                    id,
+                    "traits",
+                    vec![("limit".into(), "200".into())],
+                    |acc, page| {
+                        if let (Some(a), Some(Value::Object(p))) = (
+                            acc.get_mut("traits").and_then(Value::as_object_mut),
+                            page.get("traits").cloned(),
+                        ) {
+                            a.extend(p);
+                        }
+                    },
+                    deadline,
+                    calls,
+                )
+                .await?;
+            Ok(merged.map(|v| v.get("traits").cloned().unwrap_or_else(|| json!({}))))
+        })
+        .await
     }
 
     pub(crate) async fn events(
@@ -246,54 +244,60 @@ impl SegmentApi {
         id: &str,
         opts: &Map<String, Value>,
         deadline: Option<Instant>,
-        calls: &mut Vec<CallRecord>,
     ) -> Read {
-        let mut query = Vec::new();
-        for key in ["start", "end", "include", "exclude", "sort", "limit"] {
-            if let Some(v) = opts.get(key) {
-                query.push((key.to_owned(), text(v)));
+        Exchange::collect(async |calls| {
+            let mut query = Vec::new();
+            for key in ["start", "end", "include", "exclude", "sort", "limit"] {
+                if let Some(v) = opts.get(key) {
+                    query.push((key.to_owned(), text(v)));
+                }
             }
-        }
-        let merged = self
-            .profile_read(id, "events", query, append_data, deadline, calls)
-            .await?;
-        Ok(merged.map(|v| v.get("data").cloned().unwrap_or_else(|| json!([]))))
+            let merged = self
+                .profile_read(id, "events", query, append_data, deadline, calls)
+                .await?;
+            Ok(merged.map(|v| v.get("data").cloned().unwrap_or_else(|| json!([]))))
+        })
+        .await
     }
 
-    pub(crate) async fn external_ids(
-        &self,
-        id: &str,
-        deadline: Option<Instant>,
-        calls: &mut Vec<CallRecord>,
-    ) -> Read {
-        let merged = self
-            .profile_read(
-                id,
-                "external_ids",
-                vec![("limit".into(), "100".into())],
-                append_data,
-                deadline,
-                calls,
-            )
-            .await?;
-        Ok(merged.map(|v| v.get("data").cloned().unwrap_or_else(|| json!([]))))
+    pub(crate) async fn external_ids(&self, id: &str, deadline: Option<Instant>) -> Read {
+        Exchange::collect(async |calls| {
+            let merged = self
+                .profile_read(
+                    id,
+                    "external_ids",
+                    vec![("limit".into(), "100".into())],
+                    append_data,
+                    deadline,
+                    calls,
+                )
+                .await?;
+            Ok(merged.map(|v| v.get("data").cloned().unwrap_or_else(|| json!([]))))
+        })
+        .await
     }
 
-    pub(crate) async fn metadata(
-        &self,
-        id: &str,
-        deadline: Option<Instant>,
-        calls: &mut Vec<CallRecord>,
-    ) -> Read {
-        let merged = self
-            .profile_read(id, "metadata", Vec::new(), |_, _| {}, deadline, calls)
-            .await?;
-        Ok(merged.map(|v| v.get("metadata").cloned().unwrap_or(Value::Null)))
+    pub(crate) async fn metadata(&self, id: &str, deadline: Option<Instant>) -> Read {
+        Exchange::collect(async |calls| {
+            let merged = self
+                .profile_read(id, "metadata", Vec::new(), |_, _| {}, deadline, calls)
+                .await?;
+            Ok(merged.map(|v| v.get("metadata").cloned().unwrap_or(Value::Null)))
+        })
+        .await
     }
 
     /// A Public API call: `data` of the answer, or with `call.list` the array of
     /// that name under `data`, collected across pages (`data.pagination.next`).
     pub(crate) async fn public(
+        &self,
+        call: PublicCall,
+        deadline: Option<Instant>,
+    ) -> Exchange<Value> {
+        Exchange::collect(async |calls| self.public_pages(call, deadline, calls).await).await
+    }
+
+    async fn public_pages(
         &self,
         call: PublicCall,
         deadline: Option<Instant>,
@@ -353,7 +357,8 @@ impl SegmentApi {
     }
 }
 
-/// One Public API request (see [`SegmentApi::public`]).
+/// One Public API request (see [`SegmentApi::public`]), built as
+/// `PublicCall::get("/sources").list("sources")` or `PublicCall::new(POST, path).body(b)`.
 #[derive(Debug, Clone)]
 pub(crate) struct PublicCall {
     pub method: Method,
@@ -362,6 +367,41 @@ pub(crate) struct PublicCall {
     pub body: Option<Value>,
     /// The array under `data` to collect across pages.
     pub list: Option<&'static str>,
+}
+
+impl PublicCall {
+    pub(crate) fn new(method: Method, path: impl Into<String>) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            query: Vec::new(),
+            body: None,
+            list: None,
+        }
+    }
+
+    pub(crate) fn get(path: impl Into<String>) -> Self {
+        Self::new(Method::GET, path)
+    }
+
+    #[must_use]
+    pub(crate) fn query(mut self, query: Vec<(String, String)>) -> Self {
+        self.query = query;
+        self
+    }
+
+    #[must_use]
+    pub(crate) fn body(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// Collects the array `key` of `data` across pages.
+    #[must_use]
+    pub(crate) fn list(mut self, key: &'static str) -> Self {
+        self.list = Some(key);
+        self
+    }
 }
 
 fn append_data(acc: &mut Value, page: Value) {

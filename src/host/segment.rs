@@ -18,9 +18,9 @@ use serde_json::{Value, json};
 use super::convert::{to_dynamic, to_json, to_text};
 use super::ctx::with_run;
 use super::{Host, error, placed};
+use crate::connectors::ConnectorError;
 use crate::connectors::http::{Body, Destination, OutboundRequest};
-use crate::connectors::segment::{self, TRACKING};
-use crate::connectors::{CallRecord, ConnectorError};
+use crate::connectors::segment::{self, PublicCall, TRACKING};
 use crate::event::{BatchDefaults, EventType, Origin, normalize};
 use crate::run::LogLevel;
 
@@ -135,13 +135,13 @@ fn read<'a, Fut>(
     make: impl FnOnce(&'a segment::SegmentApi, Option<Instant>) -> Fut,
 ) -> Res<Dynamic>
 where
-    Fut: std::future::Future<Output = (segment::Read, Vec<CallRecord>)>,
+    Fut: std::future::Future<Output = segment::Read>,
 {
     in_run(what)?;
-    let (result, calls) = super::outbound(host, make(&host.segment, deadline()))?;
-    super::http::echo_calls(&calls);
-    record_calls(calls);
-    match result {
+    let exchange = super::outbound(host, make(&host.segment, deadline()))?;
+    super::http::echo_calls(&exchange.attempts);
+    record_calls(exchange.attempts);
+    match exchange.result {
         Ok(Some(v)) => Ok(to_dynamic(&v)),
         Ok(None) => Ok(Dynamic::UNIT),
         Err(e) => Err(connector_error(host, what, &e)),
@@ -183,27 +183,11 @@ fn camel(s: &str) -> String {
     out
 }
 
-fn public(
-    host: &Host,
-    what: &str,
-    method: Method,
-    path: String,
-    query: Vec<(String, String)>,
-    body: Option<Value>,
-    list: Option<&'static str>,
-) -> Res<Dynamic> {
-    let call = segment::PublicCall {
-        method: method.clone(),
-        path: path.clone(),
-        query,
-        body: body.clone(),
-        list,
-    };
+fn public(host: &Host, what: &str, call: segment::PublicCall) -> Res<Dynamic> {
+    let (method, path, body) = (call.method.clone(), call.path.clone(), call.body.clone());
     let fetch = move || {
         read(host, what, move |api, d| async move {
-            let mut calls = Vec::new();
-            let r = api.public(call, d, &mut calls).await;
-            (r.map(Some), calls)
+            api.public(call, d).await.map(Some)
         })
     };
     if method == Method::GET {
@@ -245,8 +229,19 @@ fn query_of(opts: &serde_json::Map<String, Value>, skip: &[&str]) -> Vec<(String
         .collect()
 }
 
+/// `segment::*`: write-back, Profile API reads and Public API calls.
 pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
     let mut m = Module::new();
+    register_writes(&mut m, host);
+    register_profile(&mut m, host);
+    register_public(&mut m, host);
+    register_regulations(&mut m, host);
+    register_reports(&mut m, host);
+    engine.register_static_module("segment", m.into());
+}
+
+/// `segment::track(…)` … `segment::alias(…)` and `segment::batch([…])`.
+fn register_writes(m: &mut Module, host: &Arc<Host>) {
     for kind in [
         EventType::Track,
         EventType::Identify,
@@ -283,7 +278,10 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
         }
         Ok(ids)
     });
+}
 
+/// `segment::traits(id)`, `events(id[, opts])`, `external_ids(id)`, `metadata(id)`.
+fn register_profile(m: &mut Module, host: &Arc<Host>) {
     macro_rules! profile {
         ($name:literal, $method:ident) => {{
             let h = Arc::clone(host);
@@ -292,9 +290,7 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
                 placed(
                     &ctx,
                     read(&h, concat!("segment::", $name), move |api, d| async move {
-                        let mut calls = Vec::new();
-                        let r = api.$method(&id, d, &mut calls).await;
-                        (r, calls)
+                        api.$method(&id, d).await
                     }),
                 )
             });
@@ -318,9 +314,7 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
             placed(
                 &ctx,
                 read(&h, "segment::events", move |api, d| async move {
-                    let mut calls = Vec::new();
-                    let r = api.events(&id, &opts, d, &mut calls).await;
-                    (r, calls)
+                    api.events(&id, &opts, d).await
                 }),
             )
         };
@@ -332,7 +326,12 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
             });
         }
     }
+}
 
+/// The Public API's workspace reads and tracking-plan rules: `segment::sources()`,
+/// `destinations()`, `tracking_plans()`, `tracking_plan_rules(id)`,
+/// `update_tracking_plan_rules(id, rules)`.
+fn register_public(m: &mut Module, host: &Arc<Host>) {
     let lists: [(&str, &str, &'static str); 3] = [
         ("sources", "/sources", "sources"),
         ("destinations", "/destinations", "destinations"),
@@ -342,18 +341,7 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
         let h = Arc::clone(host);
         let what = format!("segment::{name}");
         m.set_native_fn(name, move |ctx: NativeCallContext| {
-            placed(
-                &ctx,
-                public(
-                    &h,
-                    &what,
-                    Method::GET,
-                    path.to_owned(),
-                    Vec::new(),
-                    None,
-                    Some(key),
-                ),
-            )
+            placed(&ctx, public(&h, &what, PublicCall::get(path).list(key)))
         });
     }
     let h = Arc::clone(host);
@@ -369,11 +357,7 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
                 public(
                     &h,
                     "segment::tracking_plan_rules",
-                    Method::GET,
-                    path,
-                    Vec::new(),
-                    None,
-                    Some("rules"),
+                    PublicCall::get(path).list("rules"),
                 ),
             )
         },
@@ -396,15 +380,15 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
                 public(
                     &h,
                     what,
-                    Method::PATCH,
-                    path,
-                    Vec::new(),
-                    Some(json!({ "rules": rules })),
-                    None,
+                    PublicCall::new(Method::PATCH, path).body(json!({ "rules": rules })),
                 ),
             )
         },
     );
+}
+
+/// `segment::regulate(…)`, `delete_user(id)`, `regulation(id)`.
+fn register_regulations(m: &mut Module, host: &Arc<Host>) {
     let h = Arc::clone(host);
     m.set_native_fn("regulate", move |ctx: NativeCallContext, spec: Map| {
         let what = "segment::regulate";
@@ -431,28 +415,21 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
         };
         placed(
             &ctx,
-            public(&h, what, Method::POST, path, Vec::new(), Some(body), None),
+            public(&h, what, PublicCall::new(Method::POST, path).body(body)),
         )
     });
     let h = Arc::clone(host);
     m.set_native_fn("delete_user", move |ctx: NativeCallContext, id: Dynamic| {
         let body = json!({ "regulationType": "SUPPRESS_WITH_DELETE", "subjectType": "USER_ID", "subjectIds": [to_text(&id)] });
-        placed(&ctx, public(&h, "segment::delete_user", Method::POST, "/regulations".into(), Vec::new(), Some(body), None))
+        let call = PublicCall::new(Method::POST, "/regulations").body(body);
+        placed(&ctx, public(&h, "segment::delete_user", call))
     });
     let h = Arc::clone(host);
     m.set_native_fn("regulation", move |ctx: NativeCallContext, id: Dynamic| {
         let path = format!("/regulations/{}", segment::encode_segment(&to_text(&id)));
         placed(
             &ctx,
-            public(
-                &h,
-                "segment::regulation",
-                Method::GET,
-                path,
-                Vec::new(),
-                None,
-                None,
-            ),
+            public(&h, "segment::regulation", PublicCall::get(path)),
         )
         .map(|d| {
             d.try_cast::<Map>()
@@ -460,6 +437,10 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
                 .unwrap_or_default()
         })
     });
+}
+
+/// `segment::audit_events(opts)`, `delivery_metrics(opts)`.
+fn register_reports(m: &mut Module, host: &Arc<Host>) {
     let h = Arc::clone(host);
     m.set_native_fn("audit_events", move |ctx: NativeCallContext, opts: Map| {
         let what = "segment::audit_events";
@@ -476,11 +457,9 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
             public(
                 &h,
                 what,
-                Method::GET,
-                "/audit-events".into(),
-                query_of(&o, &[]),
-                None,
-                Some("events"),
+                PublicCall::get("/audit-events")
+                    .query(query_of(&o, &[]))
+                    .list("events"),
             ),
         )
     });
@@ -515,14 +494,9 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
                 public(
                     &h,
                     what,
-                    Method::GET,
-                    path,
-                    query_of(&o, &["destinationId"]),
-                    None,
-                    None,
+                    PublicCall::get(path).query(query_of(&o, &["destinationId"])),
                 ),
             )
         },
     );
-    engine.register_static_module("segment", m.into());
 }
