@@ -1,7 +1,11 @@
 //! Test harness: `TestApp` runs the daemon in-process on a loopback port with a temp
 //! dir (fast; tests await run records through a subscription, never sleep);
-//! `Daemon` runs the real binary as a child process (for crash tests).
+//! `Daemon` runs the real binary as a child process (for crash tests);
+//! `fakes` and `connector` serve the stdlib connector tests (`tests/connector_*.rs`).
 #![allow(dead_code, unreachable_pub)]
+
+pub mod connector;
+pub mod fakes;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
