@@ -56,6 +56,10 @@ fn rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the benchmark as one script: start, load, sample, report"
+)]
 fn main() {
     let secs = arg("--secs", 10);
     let conns = arg("--conns", 500) as usize;

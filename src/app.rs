@@ -192,16 +192,7 @@ impl App {
             limits: config.limits.clone(),
             host,
         };
-        let scripts_dir = config.server.scripts_dir.clone();
-        if !scripts_dir.exists() {
-            std::fs::create_dir_all(&scripts_dir)
-                .with_context(|| format!("creating the scripts dir {}", scripts_dir.display()))?;
-            tracing::info!(dir = %scripts_dir.display(), "Created the scripts dir.");
-        }
-        let opts = engine.clone();
-        let set = tokio::task::spawn_blocking(move || load_dir(&scripts_dir, &opts)).await?;
-        report_load(&config.server.scripts_dir, &set);
-        let scripts = Arc::new(Live::new(set));
+        let scripts = load_scripts(&config, &engine).await?;
         let queue = crate::queue::SledQueue::open(
             store.clone(),
             Arc::clone(&scripts) as Arc<dyn crate::queue::Dispatch>,
@@ -217,25 +208,7 @@ impl App {
         let metrics = Arc::new(crate::admin::metrics::Metrics::default());
         versions.remember(&scripts.get())?;
         let tasks = CancellationToken::new();
-        let approvals = Approvals::new(
-            engine.host.approvals.clone(),
-            queue.clone(),
-            crate::connectors::slack::Slack::new(
-                engine.host.http.clone(),
-                config.approvals.slack_connection.as_str(),
-            ),
-            config.approvals.clone(),
-        );
-        let decided = approvals.store.clone();
-        queue.set_settled_check(Arc::new(move |w| match &w.kind {
-            crate::queue::WaitKind::Approval { approval_id, .. } => decided
-                .get(approval_id)
-                .ok()
-                .flatten()
-                .filter(|a| a.status != crate::approval::Status::Pending)
-                .map(|a| a.decision()),
-            _ => None,
-        }));
+        let approvals = approvals_of(&config, &engine, &queue);
         let timers = Timers::start(
             on_due(queue.clone(), approvals.clone()),
             Arc::clone(store.clock()),
@@ -258,22 +231,7 @@ impl App {
             timers,
             metrics: Arc::clone(&metrics),
         });
-        let remember = Arc::clone(&versions);
-        let watcher = crate::script::watch::watch(
-            &config.server.scripts_dir,
-            Arc::clone(&scripts),
-            engine.clone(),
-            move |set| {
-                if let Err(e) = remember.remember(set) {
-                    tracing::error!(error = %e, "Storing script versions failed.");
-                }
-            },
-            tasks.child_token(),
-        )
-        .map_err(
-            |e| tracing::warn!(error = %e, "Watching the scripts dir failed; live reload is off."),
-        )
-        .ok();
+        let watcher = watch_scripts(&config, &scripts, &engine, &versions, &tasks);
         let mut schedules = Schedules::new(queue.clone());
         schedules.load(&scripts.get(), store.clock().now())?;
         let schedule_view = schedules.view();
@@ -461,6 +419,70 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut f = opts.open(path)?;
     f.write_all(text.as_bytes())?;
     f.write_all(b"\n")
+}
+
+/// Loads the scripts dir (created when missing), reporting what failed to load.
+async fn load_scripts(config: &Config, engine: &EngineOptions) -> anyhow::Result<Arc<Live>> {
+    let scripts_dir = config.server.scripts_dir.clone();
+    if !scripts_dir.exists() {
+        std::fs::create_dir_all(&scripts_dir)
+            .with_context(|| format!("creating the scripts dir {}", scripts_dir.display()))?;
+        tracing::info!(dir = %scripts_dir.display(), "Created the scripts dir.");
+    }
+    let opts = engine.clone();
+    let set = tokio::task::spawn_blocking(move || load_dir(&scripts_dir, &opts)).await?;
+    report_load(&config.server.scripts_dir, &set);
+    Ok(Arc::new(Live::new(set)))
+}
+
+/// Approvals on the queue, with the check a parking run makes for a decision that
+/// came in while it ran.
+fn approvals_of(config: &Config, engine: &EngineOptions, queue: &Queue) -> Approvals {
+    let approvals = Approvals::new(
+        engine.host.approvals.clone(),
+        queue.clone(),
+        crate::connectors::slack::Slack::new(
+            engine.host.http.clone(),
+            config.approvals.slack_connection.as_str(),
+        ),
+        config.approvals.clone(),
+    );
+    let decided = approvals.store.clone();
+    queue.set_settled_check(Arc::new(move |w| match &w.kind {
+        crate::queue::WaitKind::Approval { approval_id, .. } => decided
+            .get(approval_id)
+            .ok()
+            .flatten()
+            .filter(|a| a.status != crate::approval::Status::Pending)
+            .map(|a| a.decision()),
+        _ => None,
+    }));
+    approvals
+}
+
+/// Live reload: the watcher of the scripts dir (`None` when it cannot watch), which
+/// also stores each new version for the runs pinned to it.
+fn watch_scripts(
+    config: &Config,
+    scripts: &Arc<Live>,
+    engine: &EngineOptions,
+    versions: &Arc<Versions>,
+    tasks: &CancellationToken,
+) -> Option<crate::script::watch::ScriptWatcher> {
+    let remember = Arc::clone(versions);
+    crate::script::watch::watch(
+        &config.server.scripts_dir,
+        Arc::clone(scripts),
+        engine.clone(),
+        move |set| {
+            if let Err(e) = remember.remember(set) {
+                tracing::error!(error = %e, "Storing script versions failed.");
+            }
+        },
+        tasks.child_token(),
+    )
+    .map_err(|e| tracing::warn!(error = %e, "Watching the scripts dir failed; live reload is off."))
+    .ok()
 }
 
 async fn retention_loop(app: Arc<App>) {

@@ -17,6 +17,7 @@ const SECRETS: [&str; 5] = [
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn no_configured_secret_leaks_into_records_logs_or_errors() {
     // A careless service: echoes every request header back, in the body and headers.
     let fake = FakeHttp::start(|r| {

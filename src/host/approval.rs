@@ -74,6 +74,10 @@ fn park(
 }
 
 /// Asks for a decision (journaled under `op` + `key_args`); returns it, or parks.
+#[allow(
+    clippy::too_many_lines,
+    reason = "the ask protocol in its order: journal, mode, store, notify, park"
+)]
 pub(crate) fn ask(host: &Host, ask: Ask, key_args: &Value) -> Res<Value> {
     let key = journal::next_key("approval", key_args);
     if let Some(d) = journal::recorded(&key)? {

@@ -81,6 +81,10 @@ fn read(host: &Host, shared: bool, key: &Dynamic) -> Res<Option<Value>> {
     }
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "a registration table: one short closure per state:: function"
+)]
 fn module(host: &Arc<Host>, shared: bool) -> Module {
     let mut m = Module::new();
 

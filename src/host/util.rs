@@ -27,6 +27,10 @@ fn uuid_once() -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "a registration table: one short closure per built-in"
+)]
 pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_fn("skip", |why: &str| -> Res<()> {
         Err(HostFault::Skip(why.into()).throw())

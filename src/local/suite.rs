@@ -490,6 +490,10 @@ fn loose_eq(a: &Dynamic, b: &Dynamic) -> bool {
     }
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "a registration table: one short closure per test function"
+)]
 fn register(engine: &mut Engine) {
     engine.register_fn("test", |name: &str, f: FnPtr| -> Res<()> {
         COLLECTED.with(|c| c.borrow_mut().push((name.to_owned(), f)));

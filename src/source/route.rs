@@ -94,6 +94,10 @@ pub(crate) fn router(sources: Arc<Sources>) -> Router {
         .with_state(sources)
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "a webhook request in the order of its checks: method, size, rate, signature, parse, store"
+)]
 async fn hook(
     State(st): State<Arc<Sources>>,
     Path(name): Path<String>,

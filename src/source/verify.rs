@@ -86,6 +86,10 @@ impl Verify {
     ///
     /// # Errors
     /// What is wrong, naming the header.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one arm per verification scheme, each read beside its provider's docs"
+    )]
     pub(crate) fn check(
         &self,
         secret: &[u8],

@@ -164,6 +164,10 @@ impl Writer<'_> {
         }
     }
 
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one round is the commit protocol, step by step: stage, dedup, dispatch, apply, reply"
+    )]
     fn round(&mut self, cmds: Vec<WriteCmd>) {
         let mut round = Round::default();
         let mut failed: Option<QueueError> = None;
