@@ -8,6 +8,8 @@
 //!
 //! Run with: `cargo bench --bench throughput` (add `-- --secs 10` for longer phases,
 //! `-- --phase "handler runs"` for the phases whose label contains that text).
+//! `SPUR_*` variables configure the daemon as they do `spur serve`, e.g.
+//! `SPUR_STORE_SLED_MODE=high_throughput` for sled's other mode.
 //! The load generator shares the machine with the daemon (request bodies are built
 //! from a template to keep its share small), so the figures are a floor.
 
@@ -101,7 +103,12 @@ async fn daemon(
         dir.path().join("data").display().to_string(),
         scripts.display().to_string()
     );
-    let cfg = spur::config::load_from_str(&text, None, &BTreeMap::new()).unwrap();
+    // `SPUR_<SECTION>_<KEY>` variables apply, as to the daemon (e.g.
+    // `SPUR_STORE_SLED_MODE=high_throughput`).
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("SPUR_"))
+        .collect();
+    let cfg = spur::config::load_from_str(&text, None, &env).unwrap();
     let app = if open {
         App::open(cfg).await
     } else {

@@ -178,7 +178,8 @@ impl App {
         let store = match config.store {
             crate::config::StoreBackend::Sled => {
                 let data_dir = config.server.data_dir.clone();
-                tokio::task::spawn_blocking(move || Store::open_with(&data_dir, clock))
+                let mode = config.sled_mode;
+                tokio::task::spawn_blocking(move || Store::open_with(&data_dir, clock, mode))
                     .await?
                     .context("opening the store")?
             }

@@ -30,6 +30,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// `[store] backend`: where runs, state and events are kept.
     pub store: StoreBackend,
+    /// `[store] sled_mode`: how the embedded store trades disk for write speed.
+    pub sled_mode: SledMode,
     /// Webhook sources' settings (`[sources.NAME]`), by name.
     pub sources: BTreeMap<String, SourceConfig>,
     /// Named outbound connections (`[connections.NAME]`), by name.
@@ -162,6 +164,16 @@ pub enum StoreBackend {
     Sled,
 }
 
+/// `[store] sled_mode`: sled's own trade-off. `low_space` (the default) rewrites
+/// data more often so space freed by retention is reused and the data dir levels
+/// off; `high_throughput` writes faster and lets the files grow further.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SledMode {
+    #[default]
+    LowSpace,
+    HighThroughput,
+}
+
 /// `[retention]`: how long records are kept.
 #[derive(Debug, Clone)]
 pub struct RetentionConfig {
@@ -273,6 +285,7 @@ impl Default for Config {
                 dedup: Duration::from_hours(24),
             },
             store: StoreBackend::Sled,
+            sled_mode: SledMode::LowSpace,
             sources: BTreeMap::new(),
             connections: BTreeMap::new(),
             env_allow: Vec::new(),

@@ -20,6 +20,7 @@ use std::time::Duration;
 use flusher::Flusher;
 
 use crate::clock::{Clock, SharedClock, SystemClock};
+use crate::config::SledMode;
 
 /// Longest a write waits to be flushed when nobody asks for it.
 pub(crate) const LAZY_FLUSH: Duration = Duration::from_millis(200);
@@ -90,14 +91,18 @@ impl Store {
     /// # Errors
     /// When sled cannot open the directory (permissions, another daemon holding it).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        Self::open_with(dir, Arc::new(SystemClock))
+        Self::open_with(dir, Arc::new(SystemClock), SledMode::default())
     }
 
     /// [`Store::open`] with a clock of the caller's.
     ///
     /// # Errors
     /// As [`Store::open`].
-    pub(crate) fn open_with(dir: &Path, clock: SharedClock) -> Result<Self, StoreError> {
+    pub(crate) fn open_with(
+        dir: &Path,
+        clock: SharedClock,
+        mode: SledMode,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .and_then(|()| restrict(dir, 0o700))
             .map_err(|e| StoreError::Open {
@@ -107,7 +112,10 @@ impl Store {
         let db = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(256 << 20)
-            .mode(sled::Mode::LowSpace)
+            .mode(match mode {
+                SledMode::LowSpace => sled::Mode::LowSpace,
+                SledMode::HighThroughput => sled::Mode::HighThroughput,
+            })
             .flush_every_ms(Some(200))
             .open()
             .map_err(|source| StoreError::Open {

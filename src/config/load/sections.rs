@@ -5,8 +5,8 @@
 use super::reader::Section;
 use super::values::{
     parse_addr, parse_approval_patterns, parse_backend, parse_basic, parse_bool, parse_duration,
-    parse_headers, parse_int, parse_on_unknown, parse_positive_float, parse_secret, parse_string,
-    parse_string_list, parse_url,
+    parse_headers, parse_int, parse_on_unknown, parse_positive_float, parse_secret,
+    parse_sled_mode, parse_string, parse_string_list, parse_url,
 };
 use crate::config::{Auth, Config, ConnectionConfig, Secret, SourceConfig};
 
@@ -121,6 +121,7 @@ pub(super) fn retention(s: &mut Section<'_, '_>, cfg: &mut Config) {
 
 pub(super) fn store(s: &mut Section<'_, '_>, cfg: &mut Config) {
     s.set("backend", &mut cfg.store, parse_backend);
+    s.set("sled_mode", &mut cfg.sled_mode, parse_sled_mode);
 }
 
 pub(super) fn approvals(s: &mut Section<'_, '_>, cfg: &mut Config) {

@@ -71,6 +71,17 @@ pub(super) fn parse_backend(v: &Value) -> Result<crate::config::StoreBackend, St
     }
 }
 
+pub(super) fn parse_sled_mode(v: &Value) -> Result<crate::config::SledMode, String> {
+    match v.as_str() {
+        Some("low_space") => Ok(crate::config::SledMode::LowSpace),
+        Some("high_throughput") => Ok(crate::config::SledMode::HighThroughput),
+        _ => Err(format!(
+            "expected \"low_space\" or \"high_throughput\", got {}",
+            describe(v)
+        )),
+    }
+}
+
 pub(super) fn parse_on_unknown(v: &Value) -> Result<crate::config::OnUnknown, String> {
     match v.as_str() {
         Some("retry") => Ok(crate::config::OnUnknown::Retry),
