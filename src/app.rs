@@ -47,7 +47,7 @@ pub struct App {
     pub approvals: Approvals,
     pub versions: Arc<Versions>,
     pub schedules: Arc<parking_lot::RwLock<Vec<ScheduleInfo>>>,
-    pub metrics: Arc<crate::admin::metrics::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// One permit per ingest request being handled (`server.max_inflight_requests`).
     pub inflight: Arc<tokio::sync::Semaphore>,
     workers: parking_lot::Mutex<Option<WorkerPool>>,
@@ -206,7 +206,7 @@ impl App {
         let dead = SledDeadLetters::open(&store);
         let state = Arc::clone(&engine.host.state);
         let versions = Arc::new(Versions::open(&store)?);
-        let metrics = Arc::new(crate::admin::metrics::Metrics::default());
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         versions.remember(&scripts.get())?;
         let tasks = CancellationToken::new();
         let approvals = approvals_of(&config, &engine, &queue);

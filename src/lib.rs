@@ -5,6 +5,12 @@
 //! `script` handlers and run by `worker` with the `host` API, which acts through
 //! `connectors` and `state`; every run leaves a record in `run`. `admin` is the
 //! operator surface, `app` wires it all, `cli` is the command line, `repl` the interactive prompt.
+//!
+//! The public modules are what the binary, the benchmarks and the integration tests
+//! use, and inside them only the items they use are `pub`; the rest of the crate is
+//! `pub(crate)`, so unused code shows up as dead. `testing` (test helpers) exists
+//! only with the `testing` feature, which the tests enable. The layers and their
+//! arrows: `docs/architecture.md`.
 
 pub(crate) mod admin;
 pub(crate) mod api_error;
@@ -20,11 +26,13 @@ pub(crate) mod host;
 pub(crate) mod ingest;
 pub(crate) mod json;
 pub mod local;
+pub mod metrics;
 pub mod queue;
 pub(crate) mod repl;
 pub mod run;
 pub mod schedule;
 pub mod script;
+pub(crate) mod signature;
 pub(crate) mod source;
 pub mod state;
 pub mod store;

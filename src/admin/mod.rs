@@ -4,7 +4,6 @@
 
 mod approvals;
 mod auth;
-pub(crate) mod metrics;
 mod runs;
 mod scripts;
 
@@ -35,7 +34,7 @@ pub(crate) struct AdminState {
     pub scripts: Arc<Live>,
     pub state: Arc<dyn StateStore>,
     pub approvals: crate::approval::Approvals,
-    pub metrics: Arc<metrics::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub schedules: Arc<parking_lot::RwLock<Vec<crate::schedule::ScheduleInfo>>>,
     pub started: Instant,
 }

@@ -284,8 +284,7 @@ async fn replay_dead(
     // A replay runs the current version of the script (the fix being the point);
     // the journal is kept, so effects that succeeded are not repeated.
     job.pinned = None;
-    st.queue
-        .journal_forget(job.id, crate::host::journal::PIN_KEY)?;
+    st.queue.journal_forget(job.id, crate::queue::PIN_KEY)?;
     job.attempt = 0;
     job.not_before_ms = st.queue.clock().now_ms();
     job.created_ms = 0;

@@ -17,7 +17,7 @@ use crate::connectors::ConnectorError;
 use crate::connectors::slack::{Slack, SlackMessage};
 
 /// Oldest accepted request timestamp, in seconds (Slack's guidance).
-const MAX_SKEW_S: i64 = crate::source::verify::DEFAULT_TOLERANCE_S;
+const MAX_SKEW_S: i64 = crate::signature::DEFAULT_TOLERANCE_S;
 
 /// The message asking for a decision.
 pub(crate) fn message(a: &Approval, public_url: Option<&str>) -> Value {
@@ -113,7 +113,7 @@ pub(crate) fn router(approvals: Approvals) -> Router {
 /// Checks Slack's `v0` signature over the exact body bytes (the same check as a
 /// `verify: "slack"` webhook source).
 fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), ApiError> {
-    crate::source::Verify::Slack
+    crate::signature::Verify::Slack
         .check(secret, headers, body, now, MAX_SKEW_S)
         .map_err(ApiError::Unauthorized)
 }

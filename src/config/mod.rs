@@ -143,6 +143,10 @@ pub struct SourceConfig {
 }
 
 /// Largest webhook body by default: 1 MB.
+/// Events that may wait for the writer at once, by default
+/// (`server.max_pending_events`).
+pub(crate) const DEFAULT_MAX_PENDING_EVENTS: usize = 20_000;
+
 pub(crate) const DEFAULT_SOURCE_BODY_BYTES: usize = 1 << 20;
 
 impl Default for SourceConfig {
@@ -243,7 +247,7 @@ impl Default for Config {
                 scripts_dir: PathBuf::from("scripts"),
                 workers: 16,
                 max_inflight_requests: 256,
-                max_pending_events: crate::queue::DEFAULT_MAX_PENDING_EVENTS,
+                max_pending_events: crate::config::DEFAULT_MAX_PENDING_EVENTS,
             },
             segment: SegmentConfig {
                 write_keys: Vec::new(),

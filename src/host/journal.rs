@@ -23,7 +23,7 @@ use crate::state::{StateOp, StateStore};
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
 /// The journal key under which a run's script version is kept.
-pub(crate) const PIN_KEY: &str = "@pin";
+pub(crate) use crate::queue::PIN_KEY;
 
 /// How an effect relates to the outside world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

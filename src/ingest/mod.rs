@@ -42,7 +42,7 @@ pub(crate) struct IngestState {
     pub webhook_secret: Option<Secret>,
     /// Bearer token that authenticates a whole webhook body (batches).
     pub webhook_token: Option<Secret>,
-    pub metrics: Arc<crate::admin::metrics::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Origins browsers may send from (`segment.cors_origins`).
     pub cors: Cors,
     /// One permit per request being handled (`server.max_inflight_requests`).

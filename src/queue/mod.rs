@@ -117,8 +117,8 @@ pub enum Settle {
     Retry { at_ms: i64 },
 }
 
-/// Events that may wait for the writer at once, by default.
-pub(crate) const DEFAULT_MAX_PENDING_EVENTS: usize = 20_000;
+/// The journal key under which a run keeps the script version it is pinned to.
+pub(crate) const PIN_KEY: &str = "@pin";
 
 /// Tells whether a wait is already over when its run parks (e.g. the approval was
 /// decided between its creation and the park): its result, to wake at once.

@@ -7,12 +7,11 @@
 //! (`host::emit`). `route.rs` is the HTTP side.
 
 pub(crate) mod route;
-pub(crate) mod verify;
 
 use rhai::{Dynamic, FnPtr, Map};
 use serde_json::{Value, json};
 
-pub(crate) use verify::{Algorithm, Encoding, Generic, Verify};
+pub(crate) use crate::signature::{Algorithm, Encoding, Generic, Verify};
 
 /// Methods a source may accept (`methods` option); `POST` by default.
 const METHODS: &[&str] = &["POST", "PUT", "PATCH"];
@@ -56,7 +55,7 @@ impl SourceSpec {
             name: name.to_owned(),
             verify: None,
             secret: name.to_owned(),
-            tolerance_s: verify::DEFAULT_TOLERANCE_S,
+            tolerance_s: crate::signature::DEFAULT_TOLERANCE_S,
             methods: vec!["POST".into()],
             respond: None,
         };

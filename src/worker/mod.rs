@@ -34,7 +34,7 @@ pub(crate) struct WorkerDeps {
     pub dead: DeadLetters,
     pub retry: RetryPolicy,
     pub timers: Timers,
-    pub metrics: Arc<crate::admin::metrics::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The running worker threads.

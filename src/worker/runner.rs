@@ -147,7 +147,7 @@ fn resolve_script(
         // may have pinned its version with its first effect.
         job.pinned = deps
             .queue
-            .journal_get(job.id, crate::host::journal::PIN_KEY)
+            .journal_get(job.id, crate::queue::PIN_KEY)
             .ok()
             .flatten()
             .and_then(|v| v.as_str().map(str::to_owned));

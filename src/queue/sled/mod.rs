@@ -32,9 +32,8 @@ use serde_json::{Map, Value};
 
 use super::scheduler::Scheduler;
 use super::{
-    DEFAULT_MAX_PENDING_EVENTS, Dispatch, IngestReceipt, Job, JobQueue, Lease, PreparedEvent,
-    Queue, QueueError, RunWrites, ScheduleState, SchedulerStats, Settle, SettledCheck, StoredEvent,
-    StoredRequest, Trigger,
+    Dispatch, IngestReceipt, Job, JobQueue, Lease, PreparedEvent, Queue, QueueError, RunWrites,
+    ScheduleState, SchedulerStats, Settle, SettledCheck, StoredEvent, StoredRequest, Trigger,
 };
 use crate::clock::SharedClock;
 use crate::store::{Store, StoreError, id_key, key_id};
@@ -118,7 +117,7 @@ impl SledQueue {
             dedup_window_ms: std::sync::atomic::AtomicI64::new(DEFAULT_DEDUP_WINDOW_MS),
             settled_waits: Mutex::new(None),
             pending_events: AtomicUsize::new(0),
-            max_pending_events: AtomicUsize::new(DEFAULT_MAX_PENDING_EVENTS),
+            max_pending_events: AtomicUsize::new(crate::config::DEFAULT_MAX_PENDING_EVENTS),
         });
         let mut ready = Vec::new();
         let mut parked = Vec::new();
@@ -521,7 +520,7 @@ impl JobQueue for SledQueue {
             let pin = match job.pinned {
                 Some(p) => Some(p),
                 None => self
-                    .journal_get(job.id, crate::host::journal::PIN_KEY)?
+                    .journal_get(job.id, crate::queue::PIN_KEY)?
                     .and_then(|v| v.as_str().map(str::to_owned)),
             };
             out.extend(pin);
