@@ -20,10 +20,11 @@ use super::super::{
     Dispatch, IngestReceipt, Job, Lease, PreparedEvent, QueueError, RunWrites, Settle, StoredEvent,
     Trigger, WaitKind,
 };
-use super::{
-    Inner, META_DEDUP_GEN, META_DEDUP_ROTATED, Reply, Settled, Staged, decode_job, dedup_key,
-    event_key, job_key, journal_key, journal_prefix, put_writes,
+use super::layout::{
+    META_DEDUP_GEN, META_DEDUP_ROTATED, decode_job, dedup_key, event_key, job_key, journal_key,
+    journal_prefix, put_writes,
 };
+use super::{Inner, Reply, Settled, Staged};
 use crate::store::{id_key, key_id};
 
 /// Requests drained into one round at most.
