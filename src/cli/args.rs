@@ -1,10 +1,12 @@
 //! The command line's arguments: global options, commands and their flags. Their doc
-//! comments are the `--help` text.
+//! comments are the `--help` text, the man page (`spur man`) and the completions.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+use super::logging::LogFormat;
 
 /// spur: automation for Segment data, in plain Rhai files.
 #[derive(Debug, Parser)]
@@ -28,6 +30,17 @@ pub struct Cli {
     /// Less logging (errors only).
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Log format on stderr: `text` for a terminal, `json` (one object per line) for a
+    /// log collector.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        env = "SPUR_LOG_FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -109,6 +122,13 @@ pub enum Command {
         #[arg(long, global = true)]
         url: Option<String>,
     },
+    /// Print a shell completion script to stdout (`spur completions bash > …`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout (`spur man | man -l -`).
+    Man,
 }
 
 #[derive(Debug, Subcommand)]

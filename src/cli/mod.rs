@@ -1,9 +1,10 @@
 //! The command line: `spur serve`, `spur check`, … (DESIGN.md §3). `args` defines it;
 //! this module parses it, sets up logging, loads the configuration and hands each
-//! command to its group: `scripts` (check, run, test), `replay` and `remote` (state,
-//! approvals against a running daemon).
+//! command to its group: `scripts` (check, run, test), `replay`, `remote` (state,
+//! approvals against a running daemon) and `generate` (completions, man page).
 
 mod args;
+mod generate;
 mod logging;
 mod remote;
 mod replay;
@@ -16,13 +17,14 @@ use anyhow::Context as _;
 use clap::Parser as _;
 
 pub use args::{ApprovalsCmd, Cli, Command, Decision, StateCmd};
+pub use logging::LogFormat;
 
 use crate::config::{self, Config};
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.verbose, cli.quiet);
+    logging::init(cli.log_format, cli.verbose, cli.quiet);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -65,6 +67,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // These describe the command line itself, so a broken spur.toml does not stop them.
+    match cli.command {
+        Command::Completions { shell } => return generate::completions(shell),
+        Command::Man => return generate::man(),
+        _ => {}
+    }
     let cfg = load_config(&cli)?;
     match cli.command {
         Command::Serve => {
@@ -101,5 +109,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             url,
             ..
         } => replay::replay(&cfg, &since, script.as_deref(), live, url.as_deref()),
+        Command::Completions { .. } | Command::Man => {
+            unreachable!("answered above, before the configuration is loaded")
+        }
     }
 }
