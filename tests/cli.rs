@@ -238,3 +238,58 @@ fn man_prints_roff_without_reading_the_config() {
     let (code, _, err) = spur(dir.path(), &["check"]);
     assert_eq!(code, 2, "the config is broken after all: {err}");
 }
+
+/// `deploy/spur.toml` with its commented-out settings enabled (`# key = …`, `# [table]`).
+fn uncommented(text: &str) -> String {
+    let setting = |l: &str| {
+        l.starts_with('[')
+            || l.split_once(" = ").is_some_and(|(key, _)| {
+                !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            })
+    };
+    text.lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if setting(rest) => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn deploy_config_loads_with_and_without_its_commented_settings() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/spur.toml")).unwrap();
+    let full = uncommented(&text);
+    assert!(full.contains("\n[connections.slack]\n"), "{full}");
+    // Every ${VAR} the file names, set.
+    let vars: Vec<String> = text
+        .split("${")
+        .skip(1)
+        .filter_map(|s| s.split_once('}').map(|(v, _)| v.to_owned()))
+        .collect();
+    assert!(vars.iter().any(|v| v == "SPUR_ADMIN_TOKEN"), "{vars:?}");
+    let env: Vec<(&str, &str)> = vars.iter().map(|v| (v.as_str(), "x")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    for (name, config) in [("as-shipped.toml", &text), ("uncommented.toml", &full)] {
+        std::fs::write(dir.path().join(name), config).unwrap();
+        let (code, out, err) =
+            spur_with_env(dir.path(), &["check", "--config", name, "scripts"], &env);
+        assert_eq!(
+            (code, out.trim()),
+            (0, "0 scripts OK, 0 handlers"),
+            "{name}: {err}"
+        );
+    }
+    // Without the token the file names, spur does not start.
+    let (code, _, err) = spur(
+        dir.path(),
+        &["check", "--config", "as-shipped.toml", "scripts"],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("admin.token: environment variable SPUR_ADMIN_TOKEN is not set"),
+        "{err}"
+    );
+}
