@@ -1,13 +1,24 @@
-//! The command line through the real binary: `spur check`, configuration errors, and
-//! the loopback guard. Run with: cargo nextest run --test cli
+//! The command line through the real binary: `spur check`, configuration errors, the
+//! loopback guard, the log format, shell completions and the man page. Run with:
+//! cargo nextest run --test cli
 
 use std::process::Command;
 
 fn spur(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    spur_with_env(dir, args, &[])
+}
+
+fn spur_with_env(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_spur"))
         .args(args)
         .current_dir(dir)
         .env_remove("RUST_LOG")
+        .env_remove("SPUR_LOG_FORMAT")
+        .envs(env.iter().copied())
         .output()
         .expect("running spur");
     (
@@ -103,6 +114,182 @@ fn serve_refuses_a_public_address_without_an_admin_token() {
     assert_eq!(code, 2);
     assert!(
         err.contains("spur.toml: server.listen: 0.0.0.0:8088 is not a loopback address"),
+        "{err}"
+    );
+}
+
+/// A scripts dir whose one script logs `loaded` (a warning) when it is loaded.
+fn loud_scripts() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    std::fs::write(
+        scripts.join("loud.rhai"),
+        "log::warn(\"loaded\");\non_track(|e| {});",
+    )
+    .unwrap();
+    dir
+}
+
+/// The stderr lines that are JSON objects.
+fn json_lines(stderr: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(serde_json::Value::is_object)
+        .collect()
+}
+
+#[test]
+fn log_format_json_writes_each_log_line_as_a_json_object() {
+    let dir = loud_scripts();
+    let is_loaded = |v: &serde_json::Value| {
+        v["level"] == "WARN" && v["fields"]["message"] == "loaded" && v["target"] == "script"
+    };
+
+    let (code, out, err) = spur(dir.path(), &["check", "--log-format", "json"]);
+    assert_eq!((code, out.trim()), (0, "1 scripts OK, 1 handlers"), "{err}");
+    let lines = json_lines(&err);
+    assert!(lines.iter().any(is_loaded), "{err}");
+    assert!(lines.iter().all(|v| v["timestamp"].is_string()), "{err}");
+    assert_eq!(
+        lines.len(),
+        err.lines().count(),
+        "a line is not JSON:\n{err}"
+    );
+
+    let (code, _, err) = spur_with_env(dir.path(), &["check"], &[("SPUR_LOG_FORMAT", "json")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(json_lines(&err).iter().any(is_loaded), "{err}");
+
+    // The default is text, and the flag wins over the variable.
+    for env in [&[][..], &[("SPUR_LOG_FORMAT", "json")][..]] {
+        let args: &[&str] = if env.is_empty() {
+            &["check"]
+        } else {
+            &["check", "--log-format", "text"]
+        };
+        let (code, _, err) = spur_with_env(dir.path(), args, env);
+        assert_eq!(code, 0, "{err}");
+        assert!(json_lines(&err).is_empty(), "{err}");
+        assert!(
+            err.lines()
+                .any(|l| l.contains("WARN") && l.contains("script: loaded")),
+            "{err}"
+        );
+    }
+
+    let (code, _, err) = spur(dir.path(), &["check", "--log-format", "yaml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("possible values: text, json"), "{err}");
+}
+
+#[test]
+fn bash_completion_completes_a_command_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, script, err) = spur(dir.path(), &["completions", "bash"]);
+    assert_eq!(code, 0, "{err}");
+    let path = dir.path().join("spur.bash");
+    std::fs::write(&path, script).unwrap();
+    // What bash does on `spur se<TAB>`: the registered function, called with the
+    // command, the word being completed and the word before it.
+    let complete = r#"
+        source "$1" || exit 3
+        COMP_WORDS=(spur se)
+        COMP_CWORD=1
+        COMP_LINE="spur se"
+        COMP_POINT=${#COMP_LINE}
+        fn=$(complete -p spur | sed -n 's/.*-F \([^ ]*\).*/\1/p')
+        [ -n "$fn" ] || exit 4
+        "$fn" spur se spur
+        printf '%s\n' "${COMPREPLY[@]}"
+    "#;
+    let out = Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", complete, "bash"])
+        .arg(&path)
+        .output()
+        .expect("running bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let words: Vec<&str> = stdout.lines().collect();
+    assert_eq!(words, ["serve"], "{stdout}");
+}
+
+#[test]
+fn man_prints_roff_without_reading_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    // Neither `man` nor `completions` needs the configuration, even a broken one.
+    std::fs::write(dir.path().join("spur.toml"), "[server]\nport = 1\n").unwrap();
+    let (code, page, err) = spur(dir.path(), &["man"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(page.starts_with(".ie"), "not roff:\n{page}");
+    assert!(page.contains(".TH spur 1"), "{page}");
+    for needle in ["serve", "completions", "log\\-format", "SPUR_LOG_FORMAT"] {
+        assert!(page.contains(needle), "missing {needle:?} in:\n{page}");
+    }
+    let (code, script, err) = spur(dir.path(), &["completions", "zsh"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(script.contains("#compdef spur"), "{script}");
+    let (code, _, err) = spur(dir.path(), &["check"]);
+    assert_eq!(code, 2, "the config is broken after all: {err}");
+}
+
+/// `deploy/spur.toml` with its commented-out settings enabled (`# key = …`, `# [table]`).
+fn uncommented(text: &str) -> String {
+    let setting = |l: &str| {
+        l.starts_with('[')
+            || l.split_once(" = ").is_some_and(|(key, _)| {
+                !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            })
+    };
+    text.lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if setting(rest) => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn deploy_config_loads_with_and_without_its_commented_settings() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/spur.toml")).unwrap();
+    let full = uncommented(&text);
+    assert!(full.contains("\n[connections.slack]\n"), "{full}");
+    // Every ${VAR} the file names, set.
+    let vars: Vec<String> = text
+        .split("${")
+        .skip(1)
+        .filter_map(|s| s.split_once('}').map(|(v, _)| v.to_owned()))
+        .collect();
+    assert!(vars.iter().any(|v| v == "SPUR_ADMIN_TOKEN"), "{vars:?}");
+    let env: Vec<(&str, &str)> = vars.iter().map(|v| (v.as_str(), "x")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    for (name, config) in [("as-shipped.toml", &text), ("uncommented.toml", &full)] {
+        std::fs::write(dir.path().join(name), config).unwrap();
+        let (code, out, err) =
+            spur_with_env(dir.path(), &["check", "--config", name, "scripts"], &env);
+        assert_eq!(
+            (code, out.trim()),
+            (0, "0 scripts OK, 0 handlers"),
+            "{name}: {err}"
+        );
+    }
+    // Without the token the file names, spur does not start.
+    let (code, _, err) = spur(
+        dir.path(),
+        &["check", "--config", "as-shipped.toml", "scripts"],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("admin.token: environment variable SPUR_ADMIN_TOKEN is not set"),
         "{err}"
     );
 }
