@@ -20,6 +20,7 @@ use crate::connectors::http::HttpClient;
 use crate::connectors::recorder::Recorder;
 use crate::connectors::redact::Redactor;
 use crate::connectors::segment;
+use crate::connectors::slack::Slack;
 use crate::host::Host;
 use crate::ingest::{self, IngestState};
 use crate::queue::Queue;
@@ -131,6 +132,7 @@ pub fn build_host(
         outbox: Arc::new(segment::Outbox::open(store, &config.segment)?),
         approvals: crate::approval::SledApprovals::open(store)?,
         approvals_cfg: config.approvals.clone(),
+        slack: Slack::new(http.clone(), config.approvals.slack_connection.as_str()),
         http,
         state: Arc::new(SledState::open(store)?),
         clock: Arc::clone(store.clock()),
@@ -442,10 +444,7 @@ fn approvals_of(config: &Config, engine: &EngineOptions, queue: &Queue) -> Appro
     let approvals = Approvals::new(
         engine.host.approvals.clone(),
         queue.clone(),
-        crate::connectors::slack::Slack::new(
-            engine.host.http.clone(),
-            config.approvals.slack_connection.as_str(),
-        ),
+        engine.host.slack.clone(),
         config.approvals.clone(),
     );
     let decided = approvals.store.clone();

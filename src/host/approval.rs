@@ -20,7 +20,6 @@ use super::journal;
 use super::{Host, error, placed};
 use crate::approval::{Approval, Status, slack};
 use crate::connectors::recorder::glob_match;
-use crate::connectors::slack::Slack;
 use crate::event::format_time;
 use crate::queue::{Wait, WaitKind};
 
@@ -160,11 +159,7 @@ pub(crate) fn ask(host: &Host, ask: Ask, key_args: &Value) -> Res<Value> {
         let cfg = &host.approvals_cfg;
         let sent = super::outbound(
             host,
-            slack::notify(
-                &Slack::new(host.http.clone(), cfg.slack_connection.as_str()),
-                &stored,
-                cfg.public_url.as_deref(),
-            ),
+            slack::notify(&host.slack, &stored, cfg.public_url.as_deref()),
         )?;
         match sent {
             Ok(msg) => {

@@ -41,6 +41,8 @@ pub struct Host {
     pub outbox: Arc<crate::connectors::segment::Outbox>,
     pub approvals: crate::approval::ApprovalStore,
     pub approvals_cfg: crate::config::ApprovalsConfig,
+    /// Slack on `approvals.slack_connection`, for approval messages.
+    pub(crate) slack: crate::connectors::slack::Slack,
     /// Names `env::secret(name)` may read, with their values.
     pub env: BTreeMap<String, String>,
     /// The clock `time::now()`, waits and approvals read (the store's).

@@ -336,7 +336,11 @@ impl Store {
             let tree = String::from_utf8_lossy(&name).into_owned();
             out.extend(by_prefix.into_iter().map(|(prefix, (keys, bytes))| Usage {
                 tree: tree.clone(),
-                prefix: char::from(prefix).to_string(),
+                prefix: if prefix.is_ascii_graphic() {
+                    char::from(prefix).to_string()
+                } else {
+                    format!("{prefix:#04x}")
+                },
                 keys,
                 bytes,
             }));
@@ -349,7 +353,8 @@ impl Store {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Usage {
     pub tree: String,
-    /// The key's first byte as a character (`e` events, `j` jobs, …).
+    /// The key's first byte as a character (`e` events, `j` jobs, …), or in hex
+    /// when it is not printable (the ids that key runs and dead letters).
     pub prefix: String,
     pub keys: u64,
     pub bytes: u64,
