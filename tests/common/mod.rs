@@ -6,6 +6,7 @@
 
 pub mod connector;
 pub mod fakes;
+pub mod sink;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
