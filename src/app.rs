@@ -45,6 +45,9 @@ pub struct App {
     pub state: Arc<dyn StateStore>,
     pub engine: EngineOptions,
     pub admin_token: Secret,
+    /// Every token the daemon accepts: the owner's and the clients'.
+    pub(crate) callers: crate::auth::SharedCallers,
+    pub audit: crate::audit::Audit,
     pub approvals: Approvals,
     pub versions: Arc<Versions>,
     pub schedules: Arc<parking_lot::RwLock<Vec<ScheduleInfo>>>,
@@ -96,6 +99,58 @@ pub(crate) fn redactor(config: &Config, env: &BTreeMap<String, String>) -> Redac
     let mut secrets = config.secrets();
     secrets.extend(env.values().cloned());
     Redactor::new(secrets, &basic)
+}
+
+/// Opens the store of `[store] backend`: the storage seam's one backend so far;
+/// the traits it implements are in `queue`, `state`, `run`, `approval` and `audit`
+/// (docs/architecture.md).
+async fn open_store(config: &Config, clock: SharedClock) -> anyhow::Result<Store> {
+    match config.store {
+        crate::config::StoreBackend::Sled => {
+            let data_dir = config.server.data_dir.clone();
+            let mode = config.sled_mode;
+            tokio::task::spawn_blocking(move || Store::open_with(&data_dir, clock, mode))
+                .await?
+                .context("opening the store")
+        }
+    }
+}
+
+/// Who may call (the owner and the clients) and the audit log, which records
+/// this configuration's load first.
+fn governance(
+    config: &Config,
+    store: &Store,
+    admin_token: &Secret,
+) -> anyhow::Result<(crate::auth::SharedCallers, crate::audit::Audit)> {
+    let callers = Arc::new(crate::auth::Callers::new(admin_token, config));
+    let audit = crate::audit::Audit::new(
+        crate::audit::SledAudit::open(store)?,
+        Arc::new(redactor_with(config, admin_token)),
+    );
+    audit.append_soon(config_loaded(config));
+    Ok((callers, audit))
+}
+
+/// The redactor of the audit log: every configured secret and the owner's token,
+/// also when it was generated rather than configured.
+fn redactor_with(config: &Config, admin_token: &Secret) -> Redactor {
+    let mut config = config.clone();
+    config.admin.token = Some(admin_token.clone());
+    redactor(&config, &allowed_env(&config))
+}
+
+/// The audit entry of a configuration load: the file and the sections it set
+/// (never a value).
+fn config_loaded(config: &Config) -> crate::audit::Entry {
+    let file = config
+        .source
+        .as_ref()
+        .map_or_else(|| "(defaults)".to_owned(), |p| p.display().to_string());
+    crate::audit::Entry::new(crate::audit::DAEMON, "config.load", &file).detail(serde_json::json!({
+        "clients": config.clients.keys().collect::<Vec<_>>(),
+        "connections": config.connections.keys().collect::<Vec<_>>(),
+    }))
 }
 
 /// The environment values scripts may read (`[env] allow`).
@@ -175,17 +230,7 @@ impl App {
     /// # Errors
     /// As [`App::open`].
     pub(crate) async fn open_with(config: Config, clock: SharedClock) -> anyhow::Result<Arc<Self>> {
-        // The storage seam's one backend so far; the traits it implements are in
-        // `queue`, `state`, `run` and `approval` (docs/architecture.md).
-        let store = match config.store {
-            crate::config::StoreBackend::Sled => {
-                let data_dir = config.server.data_dir.clone();
-                let mode = config.sled_mode;
-                tokio::task::spawn_blocking(move || Store::open_with(&data_dir, clock, mode))
-                    .await?
-                    .context("opening the store")?
-            }
-        };
+        let store = open_store(&config, clock).await?;
         let admin_token = match &config.admin.token {
             Some(t) => t.clone(),
             None => admin_token_file(&config.server.data_dir)?,
@@ -195,7 +240,10 @@ impl App {
             limits: config.limits.clone(),
             host,
         };
+        let (callers, audit) = governance(&config, &store, &admin_token)?;
         let scripts = load_scripts(&config, &engine).await?;
+        let mut script_hashes = std::collections::BTreeMap::new();
+        audit.scripts_loaded(&scripts.get(), &mut script_hashes);
         let queue = crate::queue::SledQueue::open(
             store.clone(),
             Arc::clone(&scripts) as Arc<dyn crate::queue::Dispatch>,
@@ -234,7 +282,14 @@ impl App {
             timers,
             metrics: Arc::clone(&metrics),
         });
-        let watcher = watch_scripts(&config, &scripts, &engine, &versions, &tasks);
+        let watcher = watch_scripts(
+            &config,
+            &scripts,
+            &engine,
+            &versions,
+            (audit.clone(), script_hashes),
+            &tasks,
+        );
         let mut schedules = Schedules::new(queue.clone());
         schedules.load(&scripts.get(), store.clock().now())?;
         let schedule_view = schedules.view();
@@ -256,6 +311,8 @@ impl App {
             state,
             engine,
             admin_token,
+            callers,
+            audit,
             workers: parking_lot::Mutex::new(None),
             deps,
             tasks,
@@ -293,7 +350,8 @@ impl App {
             metrics: Arc::clone(&self.metrics),
         });
         let admin = admin::router(AdminState {
-            token: Arc::new(self.admin_token.clone()),
+            callers: Arc::clone(&self.callers),
+            audit: self.audit.clone(),
             queue: self.queue.clone(),
             runs: self.runs.clone(),
             dead: self.dead.clone(),
@@ -311,9 +369,24 @@ impl App {
             self.config.sources.clone(),
             Arc::clone(&self.inflight),
         )));
+        let tools = crate::tool::Tools {
+            scripts: Arc::clone(&self.scripts),
+            queue: self.queue.clone(),
+            runs: self.runs.clone(),
+            audit: self.audit.clone(),
+        };
+        let listen = self.config.server.listen;
+        let mcp = crate::mcp::route::router(
+            tools,
+            Arc::clone(&self.callers),
+            self.config.approvals.public_url.clone(),
+            vec![listen.ip().to_string(), listen.to_string()],
+            self.tasks.child_token(),
+        );
         ingest
             .merge(sources)
             .merge(admin)
+            .merge(mcp)
             .merge(crate::approval::slack::router(self.approvals.clone()))
     }
 
@@ -467,9 +540,14 @@ fn watch_scripts(
     scripts: &Arc<Live>,
     engine: &EngineOptions,
     versions: &Arc<Versions>,
+    (audit, hashes): (
+        crate::audit::Audit,
+        std::collections::BTreeMap<String, String>,
+    ),
     tasks: &CancellationToken,
 ) -> Option<crate::script::watch::ScriptWatcher> {
     let remember = Arc::clone(versions);
+    let hashes = parking_lot::Mutex::new(hashes);
     crate::script::watch::watch(
         &config.server.scripts_dir,
         Arc::clone(scripts),
@@ -478,6 +556,7 @@ fn watch_scripts(
             if let Err(e) = remember.remember(set) {
                 tracing::error!(error = %e, "Storing script versions failed.");
             }
+            audit.scripts_loaded(set, &mut hashes.lock());
         },
         tasks.child_token(),
     )
@@ -519,12 +598,19 @@ pub struct Purged {
     pub events: usize,
     pub state: usize,
     pub approvals: usize,
+    pub audit: usize,
     pub sources: usize,
 }
 
 impl Purged {
     pub(crate) fn total(&self) -> usize {
-        self.runs + self.dead_letters + self.events + self.state + self.approvals + self.sources
+        self.runs
+            + self.dead_letters
+            + self.events
+            + self.state
+            + self.approvals
+            + self.audit
+            + self.sources
     }
 }
 
@@ -546,6 +632,7 @@ impl App {
         let events = self.queue.purge(before(r.events))?;
         let state = self.state.purge_expired()?;
         let approvals = self.approvals.store.purge(before(r.approvals))?;
+        let audit = self.audit.purge(before(r.runs))?;
         let pinned = self.queue.pinned_versions()?;
         let sources = self
             .versions
@@ -556,6 +643,7 @@ impl App {
             events,
             state,
             approvals,
+            audit,
             sources,
         })
     }

@@ -1,6 +1,6 @@
 //! The operator surface: `/healthz` (open), `/metrics` and the admin API under
-//! `/api/` (bearer token, compared in constant time). One router module per
-//! resource.
+//! `/api/` (a bearer token naming the owner or a client, each route checking its
+//! scope: `auth.rs`; writes audited). One router module per resource.
 
 mod approvals;
 mod auth;
@@ -18,7 +18,6 @@ use axum::{Json, Router, middleware};
 use serde_json::{Value, json};
 
 use crate::api_error::ApiError;
-use crate::config::Secret;
 use crate::queue::Queue;
 use crate::run::{DeadLetters, RunStore};
 use crate::script::Live;
@@ -27,7 +26,9 @@ use crate::state::StateStore;
 /// What admin routes need.
 #[derive(Clone)]
 pub(crate) struct AdminState {
-    pub token: Arc<Secret>,
+    /// Who may call, with their scopes.
+    pub callers: crate::auth::SharedCallers,
+    pub audit: crate::audit::Audit,
     pub queue: Queue,
     pub runs: RunStore,
     pub dead: DeadLetters,
@@ -48,9 +49,10 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/api/schedules", get(schedules))
         .route("/api/store", get(store_usage))
+        .route("/api/audit", get(audit_log))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::require_token,
+            auth::require_scope,
         ));
     Router::new()
         .route("/healthz", get(health))
@@ -119,4 +121,34 @@ async fn metrics_text(State(st): State<AdminState>) -> impl IntoResponse {
         ),
     ]);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// Query of `GET /api/audit`.
+#[derive(serde::Deserialize)]
+struct AuditQuery {
+    since: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/audit?since=1h&actor=&action=&limit=`: `{"entries": [...]}`, oldest
+/// first, everything retained when `since` is absent; `action` matches an action or its prefix (`tool` matches `tool.call`).
+async fn audit_log(
+    State(st): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    // By default everything retained (records live as long as run records).
+    let since_ms = runs::cutoff_of(&st, q.since.as_deref(), std::time::Duration::MAX)?;
+    let filter = crate::audit::AuditFilter {
+        since_ms,
+        actor: q.actor,
+        action: q.action,
+    };
+    let limit = q.limit.unwrap_or(1000).clamp(1, 100_000);
+    let audit = st.audit.clone();
+    let entries = tokio::task::spawn_blocking(move || audit.list(&filter, limit))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(json!({ "entries": entries })))
 }

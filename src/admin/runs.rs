@@ -149,9 +149,13 @@ struct EventsQuery {
 }
 
 /// The moment `since` (`"1h"`, default one hour) before now.
-fn cutoff_of(st: &AdminState, since: Option<&str>) -> Result<i64, ApiError> {
+pub(super) fn cutoff_of(
+    st: &AdminState,
+    since: Option<&str>,
+    default: Duration,
+) -> Result<i64, ApiError> {
     let since = match since {
-        None => Duration::from_secs(3600),
+        None => default,
         Some(s) => crate::duration::parse(s)
             .map_err(|e| ApiError::bad_field("invalid_since", "since", e))?,
     };
@@ -167,7 +171,7 @@ async fn list_events(
     State(st): State<AdminState>,
     Query(q): Query<EventsQuery>,
 ) -> Result<axum::response::Response, ApiError> {
-    let cutoff = cutoff_of(&st, q.since.as_deref())?;
+    let cutoff = cutoff_of(&st, q.since.as_deref(), Duration::from_secs(3600))?;
     let limit = q.limit.unwrap_or(10_000).clamp(1, 100_000);
     let queue = st.queue.clone();
     Ok(stream_list("events", move |push| {
@@ -183,7 +187,7 @@ async fn list_requests(
     State(st): State<AdminState>,
     Query(q): Query<EventsQuery>,
 ) -> Result<axum::response::Response, ApiError> {
-    let cutoff = cutoff_of(&st, q.since.as_deref())?;
+    let cutoff = cutoff_of(&st, q.since.as_deref(), Duration::from_secs(3600))?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 100_000);
     let queue = st.queue.clone();
     Ok(stream_list("requests", move |push| {

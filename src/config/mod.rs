@@ -39,6 +39,65 @@ pub struct Config {
     /// Names `env::secret(name)` may read (`[env] allow = [...]`).
     pub env_allow: Vec<String>,
     pub approvals: ApprovalsConfig,
+    /// Named clients of the admin API and of `/mcp` (`[clients.NAME]`), by name.
+    pub clients: BTreeMap<String, ClientConfig>,
+}
+
+/// `[clients.NAME]`: someone or something that calls spur with its own token: an
+/// agent over MCP, a dashboard, a teammate's CLI.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Its bearer token, compared in constant time.
+    pub token: Secret,
+    /// Glob patterns of the tools it may list and call (none by default).
+    pub tools: Vec<String>,
+    /// What it may do with the admin API.
+    pub scopes: Vec<Scope>,
+}
+
+/// A permission of the admin API. `admin.token` holds every one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    RunsRead,
+    RunsReplay,
+    StateRead,
+    StateWrite,
+    ApprovalsRead,
+    ApprovalsDecide,
+    AuditRead,
+    /// Every scope.
+    Admin,
+}
+
+impl Scope {
+    /// Every scope, as written in `scopes = [...]`.
+    pub const ALL: [Scope; 8] = [
+        Scope::RunsRead,
+        Scope::RunsReplay,
+        Scope::StateRead,
+        Scope::StateWrite,
+        Scope::ApprovalsRead,
+        Scope::ApprovalsDecide,
+        Scope::AuditRead,
+        Scope::Admin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::RunsRead => "runs:read",
+            Scope::RunsReplay => "runs:replay",
+            Scope::StateRead => "state:read",
+            Scope::StateWrite => "state:write",
+            Scope::ApprovalsRead => "approvals:read",
+            Scope::ApprovalsDecide => "approvals:decide",
+            Scope::AuditRead => "audit:read",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|c| c.as_str() == s)
+    }
 }
 
 /// `[approvals]`: where people decide, and defaults of requests.
@@ -205,6 +264,8 @@ pub struct ConnectionConfig {
     pub max_concurrency: Option<usize>,
     /// `"METHOD path-glob"` patterns whose calls wait for an approval.
     pub require_approval: Vec<String>,
+    /// `"METHOD path-glob"` patterns of the only calls made (empty: every call).
+    pub allow: Vec<String>,
     /// Attempts per call for 429, 5xx and connection errors.
     pub max_attempts: Option<u32>,
     /// Largest response body read (default: `limits.max_response_bytes`).
@@ -241,6 +302,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             source: None,
+            clients: BTreeMap::new(),
             server: ServerConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8088)),
                 data_dir: PathBuf::from(".spur"),
@@ -338,6 +400,9 @@ impl Config {
                 }
             }
             conn.headers.iter().for_each(|(_, v)| push(v));
+        }
+        for client in self.clients.values() {
+            push(&client.token);
         }
         out.sort();
         out.dedup();

@@ -65,6 +65,15 @@ pub(crate) enum ConnectorError {
     Service(ServiceError),
     #[error("{0}")]
     Rejected(String),
+    #[error(
+        "{method} {path} is not allowed on connection {connection:?}: its allow list is {allow:?}"
+    )]
+    NotAllowed {
+        connection: String,
+        method: String,
+        path: String,
+        allow: Vec<String>,
+    },
 }
 
 const UNKNOWN_NOT_RESENT: &str = " — the request may have reached the service (outcome \
@@ -94,10 +103,14 @@ impl ConnectorError {
     /// connector error retries the run or fails it at once. Not retried: a request
     /// the client refuses (bad URL, unknown connection, missing configuration), a
     /// body over the limit, a service's 4xx other than 408 and 429, and an unknown
-    /// outcome on a connection with `on_unknown = "fail"`.
+    /// outcome on a connection with `on_unknown = "fail"`, and a call outside a
+    /// connection's `allow` list.
     pub(crate) fn is_retryable(&self) -> bool {
         match self {
-            Self::UnknownConnection { .. } | Self::Invalid(_) | Self::TooLarge { .. } => false,
+            Self::UnknownConnection { .. }
+            | Self::Invalid(_)
+            | Self::TooLarge { .. }
+            | Self::NotAllowed { .. } => false,
             Self::Service(e) => e.status == 408 || e.status == 429 || e.status >= 500,
             Self::Transport {
                 unknown,

@@ -19,7 +19,6 @@ use super::ctx::{WaitMode, with_run};
 use super::journal;
 use super::{Host, error, placed};
 use crate::approval::{Approval, Status, slack};
-use crate::connectors::recorder::glob_match;
 use crate::event::format_time;
 use crate::queue::{Wait, WaitKind};
 
@@ -183,26 +182,6 @@ pub(crate) fn ask(host: &Host, ask: Ask, key_args: &Value) -> Res<Value> {
         },
         Some(ask.expires),
     ))
-}
-
-/// The first `require_approval` pattern (`"METHOD path-glob"`) matching a call.
-pub(crate) fn matching_pattern(patterns: &[String], method: &str, path: &str) -> Option<String> {
-    let path = path.split('?').next().unwrap_or_default();
-    let path = if path.starts_with('/') {
-        path.to_owned()
-    } else {
-        format!("/{path}")
-    };
-    patterns
-        .iter()
-        .find(|p| {
-            let mut parts = p.split_whitespace();
-            let (Some(m), Some(glob)) = (parts.next(), parts.next()) else {
-                return false;
-            };
-            (m == "*" || m.eq_ignore_ascii_case(method)) && (glob == "*" || glob_match(glob, &path))
-        })
-        .cloned()
 }
 
 /// Holds a connection call until someone approves it; a rejection fails the run.
@@ -414,24 +393,4 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_fn("wait_for", move |ctx: NativeCallContext, filter: Map| {
         placed(&ctx, wait_for(&h, &filter, &Dynamic::from("30d")))
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn patterns_match_method_and_path_glob() {
-        let p = vec![
-            "DELETE *".to_owned(),
-            "POST /crm/v3/objects/deals*".to_owned(),
-        ];
-        assert_eq!(
-            matching_pattern(&p, "DELETE", "/contacts/1").as_deref(),
-            Some("DELETE *")
-        );
-        assert!(matching_pattern(&p, "POST", "/crm/v3/objects/deals/batch?x=1").is_some());
-        assert!(matching_pattern(&p, "POST", "/crm/v3/objects/contacts").is_none());
-        assert!(matching_pattern(&p, "GET", "/crm/v3/objects/deals").is_none());
-    }
 }

@@ -261,7 +261,7 @@ pub(crate) fn call(host: &Host, mut req: OutboundRequest) -> Res<Map> {
     if let Destination::Connection { name, path } = &req.destination {
         let method = req.method.as_str();
         let patterns = host.http.approval_patterns(name);
-        if let Some(pattern) = super::approval::matching_pattern(patterns, method, path) {
+        if let Some(pattern) = crate::connectors::http::matching_pattern(patterns, method, path) {
             let body = match &req.body {
                 Body::Json(v) => v.clone(),
                 Body::Text(t) => Value::String(t.clone()),

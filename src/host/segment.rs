@@ -196,7 +196,9 @@ fn public(host: &Host, what: &str, call: segment::PublicCall) -> Res<Dynamic> {
     // A change (regulation, tracking-plan rules): approval gate, then once per run.
     in_run(what)?;
     let patterns = host.http.approval_patterns(segment::PUBLIC);
-    if let Some(pattern) = super::approval::matching_pattern(patterns, method.as_str(), &path) {
+    if let Some(pattern) =
+        crate::connectors::http::matching_pattern(patterns, method.as_str(), &path)
+    {
         super::approval::require_for_call(
             host,
             segment::PUBLIC,

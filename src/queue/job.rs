@@ -104,6 +104,12 @@ pub enum Trigger {
     /// A request to the webhook source `source`, by its sequence number in the
     /// request log.
     Webhook { source: String, seq: u64 },
+    /// A call of the tool `tool` by `client`, with its validated arguments.
+    Tool {
+        tool: String,
+        client: String,
+        arguments: Value,
+    },
 }
 
 impl Trigger {
@@ -112,6 +118,7 @@ impl Trigger {
             Self::Event { .. } => "event",
             Self::Schedule { .. } => "schedule",
             Self::Webhook { .. } => "webhook",
+            Self::Tool { .. } => "tool",
         }
     }
 }

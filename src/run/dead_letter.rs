@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::record::purge_before;
 use crate::queue::Job;
+use crate::store::purge_before;
 use crate::store::{Store, StoreError, id_key, key_id};
 
 /// A job that will not run again unless replayed.

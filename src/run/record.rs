@@ -88,7 +88,7 @@ pub struct RunError {
 pub struct RunRecord {
     pub id: u64,
     pub job_id: u64,
-    /// `event` or `schedule`.
+    /// `event`, `schedule`, `webhook` or `tool`.
     pub trigger: String,
     pub script: String,
     pub handler: String,
@@ -105,6 +105,16 @@ pub struct RunRecord {
     /// The webhook source of a `webhook` run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The tool of a `tool` run, the client that called it, its arguments and
+    /// (once it finished) the handler's return value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
     /// 1 for the first execution.
     pub attempt: u32,
     pub status: RunStatus,
@@ -145,10 +155,20 @@ impl RunRecord {
     /// fields are filled in as it ends.
     pub(crate) fn of_job(job: &crate::queue::Job, id: u64, started_at: String) -> Self {
         let (mut message_id, mut schedule, mut source) = (None, None, None);
+        let (mut tool, mut client, mut arguments) = (None, None, None);
         match &job.trigger {
             crate::queue::Trigger::Event { message_id: m, .. } => message_id = Some(m.clone()),
             crate::queue::Trigger::Schedule { schedule: s, .. } => schedule = Some(s.clone()),
             crate::queue::Trigger::Webhook { source: s, .. } => source = Some(s.clone()),
+            crate::queue::Trigger::Tool {
+                tool: t,
+                client: c,
+                arguments: a,
+            } => {
+                tool = Some(t.clone());
+                client = Some(c.clone());
+                arguments = Some(a.clone());
+            }
         }
         Self {
             id,
@@ -162,6 +182,10 @@ impl RunRecord {
             user: job.user.clone(),
             schedule,
             source,
+            tool,
+            client,
+            arguments,
+            result: None,
             attempt: job.attempt + 1,
             status: RunStatus::Ok,
             finished_at: started_at.clone(),
@@ -321,7 +345,7 @@ impl RunRecords for SledRunRecords {
     }
 
     fn purge(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
-        purge_before(&self.tree, cutoff_ms).map(|ids| ids.len())
+        crate::store::purge_before(&self.tree, cutoff_ms).map(|ids| ids.len())
     }
 }
 
@@ -330,25 +354,4 @@ fn decode(k: &[u8], v: &[u8]) -> Result<RunRecord, StoreError> {
         key: format!("run {}", key_id(k)),
         reason: e.to_string(),
     })
-}
-
-/// Deletes leading entries (id order = time order) whose 8-byte ms prefix is older
-/// than `cutoff_ms`; returns their ids.
-pub(super) fn purge_before(tree: &sled::Tree, cutoff_ms: i64) -> Result<Vec<u64>, StoreError> {
-    let mut ids = Vec::new();
-    let mut batch = sled::Batch::default();
-    for item in tree {
-        let (k, v) = item?;
-        let at = v.get(..8).map_or(0, key_id) as i64;
-        if at >= cutoff_ms {
-            break;
-        }
-        ids.push(key_id(&k));
-        batch.remove(k);
-        if ids.len() % 1000 == 0 {
-            tree.apply_batch(std::mem::take(&mut batch))?;
-        }
-    }
-    tree.apply_batch(batch)?;
-    Ok(ids)
 }

@@ -159,6 +159,8 @@ pub enum HandlerKind {
     Schedule(String),
     /// `on_webhook("name", fn)`: a source at `/hooks/name` (its spec on the handler).
     Webhook(String),
+    /// `tool("name", options, |args| …)`: a tool agents call (its spec in `options`).
+    Tool(String),
 }
 
 impl HandlerKind {
@@ -185,6 +187,7 @@ impl HandlerKind {
             Self::Trait(k) => format!("on_trait({k})"),
             Self::Schedule(e) => format!("every({e})"),
             Self::Webhook(n) => format!("on_webhook({n})"),
+            Self::Tool(n) => format!("tool({n})"),
         }
     }
 }
@@ -255,6 +258,7 @@ struct Index {
     audiences: HashMap<String, Vec<(usize, usize)>>,
     traits: HashMap<String, Vec<(usize, usize)>>,
     sources: HashMap<String, (usize, usize)>,
+    tools: HashMap<String, (usize, usize)>,
 }
 
 impl ScriptSet {
@@ -316,6 +320,21 @@ impl ScriptSet {
                         }),
                         None => {
                             index.sources.insert(name.clone(), at);
+                        }
+                    },
+                    HandlerKind::Tool(name) => match index.tools.get(name) {
+                        // A tool name is one tool for every client.
+                        Some(&(owner, _)) => errors.push(ScriptError {
+                            file: s.path.display().to_string(),
+                            line: h.line,
+                            column: 0,
+                            message: format!(
+                                "tool({name:?}): the tool is already registered by {}",
+                                scripts[owner].name
+                            ),
+                        }),
+                        None => {
+                            index.tools.insert(name.clone(), at);
                         }
                     },
                 }

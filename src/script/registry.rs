@@ -95,7 +95,27 @@ fn webhook(ctx: &NativeCallContext, name: &str, options: Map, f: FnPtr) -> Res {
     )
 }
 
+/// `tool(name, options, f)`: a tool with its spec, checked now so a bad schema is a
+/// load error naming the place.
+fn tool(ctx: &NativeCallContext, name: &str, options: Map, f: FnPtr) -> Res {
+    let json = crate::host::convert::to_json(&rhai::Dynamic::from_map(options))
+        .map_err(|e| format!("tool({name:?}): options must be plain values: {e}"))?;
+    let spec =
+        crate::tool::ToolSpec::parse(name, &json).map_err(|e| format!("tool({name:?}): {e}"))?;
+    let options = crate::host::convert::to_dynamic(&spec.to_options())
+        .try_cast::<Map>()
+        .unwrap_or_default();
+    add_with(ctx, HandlerKind::Tool(spec.name), f, Some(options), None)
+}
+
 pub(super) fn register(engine: &mut Engine) {
+    engine.register_fn(
+        "tool",
+        |ctx: NativeCallContext, name: &str, options: Map, f: FnPtr| tool(&ctx, name, options, f),
+    );
+    engine.register_fn("tool", |ctx: NativeCallContext, name: &str, f: FnPtr| {
+        tool(&ctx, name, Map::new(), f)
+    });
     engine.register_fn("on_track", |ctx: NativeCallContext, f: FnPtr| {
         add(&ctx, HandlerKind::Track(None), f, None)
     });

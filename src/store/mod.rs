@@ -380,6 +380,27 @@ pub(crate) fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Deletes leading entries (id order = time order) whose 8-byte ms prefix is older
+/// than `cutoff_ms`; returns their ids.
+pub(crate) fn purge_before(tree: &sled::Tree, cutoff_ms: i64) -> Result<Vec<u64>, StoreError> {
+    let mut ids = Vec::new();
+    let mut batch = sled::Batch::default();
+    for item in tree {
+        let (k, v) = item?;
+        let at = v.get(..8).map_or(0, key_id) as i64;
+        if at >= cutoff_ms {
+            break;
+        }
+        ids.push(key_id(&k));
+        batch.remove(k);
+        if ids.len() % 1000 == 0 {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    tree.apply_batch(batch)?;
+    Ok(ids)
+}
+
 /// Big-endian key bytes of an id, so keys sort by id.
 pub(crate) fn id_key(id: u64) -> [u8; 8] {
     id.to_be_bytes()

@@ -161,7 +161,7 @@ fn dead_letter(deps: &WorkerDeps, lease: &Lease, record: &crate::run::RunRecord,
         .map(|e| e.body.clone())
         .or_else(|| match &lease.job.trigger {
             Trigger::Event { seq, .. } => deps.queue.event(*seq).ok().flatten().map(|e| e.body),
-            Trigger::Schedule { .. } | Trigger::Webhook { .. } => None,
+            Trigger::Schedule { .. } | Trigger::Webhook { .. } | Trigger::Tool { .. } => None,
         });
     let dl = DeadLetter {
         id: lease.job.id,

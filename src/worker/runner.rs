@@ -108,6 +108,11 @@ pub(crate) fn execute(deps: &WorkerDeps, lease: &mut Lease) -> Execution {
     ))));
     let (result, mut ctx) = invoke(&set, &deps.engine, &script, handler, args, ctx);
     let (outcome, error) = outcome_of(&script, handler, &result, &mut ctx);
+    if let (Trigger::Tool { .. }, Outcome::Ok, Ok(value)) = (&job.trigger, &outcome, &result) {
+        record.result = Some(host::convert::to_json(value).unwrap_or_else(|e| {
+            serde_json::Value::String(format!("(the result is not plain data: {e})"))
+        }));
+    }
     record.logs = ctx.logs;
     record.dropped_logs = ctx.dropped_logs;
     record.calls = ctx.calls;
@@ -301,6 +306,7 @@ fn build_args(
                 .map_err(|e| format!("webhook request {seq} is unreadable: {e}"))?;
             Ok(vec![req.to_dynamic()])
         }
+        Trigger::Tool { arguments, .. } => Ok(vec![host::convert::to_dynamic(arguments)]),
     }
 }
 

@@ -52,6 +52,7 @@ const SECTIONS: &[(&str, ReadSection)] = &[
 const NAMED: &[(&str, ReadNamed)] = &[
     ("connections", sections::connection),
     ("sources", sections::source),
+    ("clients", sections::client),
 ];
 
 /// Loads the configuration: `path` if given (it must exist), else `./spur.toml` if
@@ -153,6 +154,8 @@ pub fn load_from_str(
             ),
         );
     }
+
+    sections::check_client_tokens(&mut r, &cfg);
 
     if problems.is_empty() {
         Ok(cfg)

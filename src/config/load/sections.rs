@@ -2,13 +2,13 @@
 //! (`docs/operations.md`). Each reads its keys into the [`Config`]; the unknown-key
 //! check runs when its [`Section`] is dropped.
 
-use super::reader::Section;
+use super::reader::{Reader, Section};
 use super::values::{
-    parse_addr, parse_approval_patterns, parse_backend, parse_basic, parse_bool, parse_duration,
-    parse_headers, parse_int, parse_on_unknown, parse_positive_float, parse_secret,
+    parse_addr, parse_backend, parse_basic, parse_bool, parse_call_patterns, parse_duration,
+    parse_headers, parse_int, parse_on_unknown, parse_positive_float, parse_scopes, parse_secret,
     parse_sled_mode, parse_string, parse_string_list, parse_url,
 };
-use crate::config::{Auth, Config, ConnectionConfig, Secret, SourceConfig};
+use crate::config::{Auth, ClientConfig, Config, ConnectionConfig, Secret, SourceConfig};
 
 /// A reader of one top-level section.
 pub(super) type ReadSection = fn(&mut Section<'_, '_>, &mut Config);
@@ -180,11 +180,54 @@ pub(super) fn connection(s: &mut Section<'_, '_>, cfg: &mut Config, name: &str) 
     s.set(
         "require_approval",
         &mut c.require_approval,
-        parse_approval_patterns,
+        parse_call_patterns,
     );
+    s.set("allow", &mut c.allow, parse_call_patterns);
     c.max_response_bytes = s
         .get("max_response_bytes", int(1, 1 << 30))
         .map(|v| v as usize);
     s.set("on_unknown", &mut c.on_unknown, parse_on_unknown);
     cfg.connections.insert(name.to_owned(), c);
+}
+
+/// `[clients.NAME]`: a client's token, tools and scopes.
+pub(super) fn client(s: &mut Section<'_, '_>, cfg: &mut Config, name: &str) {
+    let token = non_empty(s.get("token", parse_secret));
+    if token.is_none() && !s.has("token") {
+        s.problem(
+            "token",
+            "is required (the client's bearer token, e.g. \"${MCP_AGENT_TOKEN}\")",
+        );
+    } else if token.is_none() {
+        s.problem("token", "must not be empty");
+    }
+    let mut c = ClientConfig {
+        token: token.unwrap_or_else(|| Secret::new("")),
+        tools: Vec::new(),
+        scopes: Vec::new(),
+    };
+    s.set("tools", &mut c.tools, parse_string_list);
+    s.set("scopes", &mut c.scopes, parse_scopes);
+    cfg.clients.insert(name.to_owned(), c);
+}
+
+/// Every token names one caller: a client's token may be neither another client's
+/// nor `admin.token`.
+pub(super) fn check_client_tokens(r: &mut Reader<'_>, cfg: &Config) {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    if let Some(t) = &cfg.admin.token {
+        seen.push(("admin.token", t.expose()));
+    }
+    for (name, c) in &cfg.clients {
+        if c.token.expose().is_empty() {
+            continue;
+        }
+        if let Some((other, _)) = seen.iter().find(|(_, t)| *t == c.token.expose()) {
+            r.problem(
+                &format!("clients.{name}.token"),
+                &format!("is the same as {other}: every client needs its own token"),
+            );
+        }
+        seen.push((name, c.token.expose()));
+    }
 }

@@ -193,7 +193,7 @@ pub(super) fn parse_headers(v: &Value) -> Result<Vec<(String, Secret)>, String> 
         .collect()
 }
 
-pub(super) fn parse_approval_patterns(v: &Value) -> Result<Vec<String>, String> {
+pub(super) fn parse_call_patterns(v: &Value) -> Result<Vec<String>, String> {
     let list = parse_string_list(v)?;
     for p in &list {
         let mut parts = p.split_whitespace();
@@ -207,4 +207,19 @@ pub(super) fn parse_approval_patterns(v: &Value) -> Result<Vec<String>, String> 
         }
     }
     Ok(list)
+}
+
+pub(super) fn parse_scopes(v: &Value) -> Result<Vec<crate::config::Scope>, String> {
+    parse_string_list(v)?
+        .iter()
+        .map(|s| {
+            crate::config::Scope::parse(s).ok_or_else(|| {
+                let known: Vec<&str> = crate::config::Scope::ALL
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect();
+                format!("unknown scope {s:?} (known: {})", known.join(", "))
+            })
+        })
+        .collect()
 }

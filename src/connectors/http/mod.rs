@@ -27,7 +27,7 @@ use reqwest::{Method, Url};
 use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 
 use super::ConnectorError;
-use super::recorder::Recorder;
+use super::recorder::{Recorder, glob_match};
 use super::redact::Redactor;
 use crate::config::{Auth, ConnectionConfig};
 
@@ -188,7 +188,20 @@ impl HttpClient {
                 (url, None)
             }
             Destination::Connection { name, path } => match self.inner.connections.get(name) {
-                Some(conn) => (join(&conn.base, path, name)?, Some(conn)),
+                Some(conn) => {
+                    let allow = &conn.config.allow;
+                    if !allow.is_empty()
+                        && matching_pattern(allow, req.method.as_str(), path).is_none()
+                    {
+                        return Err(ConnectorError::NotAllowed {
+                            connection: name.clone(),
+                            method: req.method.as_str().to_owned(),
+                            path: path.clone(),
+                            allow: allow.clone(),
+                        });
+                    }
+                    (join(&conn.base, path, name)?, Some(conn))
+                }
                 // A dry run records calls of connections not configured here, under a
                 // reserved host, so scripts can be tried without credentials.
                 None if self.inner.recorder.is_some() => {
@@ -335,6 +348,27 @@ pub fn install_crypto_provider() {
     });
 }
 
+/// The first `"METHOD path-glob"` pattern (`require_approval`, `allow`) matching a
+/// call; `*` in the glob matches any characters, `/` included.
+pub(crate) fn matching_pattern(patterns: &[String], method: &str, path: &str) -> Option<String> {
+    let path = path.split('?').next().unwrap_or_default();
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    patterns
+        .iter()
+        .find(|p| {
+            let mut parts = p.split_whitespace();
+            let (Some(m), Some(glob)) = (parts.next(), parts.next()) else {
+                return false;
+            };
+            (m == "*" || m.eq_ignore_ascii_case(method)) && (glob == "*" || glob_match(glob, &path))
+        })
+        .cloned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +391,20 @@ mod tests {
         assert!(join(&base, "https://evil.example/steal", "x").is_err());
         assert!(join(&base, "/../admin", "x").is_err());
         assert!(join(&base, "https://api.example.com/v1/ok", "x").is_ok());
+    }
+
+    #[test]
+    fn patterns_match_method_and_path_glob() {
+        let p = vec![
+            "DELETE *".to_owned(),
+            "POST /crm/v3/objects/deals*".to_owned(),
+        ];
+        assert_eq!(
+            matching_pattern(&p, "DELETE", "/contacts/1").as_deref(),
+            Some("DELETE *")
+        );
+        assert!(matching_pattern(&p, "POST", "/crm/v3/objects/deals/batch?x=1").is_some());
+        assert!(matching_pattern(&p, "POST", "/crm/v3/objects/contacts").is_none());
+        assert!(matching_pattern(&p, "GET", "/crm/v3/objects/deals").is_none());
     }
 }

@@ -1,0 +1,379 @@
+//! Tools over MCP, driven by the official MCP Python SDK (installed from PyPI into
+//! `target/mcp-clients` on first use) in both handshake modes: `auto` (the
+//! 2026-07-28 stateless revision) and `legacy` (2025-11-25, `initialize` and a
+//! session). Clients, scopes, approvals in the loop and the audit log.
+//! Run with: cargo nextest run --test mcp
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{TOKEN, TestApp};
+use reqwest::Method;
+use serde_json::{Value, json};
+use spur::run::RunStatus;
+
+const SCRIPT: &str = r#"
+tool("lookup_customer", #{
+    description: "A customer's plan",
+    input: #{ type: "object", properties: #{ user_id: #{ type: "string", minLength: 1 } }, required: ["user_id"] },
+    annotations: #{ readOnlyHint: true },
+}, |args| {
+    state::incr(`lookups:${args.user_id}`);
+    #{ user_id: args.user_id, plan: "pro" }
+});
+
+tool("refund_order", #{
+    description: "Refunds an order, once a person approves",
+    input: #{ type: "object", properties: #{ order_id: #{ type: "string" } }, required: ["order_id"] },
+}, |args| {
+    let d = approval::ask(#{ title: `Refund ${args.order_id}?`, expires: "1h" });
+    if !d.approved { fail("the refund was rejected") }
+    #{ refunded: args.order_id, by: d.by }
+});
+"#;
+
+const CLIENTS: &str = r#"
+[clients.support-bot]
+token = "bot-token-123"
+tools = ["lookup_*"]
+scopes = ["runs:read"]
+
+[clients.ops]
+token = "ops-token-456"
+tools = ["*"]
+scopes = ["approvals:read", "approvals:decide", "audit:read"]
+"#;
+
+async fn app() -> TestApp {
+    TestApp::builder()
+        .script("support.rhai", SCRIPT)
+        .config(CLIENTS)
+        .start()
+        .await
+}
+
+fn sdk_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/mcp-clients/python")
+}
+
+/// Installs the SDK once (a marker file says it is complete).
+fn install_sdk() -> PathBuf {
+    let dir = sdk_dir();
+    let marker = dir.join(".installed-2.3.0");
+    if !marker.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "--target",
+            ])
+            .arg(&dir)
+            .arg("mcp==2.3.0")
+            .output()
+            .expect("running pip");
+        assert!(
+            out.status.success(),
+            "installing the MCP SDK failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&marker, "").unwrap();
+    }
+    dir
+}
+
+/// Runs the SDK client against `/mcp` with `token` in `mode`, making `calls`;
+/// returns its JSON lines.
+async fn sdk(t: &TestApp, token: &str, mode: &str, calls: &Value) -> Vec<Value> {
+    let dir = install_sdk();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/client.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script)
+        .args([&t.url("/mcp"), token, mode, &calls.to_string()])
+        .env("PYTHONPATH", &dir);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the SDK client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_lists_and_calls_a_clients_tools_in_both_modes() {
+    let t = app().await;
+    let calls = json!([
+        ["lookup_customer", {"user_id": "ada"}],
+        ["lookup_customer", {"user_id": 42}],
+        ["lookup_customer", {}],
+        ["refund_order", {"order_id": "o-1"}],
+    ]);
+    for (mode, protocol) in [("auto", "2026-07-28"), ("legacy", "2025-11-25")] {
+        let lines = sdk(&t, "bot-token-123", mode, &calls).await;
+        assert_eq!(lines[0]["protocol"], protocol, "{mode}: {lines:?}");
+        // Only its own tools (and run_status), in name order.
+        assert_eq!(
+            lines[1]["tools"],
+            json!(["lookup_customer", "run_status"]),
+            "{mode}"
+        );
+        let ok = &lines[2];
+        assert_eq!(ok["is_error"], false, "{mode}: {ok}");
+        assert_eq!(ok["structured"], json!({"user_id": "ada", "plan": "pro"}));
+        assert_eq!(
+            serde_json::from_str::<Value>(ok["text"][0].as_str().unwrap()).unwrap(),
+            json!({"user_id": "ada", "plan": "pro"}),
+            "older clients read the text block"
+        );
+        let wrong_type = lines[3]["error"].as_str().unwrap();
+        assert!(
+            wrong_type.contains("arguments.user_id: expected string, got number 42"),
+            "{mode}: {wrong_type}"
+        );
+        let missing = lines[4]["error"].as_str().unwrap();
+        assert!(
+            missing.contains("arguments.user_id: is required"),
+            "{missing}"
+        );
+        let refused = lines[5]["error"].as_str().unwrap();
+        assert!(
+            refused.contains("unknown tool \"refund_order\""),
+            "{refused}"
+        );
+    }
+
+    // Each valid call was one run: trigger tool, the client, arguments and result.
+    let runs = t.wait_run_count(2, 10).await;
+    assert_eq!(runs.len(), 2, "invalid and refused calls start no run");
+    for r in &runs {
+        assert_eq!(r.status, RunStatus::Ok);
+        assert_eq!(r.trigger, "tool");
+        assert_eq!(r.tool.as_deref(), Some("lookup_customer"));
+        assert_eq!(r.client.as_deref(), Some("support-bot"));
+        assert_eq!(r.arguments, Some(json!({"user_id": "ada"})));
+        assert_eq!(r.result, Some(json!({"user_id": "ada", "plan": "pro"})));
+    }
+
+    // The audit log has every call, with a digest instead of the arguments.
+    let (status, audit) = t.admin_get("/api/audit?action=tool").await;
+    assert_eq!(status, 200);
+    let entries = audit["entries"].as_array().unwrap();
+    let outcomes: Vec<&str> = entries
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "ok").count(),
+        2,
+        "{audit}"
+    );
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "failed").count(),
+        4,
+        "{audit}"
+    );
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "refused").count(),
+        2,
+        "{audit}"
+    );
+    assert!(entries.iter().all(|e| e["actor"] == "support-bot"));
+    assert!(
+        entries[0]["detail"]["arguments"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    let (_, all) = t.admin_get("/api/audit").await;
+    let text = all.to_string();
+    for secret in ["bot-token-123", "ops-token-456", TOKEN, "\"ada\""] {
+        assert!(!text.contains(secret), "{secret} in the audit log: {text}");
+    }
+    let actions: Vec<&str> = all["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"config.load") && actions.contains(&"script.load"),
+        "{actions:?}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_valid_token_mcp_answers_401_pointing_at_its_metadata() {
+    let t = app().await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    for token in [None, Some("not-a-token")] {
+        let mut req = t.client.post(t.url("/mcp")).json(&init);
+        if let Some(tok) = token {
+            req = req.bearer_auth(tok);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+        let challenge = resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            challenge,
+            format!(
+                "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource\"",
+                t.base
+            )
+        );
+    }
+    let meta: Value = t
+        .client
+        .get(t.url("/.well-known/oauth-protected-resource"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["resource"], t.url("/mcp"));
+    assert_eq!(meta["bearer_methods_supported"], json!(["header"]));
+    let (_, audit) = t.admin_get("/api/audit?action=auth.failed").await;
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 2, "{audit}");
+    assert!(!audit.to_string().contains("not-a-token"));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_that_asks_for_approval_answers_pending_then_its_result() {
+    let t = app().await;
+    let lines = sdk(
+        &t,
+        "ops-token-456",
+        "auto",
+        &json!([["refund_order", {"order_id": "o-7"}]]),
+    )
+    .await;
+    let pending = &lines[2]["structured"];
+    assert_eq!(pending["status"], "pending", "{lines:?}");
+    assert_eq!(pending["waiting_for"]["for"], "approval");
+    let job_id = pending["job_id"].as_u64().unwrap();
+
+    // ops decides through the admin API with its own token and scope.
+    let approvals: Value = t
+        .client
+        .get(t.url("/api/approvals?status=pending"))
+        .bearer_auth("ops-token-456")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = approvals["approvals"][0]["id"].as_str().unwrap().to_owned();
+    let resp = t
+        .client
+        .post(t.url(&format!("/api/approvals/{id}/approve")))
+        .bearer_auth("ops-token-456")
+        .json(&json!({"by": "dana"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    t.wait_runs(10, |r| r.iter().any(|r| r.status == RunStatus::Ok))
+        .await;
+
+    let lines = sdk(
+        &t,
+        "ops-token-456",
+        "auto",
+        &json!([["run_status", {"job_id": job_id}]]),
+    )
+    .await;
+    assert_eq!(lines[2]["is_error"], false, "{lines:?}");
+    assert_eq!(lines[2]["structured"]["refunded"], "o-7");
+    // Another client cannot read this call's status.
+    let status = t
+        .client
+        .get(t.url("/api/runs"))
+        .bearer_auth("bot-token-123")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200, "runs:read lets the bot list runs");
+    let lines = sdk(
+        &t,
+        "bot-token-123",
+        "auto",
+        &json!([["run_status", {"job_id": job_id}]]),
+    )
+    .await;
+    assert!(
+        lines[2]["error"].as_str().unwrap().contains("no call"),
+        "{lines:?}"
+    );
+
+    let (_, audit) = t.admin_get("/api/audit?action=approvals").await;
+    let e = &audit["entries"][0];
+    assert_eq!(e["actor"], "ops");
+    assert_eq!(e["action"], "approvals.approve");
+    assert_eq!(e["outcome"], "ok");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_route_checks_the_scope_it_needs() {
+    let t = app().await;
+    let call = |method: reqwest::Method, path: &str, token: &str| {
+        t.client
+            .request(method, t.url(path))
+            .bearer_auth(token)
+            .json(&json!({"value": 1}))
+            .send()
+    };
+    let cases = [
+        (Method::GET, "/api/runs", "bot-token-123", 200),
+        (Method::GET, "/api/scripts", "bot-token-123", 200),
+        (Method::GET, "/api/state/support", "bot-token-123", 403),
+        (Method::PUT, "/api/state/support/k", "bot-token-123", 403),
+        (
+            Method::POST,
+            "/api/dead-letters/1/replay",
+            "bot-token-123",
+            403,
+        ),
+        (Method::GET, "/api/audit", "bot-token-123", 403),
+        (Method::GET, "/api/approvals", "bot-token-123", 403),
+        (Method::GET, "/api/audit", "ops-token-456", 200),
+        (Method::GET, "/api/runs", "ops-token-456", 403),
+        (Method::PUT, "/api/state/support/k", TOKEN, 200),
+        (Method::GET, "/api/runs", "wrong", 401),
+    ];
+    for (method, path, token, want) in cases {
+        let status = call(method.clone(), path, token).await.unwrap().status();
+        assert_eq!(status.as_u16(), want, "{method} {path} as {token}");
+    }
+    let (_, audit) = t.admin_get("/api/audit?action=auth").await;
+    let refused = audit["entries"].as_array().unwrap();
+    assert_eq!(
+        refused.len(),
+        7,
+        "6 forbidden and 1 unauthenticated: {audit}"
+    );
+    let (_, writes) = t.admin_get("/api/audit?action=state").await;
+    assert_eq!(writes["entries"][0]["actor"], "owner");
+    assert_eq!(writes["entries"][0]["target"], "/api/state/support/k");
+    t.stop().await;
+}
