@@ -338,6 +338,16 @@ impl App {
         }
     }
 
+    /// What tool calls (over HTTP and stdio) need.
+    pub(crate) fn tools(&self) -> crate::tool::Tools {
+        crate::tool::Tools {
+            scripts: Arc::clone(&self.scripts),
+            queue: self.queue.clone(),
+            runs: self.runs.clone(),
+            audit: self.audit.clone(),
+        }
+    }
+
     /// Every HTTP route of the daemon.
     pub fn router(&self) -> Router {
         let ingest = ingest::router(IngestState {
@@ -369,12 +379,7 @@ impl App {
             self.config.sources.clone(),
             Arc::clone(&self.inflight),
         )));
-        let tools = crate::tool::Tools {
-            scripts: Arc::clone(&self.scripts),
-            queue: self.queue.clone(),
-            runs: self.runs.clone(),
-            audit: self.audit.clone(),
-        };
+        let tools = self.tools();
         let listen = self.config.server.listen;
         let mcp = crate::mcp::route::router(
             tools,

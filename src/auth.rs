@@ -36,6 +36,15 @@ impl Principal {
         }
     }
 
+    /// The client `name` of `config`, if configured.
+    pub(crate) fn of_client(config: &Config, name: &str) -> Option<Self> {
+        config.clients.get(name).map(|c| Self {
+            name: name.to_owned(),
+            scopes: c.scopes.clone(),
+            tools: c.tools.clone(),
+        })
+    }
+
     /// Whether it holds `scope` (`admin` holds every one).
     pub(crate) fn has(&self, scope: Scope) -> bool {
         self.scopes
@@ -81,14 +90,9 @@ impl Callers {
     pub(crate) fn new(owner: &Secret, config: &Config) -> Self {
         let mut tokens = vec![(owner.clone(), Principal::owner())];
         for (name, c) in &config.clients {
-            tokens.push((
-                c.token.clone(),
-                Principal {
-                    name: name.clone(),
-                    scopes: c.scopes.clone(),
-                    tools: c.tools.clone(),
-                },
-            ));
+            if let Some(p) = Principal::of_client(config, name) {
+                tokens.push((c.token.clone(), p));
+            }
         }
         Self { tokens }
     }

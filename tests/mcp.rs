@@ -90,11 +90,16 @@ fn install_sdk() -> PathBuf {
 /// Runs the SDK client against `/mcp` with `token` in `mode`, making `calls`;
 /// returns its JSON lines.
 async fn sdk(t: &TestApp, token: &str, mode: &str, calls: &Value) -> Vec<Value> {
+    drive(&t.url("/mcp"), token, mode, calls).await
+}
+
+/// Runs the SDK client against `target` (a URL, or a JSON command for stdio).
+async fn drive(target: &str, token: &str, mode: &str, calls: &Value) -> Vec<Value> {
     let dir = install_sdk();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/client.py");
     let mut cmd = Command::new("python3");
     cmd.arg(script)
-        .args([&t.url("/mcp"), token, mode, &calls.to_string()])
+        .args([target, token, mode, &calls.to_string()])
         .env("PYTHONPATH", &dir);
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await
@@ -376,4 +381,49 @@ async fn every_admin_route_checks_the_scope_it_needs() {
     assert_eq!(writes["entries"][0]["actor"], "owner");
     assert_eq!(writes["entries"][0]["target"], "/api/state/support/k");
     t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spur_mcp_serves_a_clients_tools_over_stdio_to_the_python_sdk() {
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    std::fs::write(scripts.join("support.rhai"), SCRIPT).unwrap();
+    let config = dir.path().join("spur.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = \"{}\"\nscripts_dir = \"{}\"\n{CLIENTS}",
+            dir.path().join("data").display(),
+            scripts.display()
+        ),
+    )
+    .unwrap();
+    let command = json!([
+        env!("CARGO_BIN_EXE_spur"),
+        "mcp",
+        "--config",
+        config,
+        "--client",
+        "support-bot"
+    ]);
+    for (mode, protocol) in [("auto", "2026-07-28"), ("legacy", "2025-11-25")] {
+        let calls =
+            json!([["lookup_customer", {"user_id": "grace"}], ["refund_order", {"order_id": "o"}]]);
+        let lines = drive(&command.to_string(), "-", mode, &calls).await;
+        assert_eq!(lines[0]["protocol"], protocol, "{lines:?}");
+        assert_eq!(
+            lines[1]["tools"],
+            json!(["lookup_customer", "run_status"]),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines[2]["structured"],
+            json!({"user_id": "grace", "plan": "pro"})
+        );
+        assert!(
+            lines[3]["error"].as_str().unwrap().contains("unknown tool"),
+            "{lines:?}"
+        );
+    }
 }

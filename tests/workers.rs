@@ -219,7 +219,12 @@ async fn admin_api_needs_the_token_and_filters_runs() {
     let r = plain.get(t.url("/api/runs")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("Bearer <token> (admin.token or a [clients.NAME] token)"));
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("Bearer <token> (admin.token or a [clients.NAME] token)")
+    );
     let r = plain
         .get(t.url("/api/runs"))
         .bearer_auth("wrong")

@@ -122,6 +122,13 @@ pub enum Command {
         #[arg(long, global = true)]
         url: Option<String>,
     },
+    /// Serve the scripts' tools over MCP on stdin/stdout, for a local agent (opens
+    /// the data dir itself; with a daemon running, connect the agent to its /mcp).
+    Mcp {
+        /// Call as this `[clients.NAME]` (its tools); default: the owner (every tool).
+        #[arg(long, value_name = "NAME")]
+        client: Option<String>,
+    },
     /// Print a shell completion script to stdout (`spur completions bash > …`).
     Completions {
         /// The shell.

@@ -101,6 +101,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             _ => anyhow::bail!("give --event, or --webhook with --body"),
         },
         Command::Repl { live } => crate::repl::run(&cfg, live),
+        Command::Mcp { client } => {
+            runtime()?.block_on(crate::mcp::stdio::serve(cfg, client.as_deref()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Test { dir } => scripts::test(&cfg, dir),
         Command::Replay {
             since,

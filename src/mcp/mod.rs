@@ -13,6 +13,7 @@
 //! arguments that do not match the schema are protocol errors naming the field.
 
 pub(crate) mod route;
+pub(crate) mod stdio;
 
 use rmcp::ErrorData as McpError;
 use rmcp::model::{

@@ -1,12 +1,13 @@
-"""Drives spur's /mcp with the official MCP Python SDK and prints one JSON line per
-step, for tests/mcp.rs to check. Usage: client.py URL TOKEN MODE CALLS_JSON
-where CALLS_JSON is a list of [tool, arguments]."""
+"""Drives spur's MCP server with the official MCP Python SDK and prints one JSON line
+per step, for tests/mcp.rs to check. Usage: client.py TARGET TOKEN MODE CALLS_JSON
+where TARGET is the /mcp URL, or a JSON list [command, args...] to start and talk
+to over stdio (TOKEN is then ignored), and CALLS_JSON a list of [tool, arguments]."""
 
 import asyncio
 import json
 import sys
 
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
@@ -15,9 +16,16 @@ def out(**kw):
     print(json.dumps(kw), flush=True)
 
 
-async def main(url, token, mode, calls):
+def target(spec, token):
+    if spec.startswith("["):
+        command = json.loads(spec)
+        return StdioServerParameters(command=command[0], args=command[1:])
     http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
-    async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
+    return streamable_http_client(spec, http_client=http)
+
+
+async def main(spec, token, mode, calls):
+    async with Client(target(spec, token), mode=mode) as client:
         out(step="connected", protocol=client.protocol_version)
         tools = await client.list_tools()
         out(step="list", tools=[t.name for t in tools.tools])
