@@ -271,3 +271,48 @@ async fn a_connection_rate_limit_is_shared_by_every_worker() {
     );
     assert_eq!(fake.received().len(), 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connections_allow_list_refuses_every_other_call_permanently() {
+    let fake = FakeHttp::ok().await;
+    let t = TestApp::builder()
+        .script(
+            "scoped.rhai",
+            r#"on_track(|e| {
+                http::get("/v1/spaces/s1/users", #{ connection: "segment_api" });
+                http::post("/regulations", #{ ids: [e.userId] }, #{ connection: "segment_api" });
+                http::delete("/v1/spaces/s1", #{ connection: "segment_api" });
+            });"#,
+        )
+        .config(&format!(
+            "[connections.segment_api]\nbase_url = \"{}\"\nallow = [\"GET /v1/spaces/*\", \"POST /regulations\"]",
+            fake.base_url
+        ))
+        .start()
+        .await;
+    t.post(
+        "/v1/track",
+        &json!({"type": "track", "userId": "u1", "event": "E"}),
+    )
+    .await;
+    let runs = t.wait_run_count(1, 10).await;
+    let run = &runs[0];
+    assert_eq!(
+        run.status,
+        spur::run::RunStatus::Failed,
+        "permanent: {run:?}"
+    );
+    let message = &run.error.as_ref().unwrap().message;
+    assert!(
+        message.contains(
+            "DELETE /v1/spaces/s1 is not allowed on connection \"segment_api\": its allow list is [\"GET /v1/spaces/*\", \"POST /regulations\"]"
+        ),
+        "{message}"
+    );
+    let paths: Vec<String> = fake.received().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        paths,
+        ["/v1/spaces/s1/users", "/regulations"],
+        "the DELETE never left"
+    );
+}

@@ -61,7 +61,11 @@ pub enum Command {
         script: PathBuf,
         /// A JSON file (one event, an array, or a {"batch": [...]} body), or a sample
         /// event type: track, identify, page, screen, group, alias, delete.
-        #[arg(long, required_unless_present = "webhook", conflicts_with = "webhook")]
+        #[arg(
+            long,
+            required_unless_present_any = ["webhook", "tool"],
+            conflicts_with_all = ["webhook", "tool"]
+        )]
         event: Option<String>,
         /// Run the source handler `on_webhook(NAME, …)` on a recorded request
         /// (`--body`, `--header`) and print what it would emit.
@@ -73,6 +77,12 @@ pub enum Command {
         /// A request header for --webhook, `Name: value` (repeatable).
         #[arg(long = "header", value_name = "K:V")]
         headers: Vec<String>,
+        /// Call the tool `tool(NAME, …)` with --args and print its result.
+        #[arg(long, value_name = "NAME", conflicts_with = "webhook")]
+        tool: Option<String>,
+        /// The tool's arguments, a JSON object (default `{}`).
+        #[arg(long = "args", value_name = "JSON", requires = "tool")]
+        tool_args: Option<String>,
         /// Send calls for real through the configured connections.
         #[arg(long)]
         live: bool,

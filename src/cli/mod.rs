@@ -92,13 +92,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             webhook,
             body,
             headers,
+            tool,
+            tool_args,
             live,
         } => match (event, webhook, body) {
+            _ if tool.is_some() => scripts::local_tool(
+                &cfg,
+                &script,
+                tool.as_deref().unwrap_or_default(),
+                tool_args.as_deref().unwrap_or("{}"),
+                live,
+            ),
             (Some(event), ..) => scripts::local_run(&cfg, &script, &event, live),
             (None, Some(source), Some(body)) => {
                 scripts::local_webhook(&cfg, &script, &source, &body, &headers, live)
             }
-            _ => anyhow::bail!("give --event, or --webhook with --body"),
+            _ => anyhow::bail!("give --event, --tool, or --webhook with --body"),
         },
         Command::Repl { live } => crate::repl::run(&cfg, live),
         Command::Mcp { client } => {

@@ -98,6 +98,31 @@ pub(super) fn local_run(
     })
 }
 
+/// `spur run SCRIPT --tool NAME --args JSON`: one tool call, as an agent would make it.
+pub(super) fn local_tool(
+    cfg: &Config,
+    script: &Path,
+    tool: &str,
+    args: &str,
+    live: bool,
+) -> anyhow::Result<ExitCode> {
+    let arguments: serde_json::Value =
+        serde_json::from_str(args).with_context(|| format!("--args {args:?} is not JSON"))?;
+    let Some(local) = load_one(cfg, script, live)? else {
+        return Ok(ExitCode::from(1));
+    };
+    println!("▶ tool {tool} {arguments}");
+    let run = local
+        .call_tool(tool, &arguments, crate::local::RunOpts::default())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", script.display()))?;
+    print!("{}", run.report());
+    Ok(if run.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 /// `spur run SCRIPT --webhook NAME --body FILE`: the source handler on one request.
 pub(super) fn local_webhook(
     cfg: &Config,

@@ -61,6 +61,8 @@ pub(crate) struct LocalRun {
     pub wait: Option<Wait>,
     /// Events a source handler emitted, normalised.
     pub emitted: Vec<Map<String, Value>>,
+    /// A tool's return value (status ok).
+    pub result: Option<Value>,
 }
 
 impl LocalRun {
@@ -73,6 +75,7 @@ impl LocalRun {
             "reason": self.reason,
             "error": self.error.as_ref().map(|e| e.message.clone()),
             "logs": self.logs.iter().map(|l| l.message.clone()).collect::<Vec<_>>(),
+            "result": self.result,
         });
         crate::host::convert::to_dynamic(&v)
     }
@@ -103,6 +106,13 @@ impl LocalRun {
             "{mark} {} · {} · {what} ({:.1} ms)",
             self.script, self.handler, self.ms
         );
+        if let Some(r) = &self.result {
+            let _ = writeln!(
+                out,
+                "  result: {}",
+                serde_json::to_string(r).unwrap_or_default()
+            );
+        }
         if let Some(e) = &self.error {
             let place = match (&e.file, e.line) {
                 (Some(f), Some(l)) => format!(" ({f}:{l}:{})", e.column.unwrap_or(0)),
@@ -262,6 +272,7 @@ impl Local {
                     ms: 0.0,
                     wait: None,
                     emitted: Vec::new(),
+                    result: None,
                 }),
             }
         }
@@ -280,6 +291,29 @@ impl Local {
         let (script, handler) = (Arc::clone(script), handler.clone());
         opts.source = Some(name.to_owned());
         Some(self.run_handler(&script, &handler, vec![request.to_dynamic()], opts))
+    }
+
+    /// Runs tool `name` with `arguments`, checked against its input schema first.
+    ///
+    /// # Errors
+    /// No such tool, or arguments that do not match (the message names the field).
+    pub(crate) fn call_tool(
+        &self,
+        name: &str,
+        arguments: &Value,
+        opts: RunOpts,
+    ) -> Result<LocalRun, String> {
+        let (script, handler) = self
+            .set
+            .tool(name)
+            .ok_or_else(|| format!("no loaded script registers the tool {name:?}"))?;
+        let spec =
+            crate::tool::ToolSpec::parse(name, handler.options.as_ref().unwrap_or(&Value::Null))?;
+        crate::tool::schema::validate(&spec.input, arguments, "arguments")
+            .map_err(|e| format!("invalid arguments: {e}"))?;
+        let (script, handler) = (Arc::clone(script), handler.clone());
+        let args = vec![crate::host::convert::to_dynamic(arguments)];
+        Ok(self.run_handler(&script, &handler, args, opts))
     }
 
     /// Runs one handler with `args`.
@@ -311,6 +345,12 @@ impl Local {
         }
         let (result, mut ctx) = invoke(&self.set, &self.engine, script, handler, args, ctx);
         let (outcome, error) = outcome_of(script, handler, &result, &mut ctx);
+        let returned = match (&handler.kind, &outcome, &result) {
+            (crate::script::HandlerKind::Tool(_), Outcome::Ok, Ok(v)) => {
+                crate::host::convert::to_json(v).ok()
+            }
+            _ => None,
+        };
         let (status, reason, wait) = match outcome {
             Outcome::Ok => (RunStatus::Ok, None, None),
             Outcome::Skipped(r) => (RunStatus::Skipped, Some(r), None),
@@ -334,6 +374,7 @@ impl Local {
             ms: started.elapsed().as_secs_f64() * 1000.0,
             wait,
             emitted: ctx.emitted,
+            result: returned,
         }
     }
 }

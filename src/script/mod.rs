@@ -366,6 +366,13 @@ impl ScriptSet {
         Some((script, &script.handlers[hi]))
     }
 
+    /// The script and handler of tool `name`.
+    pub(crate) fn tool(&self, name: &str) -> Option<(&Arc<Script>, &Handler)> {
+        let &(si, hi) = self.index.tools.get(name)?;
+        let script = &self.scripts[si];
+        Some((script, &script.handlers[hi]))
+    }
+
     /// Every webhook source: its name, script and handler, by name.
     pub(crate) fn sources(&self) -> Vec<(&str, &Arc<Script>, &Handler)> {
         let mut out: Vec<_> = self

@@ -70,6 +70,22 @@ fn fire_event(t: &mut TestCtx, event: &crate::event::Event) -> Res<Vec<LocalRun>
 /// `webhook(name, #{ body, headers })`: runs source `name`'s handler on the request
 /// (not verified), then fires what it emitted. Returns `#{ run, emitted, runs }`:
 /// the source's run, the emitted events, and the runs they fired.
+/// `call_tool(name, args)`: the tool's run, its `result` set when it finished.
+fn call_tool(name: &str, args: Map) -> Res<Dynamic> {
+    let args = to_json(&Dynamic::from_map(args)).map_err(|e| format!("call_tool: {e}"))?;
+    with_test(|t| {
+        t.next_run += 1;
+        let run_key = format!("test-{}", t.next_run);
+        let opts = opts_for(t, Arc::default(), run_key);
+        let run = t
+            .local
+            .call_tool(name, &args, opts)
+            .map_err(|e| format!("call_tool({name:?}): {e}"))?;
+        t.calls.extend(run.recorded.iter().cloned());
+        Ok::<_, Box<EvalAltResult>>(run.to_dynamic())
+    })?
+}
+
 fn webhook(name: &str, req: Map) -> Res<Map> {
     let req = to_json(&Dynamic::from_map(req)).map_err(|e| format!("webhook: {e}"))?;
     let body = match req.get("body") {
@@ -230,6 +246,10 @@ pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("fire", |ctx: NativeCallContext, event: Map| {
         placed(&ctx, fire(&event))
     });
+    engine.register_fn(
+        "call_tool",
+        |ctx: NativeCallContext, name: &str, args: Map| placed(&ctx, call_tool(name, args)),
+    );
     engine.register_fn("webhook", |ctx: NativeCallContext, name: &str, req: Map| {
         placed(&ctx, webhook(name, req))
     });
