@@ -426,4 +426,33 @@ async fn spur_mcp_serves_a_clients_tools_over_stdio_to_the_python_sdk() {
             "{lines:?}"
         );
     }
+
+    // `spur audit --json` reads the same log from the data dir once spur mcp exited.
+    let out = Command::new(env!("CARGO_BIN_EXE_spur"))
+        .args(["audit", "--json", "--action", "tool", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entries: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let outcomes: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("support-bot", "ok"),
+            ("support-bot", "refused"),
+            ("support-bot", "ok"),
+            ("support-bot", "refused")
+        ]
+    );
 }

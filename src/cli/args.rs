@@ -132,6 +132,29 @@ pub enum Command {
         #[arg(long, global = true)]
         url: Option<String>,
     },
+    /// Print the audit log (who called which tool, changed state, decided an
+    /// approval, failed to authenticate; script and config loads).
+    Audit {
+        /// How far back: 30m, 1h, 7d.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// Only this actor (`owner`, a client's name, `spur`, `-` for unauthenticated).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action or its prefix (`tool`, `auth.failed`, `state`).
+        #[arg(long)]
+        action: Option<String>,
+        /// At most this many entries, oldest first.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// One JSON object per line (for an export).
+        #[arg(long)]
+        json: bool,
+        /// The daemon's URL (default: the data dir when no daemon holds it, else
+        /// http://<server.listen>).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Serve the scripts' tools over MCP on stdin/stdout, for a local agent (opens
     /// the data dir itself; with a daemon running, connect the agent to its /mcp).
     Mcp {

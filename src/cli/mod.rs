@@ -4,6 +4,7 @@
 //! approvals against a running daemon) and `generate` (completions, man page).
 
 mod args;
+mod audit;
 mod generate;
 mod logging;
 mod remote;
@@ -110,6 +111,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             _ => anyhow::bail!("give --event, --tool, or --webhook with --body"),
         },
         Command::Repl { live } => crate::repl::run(&cfg, live),
+        Command::Audit {
+            since,
+            actor,
+            action,
+            limit,
+            json,
+            url,
+        } => audit::audit(
+            &cfg,
+            &audit::Query {
+                since: &since,
+                actor: actor.as_deref(),
+                action: action.as_deref(),
+                limit,
+                json,
+                url: url.as_deref(),
+            },
+        ),
         Command::Mcp { client } => {
             runtime()?.block_on(crate::mcp::stdio::serve(cfg, client.as_deref()))?;
             Ok(ExitCode::SUCCESS)
