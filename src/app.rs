@@ -392,7 +392,10 @@ impl App {
             .merge(sources)
             .merge(admin)
             .merge(mcp)
-            .merge(crate::approval::slack::router(self.approvals.clone()))
+            .merge(crate::approval::slack::router(
+                self.approvals.clone(),
+                self.audit.clone(),
+            ))
     }
 
     /// Stops workers after their current run and flushes the store.

@@ -375,6 +375,13 @@ async fn slack_buttons_decide_with_a_valid_signature_only() {
     let resp = path(&mut fake, "/actions/T1/resp").await.json.unwrap();
     assert_eq!(resp["replace_original"], true);
     assert!(resp["text"].as_str().unwrap().contains("Rejected by alice"));
+    let (_, audit) = t.admin_get("/api/audit?action=approvals").await;
+    let e = &audit["entries"][0];
+    assert_eq!(
+        (e["actor"].as_str(), e["action"].as_str()),
+        (Some("slack:alice"), Some("approvals.reject")),
+        "{audit}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

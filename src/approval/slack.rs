@@ -104,10 +104,10 @@ pub(crate) async fn update(
 }
 
 /// `POST /webhooks/slack/interactivity`.
-pub(crate) fn router(approvals: Approvals) -> Router {
+pub(crate) fn router(approvals: Approvals, audit: crate::audit::Audit) -> Router {
     Router::new()
         .route("/webhooks/slack/interactivity", post(interactivity))
-        .with_state(approvals)
+        .with_state((approvals, audit))
 }
 
 /// Checks Slack's `v0` signature over the exact body bytes (the same check as a
@@ -119,7 +119,7 @@ fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8], now: i64) -> Result<(
 }
 
 async fn interactivity(
-    State(approvals): State<Approvals>,
+    State((approvals, audit)): State<(Approvals, crate::audit::Audit)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -184,6 +184,16 @@ async fn interactivity(
                        "text": "You are not one of the approvers of this request."}),
         Some(by) => match approvals.decide(id, approve, &by, None).await {
             Ok(a) => {
+                let action = if approve {
+                    "approvals.approve"
+                } else {
+                    "approvals.reject"
+                };
+                let entry = crate::audit::Entry::new(&format!("slack:{by}"), action, id)
+                    .detail(json!({"channel": "slack"}));
+                if let Err(e) = audit.append(entry).await {
+                    tracing::error!(error = %e, "Writing an audit entry failed.");
+                }
                 let mut m = decided(&a);
                 m["replace_original"] = json!(true);
                 m
