@@ -1,7 +1,8 @@
 //! Tools over MCP, driven by the official MCP Python SDK (installed from PyPI into
 //! `target/mcp-clients` on first use) in both handshake modes: `auto` (the
 //! 2026-07-28 stateless revision) and `legacy` (2025-11-25, `initialize` and a
-//! session). Clients, scopes, approvals in the loop and the audit log.
+//! session), and by the official TypeScript SDK from npm (a 2025-11-25 client).
+//! Clients, scopes, approvals in the loop and the audit log.
 //! Run with: cargo nextest run --test mcp
 
 mod common;
@@ -216,6 +217,75 @@ async fn the_python_sdk_lists_and_calls_a_clients_tools_in_both_modes() {
     assert!(
         actions.contains(&"config.load") && actions.contains(&"script.load"),
         "{actions:?}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_sdk_lists_and_calls_tools_over_a_session() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/mcp-clients/node");
+    let marker = dir.join("node_modules/@modelcontextprotocol/sdk/package.json");
+    if !marker.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg("@modelcontextprotocol/sdk@1.32")
+            .output()
+            .expect("running npm");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let t = app().await;
+    // The script must sit beside node_modules for its imports to resolve.
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/client.mjs"),
+        dir.join("client.mjs"),
+    )
+    .unwrap();
+    let calls = json!([
+        ["lookup_customer", {"user_id": "lin"}],
+        ["lookup_customer", {"user_id": ""}],
+        ["refund_order", {"order_id": "o-1"}],
+    ]);
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("client.mjs"))
+        .args([&t.url("/mcp"), "bot-token-123", &calls.to_string()]);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines[0]["session"].is_string(),
+        "a 2025-11-25 session: {lines:?}"
+    );
+    assert_eq!(lines[1]["tools"], json!(["lookup_customer", "run_status"]));
+    assert_eq!(
+        lines[2]["structured"],
+        json!({"user_id": "lin", "plan": "pro"}),
+        "{lines:?}"
+    );
+    let short = lines[3]["error"].as_str().unwrap();
+    assert!(
+        short.contains("arguments.user_id: has 0 characters, fewer than the minimum 1"),
+        "{short}"
+    );
+    assert!(
+        lines[4]["error"].as_str().unwrap().contains("unknown tool"),
+        "{lines:?}"
     );
     t.stop().await;
 }
