@@ -41,5 +41,6 @@ pub mod state;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub(crate) mod tls;
 pub(crate) mod tool;
 pub(crate) mod worker;

@@ -130,6 +130,15 @@ pub struct ServerConfig {
     pub max_inflight_requests: usize,
     /// Accepted events that may wait for the store's writer; more are answered 503.
     pub max_pending_events: usize,
+    /// `[server.tls]`: serve HTTPS with this certificate and key.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: PEM files of the certificate chain and its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `[segment]`: inbound keys and outbound Segment APIs.
@@ -310,6 +319,7 @@ impl Default for Config {
                 workers: 16,
                 max_inflight_requests: 256,
                 max_pending_events: crate::config::DEFAULT_MAX_PENDING_EVENTS,
+                tls: None,
             },
             segment: SegmentConfig {
                 write_keys: Vec::new(),

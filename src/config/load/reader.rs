@@ -63,7 +63,7 @@ pub(super) struct Section<'r, 't> {
     used: BTreeSet<String>,
 }
 
-impl Section<'_, '_> {
+impl<'t> Section<'_, 't> {
     /// Reads `key` with `parse`; a value that does not parse is a problem (and `None`).
     pub(super) fn get<T>(
         &mut self,
@@ -91,6 +91,19 @@ impl Section<'_, '_> {
         if let Some(v) = self.get(key, parse) {
             *slot = v;
         }
+    }
+
+    /// The sub-table `key` (`[server.tls]`) as a section of its own, with the same
+    /// unknown-key check; `None` when absent (or not a table, which is a problem).
+    pub(super) fn table(&mut self, key: &str) -> Option<Section<'_, 't>> {
+        self.used.insert(key.to_owned());
+        let value = self.table?.get(key)?;
+        let Some(table) = value.as_table() else {
+            self.problem(key, "must be a table");
+            return None;
+        };
+        let name = format!("{}.{key}", self.name);
+        Some(self.reader.section_table(table, &name))
     }
 
     /// Whether the file has `key` at all (valid or not).

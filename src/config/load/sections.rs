@@ -2,6 +2,8 @@
 //! (`docs/operations.md`). Each reads its keys into the [`Config`]; the unknown-key
 //! check runs when its [`Section`] is dropped.
 
+use std::path::PathBuf;
+
 use super::reader::{Reader, Section};
 use super::values::{
     parse_addr, parse_backend, parse_basic, parse_bool, parse_call_patterns, parse_duration,
@@ -38,6 +40,17 @@ pub(super) fn server(s: &mut Section<'_, '_>, cfg: &mut Config) {
     }
     if let Some(v) = s.get("max_pending_events", int(1, 100_000_000)) {
         c.max_pending_events = v as usize;
+    }
+    if let Some(mut t) = s.table("tls") {
+        let (mut cert, mut key) = (PathBuf::new(), PathBuf::new());
+        t.path("cert", &mut cert);
+        t.path("key", &mut key);
+        for (name, path) in [("cert", &cert), ("key", &key)] {
+            if path.as_os_str().is_empty() {
+                t.problem(name, "is required (a PEM file)");
+            }
+        }
+        c.tls = Some(crate::config::TlsConfig { cert, key });
     }
 }
 
