@@ -345,6 +345,12 @@ impl App {
             queue: self.queue.clone(),
             runs: self.runs.clone(),
             audit: self.audit.clone(),
+            profile: self.config.profile_tools.clone().map(|allow| {
+                crate::tool::profile::ProfileTools {
+                    api: self.engine.host.segment.clone(),
+                    allow,
+                }
+            }),
         }
     }
 

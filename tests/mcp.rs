@@ -14,6 +14,7 @@ use common::{TOKEN, TestApp};
 use reqwest::Method;
 use serde_json::{Value, json};
 use spur::run::RunStatus;
+use spur::testing::{FakeHttp, Reply};
 
 const SCRIPT: &str = r#"
 tool("lookup_customer", #{
@@ -525,4 +526,117 @@ async fn spur_mcp_serves_a_clients_tools_over_stdio_to_the_python_sdk() {
             ("support-bot", "refused")
         ]
     );
+}
+
+/// A fake Profile API holding more of `ada` than an agent may see.
+async fn profile_api() -> FakeHttp {
+    FakeHttp::start(|r| {
+        let base = "/v1/spaces/spa_1/collections/users/profiles/user_id:ada";
+        let page = |v: Value| Reply::json(200, &v);
+        match (
+            r.path.strip_prefix(base),
+            r.query.get("class").map(String::as_str),
+        ) {
+            (Some("/traits"), None) => page(json!({"traits": {
+                "plan": "pro", "email": "ada@example.com", "ltv": 4200, "address": "12 Crescent Rd"
+            }, "cursor": {"has_more": false, "next": ""}})),
+            (Some("/traits"), Some("audience")) => page(json!({"traits": {
+                "churn_risk": true, "vip_internal": false
+            }, "cursor": {"has_more": false, "next": ""}})),
+            (Some("/events"), _) => page(json!({"data": [
+                {"type": "track", "event": "Order Completed", "timestamp": "2026-12-01T10:00:00Z",
+                 "properties": {"total": 99.5, "card_last4": "4242"}, "context": {"ip": "10.0.0.1"}}
+            ], "cursor": {"has_more": false, "next": ""}})),
+            (Some("/external_ids"), _) => page(json!({"data": [
+                {"type": "user_id", "id": "ada"}, {"type": "email", "id": "ada@example.com"}
+            ], "cursor": {"has_more": false, "next": ""}})),
+            _ => Reply::json(
+                404,
+                &json!({"error": {"code": "not_found", "message": "Profile was not found."}}),
+            ),
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_tools_return_only_the_approved_context() {
+    let fake = profile_api().await;
+    let f = &fake.base_url;
+    let t = TestApp::builder()
+        .script("support.rhai", SCRIPT)
+        .config(&format!(
+            "{CLIENTS}\n[clients.analyst]\ntoken = \"analyst-token-789\"\ntools = [\"profile_*\"]\n\
+             [segment]\nprofile_base = \"{f}\"\nprofile_space_id = \"spa_1\"\nprofile_token = \"PT-secret\"\n\
+             [agents.profile]\ntraits = [\"plan\", \"ltv\"]\nevent_properties = [\"total\"]\naudiences = [\"churn_*\"]\n"
+        ))
+        .start()
+        .await;
+    let calls = json!([
+        ["profile_traits", {"user_id": "ada"}],
+        ["profile_events", {"user_id": "ada", "limit": 5}],
+        ["profile_audiences", {"user_id": "ada"}],
+        ["profile_external_ids", {"user_id": "ada"}],
+        ["profile_traits", {"user_id": "nobody"}],
+        ["lookup_customer", {"user_id": "ada"}],
+    ]);
+    let lines = sdk(&t, "analyst-token-789", "auto", &calls).await;
+    assert_eq!(
+        lines[1]["tools"],
+        json!([
+            "profile_audiences",
+            "profile_events",
+            "profile_external_ids",
+            "profile_traits",
+            "run_status"
+        ])
+    );
+    assert_eq!(
+        lines[2]["structured"],
+        json!({"user_id": "ada", "found": true, "traits": {"plan": "pro", "ltv": 4200}})
+    );
+    assert_eq!(
+        lines[3]["structured"]["events"],
+        json!([{"type": "track", "event": "Order Completed", "timestamp": "2026-12-01T10:00:00Z", "properties": {"total": 99.5}}])
+    );
+    assert_eq!(
+        lines[4]["structured"]["audiences"],
+        json!({"churn_risk": true})
+    );
+    assert_eq!(
+        lines[5]["structured"]["external_ids"],
+        json!([{"type": "user_id", "id": "ada"}])
+    );
+    assert_eq!(
+        lines[6]["structured"],
+        json!({"user_id": "nobody", "found": false})
+    );
+    assert!(
+        lines[7]["error"].as_str().unwrap().contains("unknown tool"),
+        "not its tool"
+    );
+    let everything = lines.iter().map(Value::to_string).collect::<String>();
+    for hidden in [
+        "ada@example.com",
+        "Crescent",
+        "4242",
+        "10.0.0.1",
+        "vip_internal",
+    ] {
+        assert!(
+            !everything.contains(hidden),
+            "{hidden} reached the agent: {everything}"
+        );
+    }
+    // The events read asked Segment for no more than the agent did.
+    let events = fake
+        .received()
+        .into_iter()
+        .find(|r| r.path.ends_with("/events"))
+        .unwrap();
+    assert_eq!(events.query.get("limit").map(String::as_str), Some("5"));
+    // The support bot (tools = ["lookup_*"]) does not see them.
+    let lines = sdk(&t, "bot-token-123", "auto", &json!([])).await;
+    assert_eq!(lines[1]["tools"], json!(["lookup_customer", "run_status"]));
+    t.stop().await;
 }

@@ -41,6 +41,33 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     /// Named clients of the admin API and of `/mcp` (`[clients.NAME]`), by name.
     pub clients: BTreeMap<String, ClientConfig>,
+    /// `[agents.profile]`: the built-in profile tools and what they may show.
+    pub profile_tools: Option<ProfileToolsConfig>,
+}
+
+/// `[agents.profile]`: the built-in read-only tools over Segment's Profile API, and
+/// the allowlists (glob patterns) of what they return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileToolsConfig {
+    /// Traits `profile_traits` returns (none by default).
+    pub traits: Vec<String>,
+    /// Event properties `profile_events` returns (none by default: names and times only).
+    pub event_properties: Vec<String>,
+    /// Audience keys `profile_audiences` returns (all by default).
+    pub audiences: Vec<String>,
+    /// External id types `profile_external_ids` returns (`user_id`, `anonymous_id` by default).
+    pub external_ids: Vec<String>,
+}
+
+impl Default for ProfileToolsConfig {
+    fn default() -> Self {
+        Self {
+            traits: Vec::new(),
+            event_properties: Vec::new(),
+            audiences: vec!["*".into()],
+            external_ids: vec!["user_id".into(), "anonymous_id".into()],
+        }
+    }
 }
 
 /// `[clients.NAME]`: someone or something that calls spur with its own token: an
@@ -312,6 +339,7 @@ impl Default for Config {
         Self {
             source: None,
             clients: BTreeMap::new(),
+            profile_tools: None,
             server: ServerConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8088)),
                 data_dir: PathBuf::from(".spur"),

@@ -216,12 +216,29 @@ impl SegmentApi {
     }
 
     pub(crate) async fn traits(&self, id: &str, deadline: Option<Instant>) -> Read {
+        self.traits_where(id, Vec::new(), deadline).await
+    }
+
+    /// The audiences a profile belongs to or left: its computed traits of class
+    /// `audience`, as `{key: bool}`.
+    pub(crate) async fn audiences(&self, id: &str, deadline: Option<Instant>) -> Read {
+        let class = vec![("class".into(), "audience".into())];
+        self.traits_where(id, class, deadline).await
+    }
+
+    async fn traits_where(
+        &self,
+        id: &str,
+        mut query: Vec<(String, String)>,
+        deadline: Option<Instant>,
+    ) -> Read {
+        query.push(("limit".into(), "200".into()));
         Exchange::collect(async |calls| {
             let merged = self
                 .profile_read(
                     id,
                     "traits",
-                    vec![("limit".into(), "200".into())],
+                    query,
                     |acc, page| {
                         if let (Some(a), Some(Value::Object(p))) = (
                             acc.get_mut("traits").and_then(Value::as_object_mut),

@@ -24,10 +24,7 @@ use rmcp::service::{RequestContext, RoleServer};
 use serde_json::{Value, json};
 
 use crate::auth::Principal;
-use crate::tool::{CallError, CallOutcome, Tools};
-
-/// The built-in tool that reports on a pending call.
-const RUN_STATUS: &str = "run_status";
+use crate::tool::{CallError, CallOutcome, RUN_STATUS, Tools};
 
 /// The MCP server of one daemon (HTTP) or one stdio session.
 #[derive(Clone)]

@@ -10,6 +10,7 @@
 //! its job id; `run_status` tells how it ended. Every call leaves an audit entry
 //! with a digest of the arguments, never the arguments themselves.
 
+pub(crate) mod profile;
 pub(crate) mod schema;
 
 use std::sync::Arc;
@@ -22,6 +23,9 @@ use crate::auth::Principal;
 use crate::queue::{Job, Queue, Trigger};
 use crate::run::{RunRecord, RunStatus, RunStore};
 use crate::script::{HandlerKind, Live};
+
+/// The built-in tool that reports on a pending call.
+pub(crate) const RUN_STATUS: &str = "run_status";
 
 /// Longest a caller waits for a run that neither finishes nor parks (a run being
 /// retried with backoff); then the answer is `pending`, as for a parked run.
@@ -45,6 +49,11 @@ impl ToolSpec {
     /// # Errors
     /// A bad name, an unknown option, or a schema spur cannot enforce.
     pub(crate) fn parse(name: &str, options: &Value) -> Result<Self, String> {
+        if name == RUN_STATUS || profile::Kind::of(name).is_some() {
+            return Err(format!(
+                "the tool name {name:?} is reserved for a built-in tool"
+            ));
+        }
         if name.is_empty()
             || name.len() > 64
             || !name
@@ -115,12 +124,20 @@ impl ToolSpec {
     }
 }
 
-/// A tool of the loaded scripts.
+/// A tool a caller can see.
 #[derive(Debug, Clone)]
 pub(crate) struct LoadedTool {
     pub spec: ToolSpec,
-    pub script: String,
-    pub handler: String,
+    pub backing: Backing,
+}
+
+/// What answers a tool's calls.
+#[derive(Debug, Clone)]
+pub(crate) enum Backing {
+    /// A script's `tool(...)` handler, as a durable run.
+    Script { script: String, handler: String },
+    /// A built-in profile tool, answered directly.
+    Profile(profile::Kind),
 }
 
 /// The tools of the live scripts, sorted by name (the order `tools/list` gives);
@@ -140,8 +157,10 @@ pub(crate) fn loaded(scripts: &Live) -> Vec<LoadedTool> {
             if let Ok(spec) = ToolSpec::parse(name, &options) {
                 out.push(LoadedTool {
                     spec,
-                    script: script.name.clone(),
-                    handler: h.key.clone(),
+                    backing: Backing::Script {
+                        script: script.name.clone(),
+                        handler: h.key.clone(),
+                    },
                 });
             }
         }
@@ -153,11 +172,14 @@ pub(crate) fn loaded(scripts: &Live) -> Vec<LoadedTool> {
 /// How a call ended.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum CallOutcome {
-    /// The run finished: the handler's return value.
-    Done { result: Value, run_id: u64 },
+    /// The run finished (or a built-in tool answered, with no run): the result.
+    Done { result: Value, run_id: Option<u64> },
     /// The run failed (an error, `fail`, a refused approval): the tool's own
     /// failure, reported to the agent as such.
-    Failed { message: String, run_id: u64 },
+    Failed {
+        message: String,
+        run_id: Option<u64>,
+    },
     /// The run parked (an approval, a sleep) or is still being retried.
     Pending { job_id: u64, waiting_for: Value },
 }
@@ -191,15 +213,24 @@ pub(crate) struct Tools {
     pub queue: Queue,
     pub runs: RunStore,
     pub audit: Audit,
+    /// The built-in profile tools, when `[agents.profile]` is configured.
+    pub profile: Option<profile::ProfileTools>,
 }
 
 impl Tools {
-    /// The tools `caller` may see, by name.
+    /// The tools `caller` may see (the scripts' and the built-in profile tools), by
+    /// name.
     pub(crate) fn visible(&self, caller: &Principal) -> Vec<LoadedTool> {
-        loaded(&self.scripts)
-            .into_iter()
-            .filter(|t| caller.may_use_tool(&t.spec.name))
-            .collect()
+        let mut all = loaded(&self.scripts);
+        if self.profile.is_some() {
+            all.extend(profile::Kind::ALL.into_iter().map(|k| LoadedTool {
+                spec: k.spec(),
+                backing: Backing::Profile(k),
+            }));
+        }
+        all.retain(|t| caller.may_use_tool(&t.spec.name));
+        all.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        all
     }
 
     /// Calls `name` with `arguments` as `caller`.
@@ -236,40 +267,60 @@ impl Tools {
             ));
             return Err(CallError::InvalidArguments(e));
         }
-        let mut records = self.runs.subscribe();
-        let job = Job::new(
-            Trigger::Tool {
-                tool: name.to_owned(),
-                client: caller.name.clone(),
-                arguments,
-            },
-            tool.script.clone(),
-            tool.handler.clone(),
-            None,
-            self.queue.clock().now_ms(),
-        );
         let internal = |e: &dyn std::fmt::Display| CallError::Internal(e.to_string());
-        let job_id = *self
-            .queue
-            .enqueue(vec![job])
-            .await
-            .map_err(|e| internal(&e))?
-            .first()
-            .ok_or_else(|| CallError::Internal("the job was not queued".into()))?;
-        let outcome = await_run(&mut records, &self.runs, job_id).await;
-        let (audit_outcome, detail) = match &outcome {
-            CallOutcome::Done { run_id, .. } => (Outcome::Ok, json!({"run_id": run_id})),
-            CallOutcome::Failed { run_id, message } => {
-                (Outcome::Failed, json!({"run_id": run_id, "error": message}))
+        let (outcome, job_id) = match &tool.backing {
+            Backing::Profile(kind) => {
+                let answer = match &self.profile {
+                    Some(p) => p.call(*kind, &arguments).await,
+                    None => Err("the profile tools are not configured".into()),
+                };
+                let outcome = match answer {
+                    Ok(result) => CallOutcome::Done {
+                        result,
+                        run_id: None,
+                    },
+                    Err(message) => CallOutcome::Failed {
+                        message,
+                        run_id: None,
+                    },
+                };
+                (outcome, None)
             }
-            CallOutcome::Pending { .. } => (Outcome::Pending, Value::Null),
+            Backing::Script { script, handler } => {
+                let mut records = self.runs.subscribe();
+                let job = Job::new(
+                    Trigger::Tool {
+                        tool: name.to_owned(),
+                        client: caller.name.clone(),
+                        arguments,
+                    },
+                    script.clone(),
+                    handler.clone(),
+                    None,
+                    self.queue.clock().now_ms(),
+                );
+                let job_id = *self
+                    .queue
+                    .enqueue(vec![job])
+                    .await
+                    .map_err(|e| internal(&e))?
+                    .first()
+                    .ok_or_else(|| CallError::Internal("the job was not queued".into()))?;
+                (
+                    await_run(&mut records, &self.runs, job_id).await,
+                    Some(job_id),
+                )
+            }
         };
-        let mut detail = detail;
+        let (audit_outcome, run_id, error) = match &outcome {
+            CallOutcome::Done { run_id, .. } => (Outcome::Ok, *run_id, None),
+            CallOutcome::Failed { run_id, message } => (Outcome::Failed, *run_id, Some(message)),
+            CallOutcome::Pending { .. } => (Outcome::Pending, None, None),
+        };
+        let mut detail =
+            json!({ "arguments": digest, "job_id": job_id, "run_id": run_id, "error": error });
         if let Value::Object(m) = &mut detail {
-            m.insert("arguments".into(), json!(digest));
-            m.insert("job_id".into(), json!(job_id));
-        } else {
-            detail = json!({"arguments": digest, "job_id": job_id});
+            m.retain(|_, v| !v.is_null());
         }
         self.audit
             .append(entry(audit_outcome, detail))
@@ -331,7 +382,7 @@ fn outcome_of(r: &RunRecord) -> CallOutcome {
     match r.status {
         RunStatus::Ok | RunStatus::Skipped => CallOutcome::Done {
             result: r.result.clone().unwrap_or(Value::Null),
-            run_id: r.id,
+            run_id: Some(r.id),
         },
         RunStatus::Failed | RunStatus::Dead => CallOutcome::Failed {
             message: r
@@ -340,7 +391,7 @@ fn outcome_of(r: &RunRecord) -> CallOutcome {
                 .map(|e| e.message.clone())
                 .or_else(|| r.reason.clone())
                 .unwrap_or_else(|| "the run failed".into()),
-            run_id: r.id,
+            run_id: Some(r.id),
         },
         RunStatus::Waiting | RunStatus::Retrying => CallOutcome::Pending {
             job_id: r.job_id,

@@ -45,6 +45,7 @@ const SECTIONS: &[(&str, ReadSection)] = &[
     ("store", sections::store),
     ("env", sections::env),
     ("approvals", sections::approvals),
+    ("agents", sections::agents),
 ];
 
 /// The sections that are tables of named tables (`[connections.NAME]`), with the

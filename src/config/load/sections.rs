@@ -244,3 +244,20 @@ pub(super) fn check_client_tokens(r: &mut Reader<'_>, cfg: &Config) {
         seen.push((name, c.token.expose()));
     }
 }
+
+/// `[agents]`: only `[agents.profile]` so far.
+pub(super) fn agents(s: &mut Section<'_, '_>, cfg: &mut Config) {
+    let Some(mut p) = s.table("profile") else {
+        return;
+    };
+    let mut c = crate::config::ProfileToolsConfig::default();
+    p.set("traits", &mut c.traits, parse_string_list);
+    p.set(
+        "event_properties",
+        &mut c.event_properties,
+        parse_string_list,
+    );
+    p.set("audiences", &mut c.audiences, parse_string_list);
+    p.set("external_ids", &mut c.external_ids, parse_string_list);
+    cfg.profile_tools = Some(c);
+}
