@@ -640,3 +640,47 @@ async fn profile_tools_return_only_the_approved_context() {
     assert_eq!(lines[1]["tools"], json!(["lookup_customer", "run_status"]));
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spur_mcp_relays_to_the_daemon_that_holds_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    std::fs::write(dir.path().join("scripts/support.rhai"), SCRIPT).unwrap();
+    let config = dir.path().join("spur.toml");
+    std::fs::write(&config, common::base_config(dir.path(), CLIENTS)).unwrap();
+    let daemon = common::Daemon::start(dir.path());
+    let command = json!([
+        env!("CARGO_BIN_EXE_spur"),
+        "mcp",
+        "--config",
+        config,
+        "--client",
+        "support-bot",
+        "--url",
+        daemon.base
+    ]);
+    let calls =
+        json!([["lookup_customer", {"user_id": "kai"}], ["lookup_customer", {"user_id": 1}]]);
+    let lines = drive(&command.to_string(), "-", "legacy", &calls).await;
+    assert_eq!(
+        lines[1]["tools"],
+        json!(["lookup_customer", "run_status"]),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[2]["structured"],
+        json!({"user_id": "kai", "plan": "pro"})
+    );
+    assert!(
+        lines[3]["error"]
+            .as_str()
+            .unwrap()
+            .contains("arguments.user_id: expected string"),
+        "the daemon's error comes through: {lines:?}"
+    );
+    // The run happened in the daemon, as the client.
+    let runs = daemon.get("/api/runs").await;
+    assert_eq!(runs["runs"][0]["client"], "support-bot", "{runs}");
+    assert_eq!(runs["runs"][0]["result"]["user_id"], "kai");
+    daemon.kill9();
+}

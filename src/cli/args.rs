@@ -156,11 +156,14 @@ pub enum Command {
         url: Option<String>,
     },
     /// Serve the scripts' tools over MCP on stdin/stdout, for a local agent (opens
-    /// the data dir itself; with a daemon running, connect the agent to its /mcp).
+    /// the data dir itself; while a daemon holds it, relays to the daemon's /mcp).
     Mcp {
         /// Call as this `[clients.NAME]` (its tools); default: the owner (every tool).
         #[arg(long, value_name = "NAME")]
         client: Option<String>,
+        /// The daemon's URL for the relay (default: http://<server.listen>).
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Print a shell completion script to stdout (`spur completions bash > …`).
     Completions {

@@ -129,8 +129,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 url: url.as_deref(),
             },
         ),
-        Command::Mcp { client } => {
-            runtime()?.block_on(crate::mcp::stdio::serve(cfg, client.as_deref()))?;
+        Command::Mcp { client, url } => {
+            let daemon = remote::daemon_mcp(&cfg, url.as_deref());
+            runtime()?.block_on(crate::mcp::stdio::serve(cfg, client.as_deref(), daemon))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { dir } => scripts::test(&cfg, dir),

@@ -11,6 +11,39 @@ use serde_json::Value;
 use super::{ApprovalsCmd, Decision, StateCmd};
 use crate::config::Config;
 
+/// The daemon's base URL: `--url`, else `http://<server.listen>`.
+fn daemon_url(cfg: &Config, url: Option<&str>) -> String {
+    url.map_or_else(
+        || format!("http://{}", cfg.server.listen),
+        |u| u.trim_end_matches('/').to_owned(),
+    )
+}
+
+/// The owner's token: `admin.token`, else the one the daemon generated.
+fn owner_token(cfg: &Config) -> anyhow::Result<String> {
+    if let Some(t) = &cfg.admin.token {
+        return Ok(t.expose().to_owned());
+    }
+    let path = cfg.server.data_dir.join("admin-token");
+    Ok(std::fs::read_to_string(&path)
+        .with_context(|| {
+            format!(
+                "reading the admin token from {} (set admin.token, or start the daemon once)",
+                path.display()
+            )
+        })?
+        .trim()
+        .to_owned())
+}
+
+/// Where `spur mcp` relays to when a daemon holds the data dir.
+pub(super) fn daemon_mcp(cfg: &Config, url: Option<&str>) -> crate::mcp::stdio::Daemon {
+    crate::mcp::stdio::Daemon {
+        url: format!("{}/mcp", daemon_url(cfg, url)),
+        token: owner_token(cfg).ok(),
+    }
+}
+
 /// An admin API client for one daemon.
 pub(super) struct Remote {
     base: String,
@@ -23,24 +56,8 @@ impl Remote {
     /// When no admin token can be found.
     pub(super) fn new(cfg: &Config, url: Option<&str>) -> anyhow::Result<Self> {
         crate::connectors::http::install_crypto_provider();
-        let base = url.map_or_else(
-            || format!("http://{}", cfg.server.listen),
-            |u| u.trim_end_matches('/').to_owned(),
-        );
-        let token = if let Some(t) = &cfg.admin.token {
-            t.expose().to_owned()
-        } else {
-            let path = cfg.server.data_dir.join("admin-token");
-            std::fs::read_to_string(&path)
-                .with_context(|| {
-                    format!(
-                        "reading the admin token from {} (set admin.token, or start the daemon once)",
-                        path.display()
-                    )
-                })?
-                .trim()
-                .to_owned()
-        };
+        let base = daemon_url(cfg, url);
+        let token = owner_token(cfg)?;
         Ok(Self {
             base,
             token,

@@ -119,13 +119,18 @@ fn result(outcome: &CallOutcome) -> Result<CallToolResult, McpError> {
     serde_json::from_value(body).map_err(|e| McpError::internal_error(e.to_string(), None))
 }
 
+/// What spur tells clients about itself (HTTP, stdio and the relay alike).
+fn server_config() -> ServerConfig {
+    ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        .with_server_info(Implementation::new("spur", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Tools written as spur scripts. Each call is a durable, journaled run; a call that needs a person's approval answers pending with a job_id: ask run_status later.",
+        )
+}
+
 impl rmcp::ServerHandler for McpServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("spur", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "Tools written as spur scripts. Each call is a durable, journaled run; a call that needs a person's approval answers pending with a job_id: ask run_status later.",
-            )
+        server_config()
     }
 
     async fn list_tools(
