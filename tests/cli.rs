@@ -343,3 +343,20 @@ fn run_tool_calls_a_tool_offline_and_checks_its_arguments() {
     assert_ne!(code, 0);
     assert!(err.contains("arguments.name: is required"), "{err}");
 }
+
+#[test]
+fn a_tool_result_that_breaks_its_output_schema_fails_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tools.rhai"),
+        r#"tool("count", #{ output: #{ type: "object", properties: #{ n: #{ type: "integer" } }, required: ["n"] } },
+            |args| #{ n: "three" });"#,
+    )
+    .unwrap();
+    let (code, out, err) = spur(dir.path(), &["run", "tools.rhai", "--tool", "count"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("the tool's result does not match its output schema: result.n: expected integer, got string \"three\""),
+        "{out}"
+    );
+}

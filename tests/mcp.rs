@@ -684,3 +684,45 @@ async fn spur_mcp_relays_to_the_daemon_that_holds_the_data_dir() {
     assert_eq!(runs["runs"][0]["result"]["user_id"], "kai");
     daemon.kill9();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_records_reloads_and_refuses_foreign_origins() {
+    let t = app().await;
+    // A browser page of another origin cannot drive /mcp, even with a token.
+    let resp = t
+        .client
+        .post(t.url("/mcp"))
+        .bearer_auth("bot-token-123")
+        .header("origin", "https://evil.example")
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403, "{}", resp.text().await.unwrap());
+
+    // An edited script is audited with its new hash before it goes live.
+    let mut changed = t.app.scripts.subscribe();
+    changed.borrow_and_update();
+    let path = t.dir.path().join("scripts/support.rhai");
+    std::fs::write(&path, SCRIPT.replace("\"pro\"", "\"team\"")).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), changed.changed())
+        .await
+        .expect("reloaded")
+        .unwrap();
+    let (_, audit) = t.admin_get("/api/audit?action=script").await;
+    let entries = audit["entries"].as_array().unwrap();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["script.load", "script.reload"], "{audit}");
+    assert_ne!(entries[0]["detail"]["hash"], entries[1]["detail"]["hash"]);
+    assert!(
+        entries[1]["target"]
+            .as_str()
+            .unwrap()
+            .ends_with("support.rhai")
+    );
+    t.stop().await;
+}

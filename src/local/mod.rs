@@ -347,7 +347,7 @@ impl Local {
         let (outcome, error) = outcome_of(script, handler, &result, &mut ctx);
         let returned = match (&handler.kind, &outcome, &result) {
             (crate::script::HandlerKind::Tool(_), Outcome::Ok, Ok(v)) => {
-                crate::host::convert::to_json(v).ok()
+                crate::tool::returned(handler, v).ok()
             }
             _ => None,
         };

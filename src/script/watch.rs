@@ -26,7 +26,9 @@ pub(crate) struct ScriptWatcher {
     _watcher: notify::RecommendedWatcher,
 }
 
-/// Watches `dir`; on changes, reloads into `live` and calls `after` with the new set.
+/// Watches `dir`; on changes, reloads into `live`. `before_live` sees each new set
+/// before it goes live (its versions are stored and its load audited before any
+/// run can start on it).
 ///
 /// # Errors
 /// When the platform watcher cannot be created.
@@ -34,7 +36,7 @@ pub(crate) fn watch(
     dir: &Path,
     live: Arc<Live>,
     engine: EngineOptions,
-    after: impl Fn(&ScriptSet) + Send + Sync + 'static,
+    before_live: impl Fn(&ScriptSet) + Send + Sync + 'static,
     stop: CancellationToken,
 ) -> notify::Result<ScriptWatcher> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Instant>();
@@ -47,6 +49,7 @@ pub(crate) fn watch(
     })?;
     watcher.watch(dir, RecursiveMode::Recursive)?;
     let dir: PathBuf = dir.to_path_buf();
+    let before_live = Arc::new(before_live);
     tokio::spawn(async move {
         loop {
             let first = tokio::select! {
@@ -56,9 +59,11 @@ pub(crate) fn watch(
             // Debounce: wait until the events stop.
             while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
             let (dir, live, engine) = (dir.clone(), Arc::clone(&live), engine.clone());
+            let before_live = Arc::clone(&before_live);
             let reloaded = tokio::task::spawn_blocking(move || {
                 let fresh = load_dir(&dir, &engine);
                 let set = keep_last_good(fresh, &live.get());
+                before_live(&set);
                 live.swap(set);
                 live.get()
             })
@@ -76,7 +81,6 @@ pub(crate) fn watch(
                         ms = first.elapsed().as_millis() as u64,
                         "Scripts reloaded."
                     );
-                    after(&set);
                 }
                 Err(e) => tracing::error!(error = %e, "Reloading scripts failed."),
             }

@@ -124,6 +124,24 @@ impl ToolSpec {
     }
 }
 
+/// A tool handler's return value as JSON, checked against the tool's `output`
+/// schema when it declares one.
+///
+/// # Errors
+/// A value that is not plain data, or one that does not match `output`.
+pub(crate) fn returned(
+    handler: &crate::script::Handler,
+    value: &rhai::Dynamic,
+) -> Result<Value, String> {
+    let json = crate::host::convert::to_json(value)
+        .map_err(|e| format!("the tool's result is not plain data: {e}"))?;
+    if let Some(output) = handler.options.as_ref().and_then(|o| o.get("output")) {
+        schema::validate(output, &json, "result")
+            .map_err(|e| format!("the tool's result does not match its output schema: {e}"))?;
+    }
+    Ok(json)
+}
+
 /// A tool a caller can see.
 #[derive(Debug, Clone)]
 pub(crate) struct LoadedTool {

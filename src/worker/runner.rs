@@ -109,9 +109,7 @@ pub(crate) fn execute(deps: &WorkerDeps, lease: &mut Lease) -> Execution {
     let (result, mut ctx) = invoke(&set, &deps.engine, &script, handler, args, ctx);
     let (outcome, error) = outcome_of(&script, handler, &result, &mut ctx);
     if let (Trigger::Tool { .. }, Outcome::Ok, Ok(value)) = (&job.trigger, &outcome, &result) {
-        record.result = Some(host::convert::to_json(value).unwrap_or_else(|e| {
-            serde_json::Value::String(format!("(the result is not plain data: {e})"))
-        }));
+        record.result = crate::tool::returned(handler, value).ok();
     }
     record.logs = ctx.logs;
     record.dropped_logs = ctx.dropped_logs;
@@ -378,6 +376,21 @@ pub(crate) fn outcome_of(
         return (Outcome::Park(wait), None);
     }
     match result {
+        Ok(value) if matches!(handler.kind, HandlerKind::Tool(_)) => {
+            match crate::tool::returned(handler, value) {
+                Ok(_) => (Outcome::Ok, None),
+                Err(why) => {
+                    let e = RunError {
+                        kind: "failed".into(),
+                        message: why.clone(),
+                        file: Some(script.path.display().to_string()),
+                        line: Some(handler.line).filter(|l| *l > 0),
+                        column: None,
+                    };
+                    (Outcome::Failed(why), Some(e))
+                }
+            }
+        }
         Ok(_) => (Outcome::Ok, None),
         Err(e) => classify(&script.path.display().to_string(), handler.line, e),
     }
