@@ -360,3 +360,25 @@ fn a_tool_result_that_breaks_its_output_schema_fails_the_call() {
         "{out}"
     );
 }
+
+#[test]
+fn a_tool_name_registered_twice_is_a_load_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    std::fs::write(scripts.join("a.rhai"), r#"tool("lookup", |args| 1);"#).unwrap();
+    std::fs::write(scripts.join("b.rhai"), r#"tool("lookup", |args| 2);"#).unwrap();
+    std::fs::write(scripts.join("c.rhai"), r#"tool("run_status", |args| 3);"#).unwrap();
+    let (code, out, _) = spur(dir.path(), &["check", "scripts"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(r#"scripts/b.rhai:1:0: tool("lookup"): the tool is already registered by a"#),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            r#"tool("run_status"): the tool name "run_status" is reserved for a built-in tool"#
+        ),
+        "{out}"
+    );
+}

@@ -307,36 +307,28 @@ impl ScriptSet {
                     }
                     HandlerKind::Trait(k) => index.traits.entry(k.clone()).or_default().push(at),
                     HandlerKind::Schedule(_) => {}
-                    HandlerKind::Webhook(name) => match index.sources.get(name) {
-                        // One script owns a source's URL; a second claim is an error.
-                        Some(&(owner, _)) => errors.push(ScriptError {
-                            file: s.path.display().to_string(),
-                            line: h.line,
-                            column: 0,
-                            message: format!(
-                                "on_webhook({name:?}): the source is already registered by {}",
-                                scripts[owner].name
-                            ),
-                        }),
-                        None => {
-                            index.sources.insert(name.clone(), at);
+                    // One script owns a source's URL, and a tool name is one tool for
+                    // every client: a second claim is an error.
+                    HandlerKind::Webhook(name) | HandlerKind::Tool(name) => {
+                        let (names, call, what) = match &h.kind {
+                            HandlerKind::Webhook(_) => (&mut index.sources, "on_webhook", "source"),
+                            _ => (&mut index.tools, "tool", "tool"),
+                        };
+                        match names.get(name) {
+                            Some(&(owner, _)) => errors.push(ScriptError {
+                                file: s.path.display().to_string(),
+                                line: h.line,
+                                column: 0,
+                                message: format!(
+                                    "{call}({name:?}): the {what} is already registered by {}",
+                                    scripts[owner].name
+                                ),
+                            }),
+                            None => {
+                                names.insert(name.clone(), at);
+                            }
                         }
-                    },
-                    HandlerKind::Tool(name) => match index.tools.get(name) {
-                        // A tool name is one tool for every client.
-                        Some(&(owner, _)) => errors.push(ScriptError {
-                            file: s.path.display().to_string(),
-                            line: h.line,
-                            column: 0,
-                            message: format!(
-                                "tool({name:?}): the tool is already registered by {}",
-                                scripts[owner].name
-                            ),
-                        }),
-                        None => {
-                            index.tools.insert(name.clone(), at);
-                        }
-                    },
+                    }
                 }
             }
         }

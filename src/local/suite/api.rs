@@ -1,13 +1,11 @@
-//! The functions a `*_test.rhai` file calls: `test`, `fire`, `webhook`,
+//! The functions a `*_test.rhai` file calls: `test`, `fire`, `webhook`, `call_tool`,
 //! `clock::advance`, `mock::*`, `expect::*` and the assertions.
-
-use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, Module, NativeCallContext};
 use serde_json::{Value, json};
 
 use super::super::LocalRun;
-use super::{COLLECTED, Parked, Res, TestCtx, opts_for, run_one, wake, with_test};
+use super::{COLLECTED, Parked, Res, TestCtx, run_one, wake, with_test};
 use crate::clock::Clock as _;
 use crate::connectors::recorder::{RecordedCall, Stub, glob_match};
 use crate::event::{BatchDefaults, Origin, normalize};
@@ -67,16 +65,11 @@ fn fire_event(t: &mut TestCtx, event: &crate::event::Event) -> Res<Vec<LocalRun>
     Ok(runs)
 }
 
-/// `webhook(name, #{ body, headers })`: runs source `name`'s handler on the request
-/// (not verified), then fires what it emitted. Returns `#{ run, emitted, runs }`:
-/// the source's run, the emitted events, and the runs they fired.
 /// `call_tool(name, args)`: the tool's run, its `result` set when it finished.
 fn call_tool(name: &str, args: Map) -> Res<Dynamic> {
     let args = to_json(&Dynamic::from_map(args)).map_err(|e| format!("call_tool: {e}"))?;
     with_test(|t| {
-        t.next_run += 1;
-        let run_key = format!("test-{}", t.next_run);
-        let opts = opts_for(t, Arc::default(), run_key);
+        let opts = t.fresh_run();
         let run = t
             .local
             .call_tool(name, &args, opts)
@@ -86,6 +79,9 @@ fn call_tool(name: &str, args: Map) -> Res<Dynamic> {
     })?
 }
 
+/// `webhook(name, #{ body, headers })`: runs source `name`'s handler on the request
+/// (not verified), then fires what it emitted. Returns `#{ run, emitted, runs }`:
+/// the source's run, the emitted events, and the runs they fired.
 fn webhook(name: &str, req: Map) -> Res<Map> {
     let req = to_json(&Dynamic::from_map(req)).map_err(|e| format!("webhook: {e}"))?;
     let body = match req.get("body") {
@@ -107,9 +103,7 @@ fn webhook(name: &str, req: Map) -> Res<Map> {
         .unwrap_or_default();
     let request = crate::source::SourceRequest::local(name, body, &headers);
     with_test(|t| {
-        t.next_run += 1;
-        let run_key = format!("test-{}", t.next_run);
-        let opts = opts_for(t, Arc::default(), run_key);
+        let opts = t.fresh_run();
         let run = t
             .local
             .webhook(name, &request, opts)

@@ -79,6 +79,20 @@ thread_local! {
     static COLLECTED: RefCell<Vec<(String, FnPtr)>> = const { RefCell::new(Vec::new()) };
 }
 
+impl TestCtx {
+    /// The key of a fresh run (its journal and idempotency keys derive from it).
+    fn next_run_key(&mut self) -> String {
+        self.next_run += 1;
+        format!("test-{}", self.next_run)
+    }
+
+    /// Options of a fresh run with an empty journal.
+    fn fresh_run(&mut self) -> RunOpts {
+        let key = self.next_run_key();
+        opts_for(self, Arc::default(), key)
+    }
+}
+
 fn with_test<R>(f: impl FnOnce(&mut TestCtx) -> R) -> Res<R> {
     CURRENT
         .with(|c| c.borrow_mut().as_mut().map(f))
@@ -255,10 +269,7 @@ fn run_one(
 ) -> Option<LocalRun> {
     let s = t.local.set.script(script).cloned()?;
     let h = s.handler(handler).cloned()?;
-    let (journal, run_key) = resume.unwrap_or_else(|| {
-        t.next_run += 1;
-        (Arc::default(), format!("test-{}", t.next_run))
-    });
+    let (journal, run_key) = resume.unwrap_or_else(|| (Arc::default(), t.next_run_key()));
     let opts = opts_for(t, Arc::clone(&journal), run_key.clone());
     let run = t.local.run_handler(&s, &h, args.clone(), opts);
     t.calls.extend(run.recorded.iter().cloned());
