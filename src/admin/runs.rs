@@ -80,6 +80,7 @@ async fn list_runs(
         message_id: q.message_id,
         after: q.after,
         before: q.before,
+        job_id: None,
     };
     loop {
         let runs = st.runs.list(&filter, limit)?;

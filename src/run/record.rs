@@ -237,6 +237,8 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
     pub script: Option<String>,
     pub message_id: Option<String>,
+    /// Only the executions of this job (a tool call's runs).
+    pub job_id: Option<u64>,
     /// Only runs with an id greater than this (for following).
     pub after: Option<u64>,
     /// Only runs with an id smaller than this (for paging back).
@@ -246,6 +248,7 @@ pub struct RunFilter {
 impl RunFilter {
     fn matches(&self, r: &RunRecord) -> bool {
         self.status.is_none_or(|s| s == r.status)
+            && self.job_id.is_none_or(|j| j == r.job_id)
             && self.script.as_deref().is_none_or(|s| s == r.script)
             && self
                 .message_id

@@ -350,9 +350,7 @@ impl Tools {
     /// How the call that made job `job_id` stands, for `run_status`: its last
     /// run record's outcome, if `caller` made it.
     pub(crate) fn status(&self, caller: &Principal, job_id: u64) -> Option<CallOutcome> {
-        let filter = crate::run::RunFilter::default();
-        let records = self.runs.list(&filter, 10_000).ok()?;
-        let last = records.into_iter().find(|r| r.job_id == job_id)?;
+        let last = last_record(&self.runs, job_id)?;
         (last.trigger == "tool" && last.client.as_deref() == Some(caller.name.as_str()))
             .then(|| outcome_of(&last))
     }
@@ -377,12 +375,8 @@ async fn await_run(
                 Ok(_) => {}
                 // Missed some records: look the job's up.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let filter = crate::run::RunFilter::default();
-                    if let Some(r) = runs
-                        .list(&filter, 1000)
-                        .ok()
-                        .and_then(|l| l.into_iter().find(|r| r.job_id == job_id))
-                        .filter(|r| r.status != RunStatus::Retrying)
+                    if let Some(r) =
+                        last_record(runs, job_id).filter(|r| r.status != RunStatus::Retrying)
                     {
                         return outcome_of(&r);
                     }
@@ -394,6 +388,15 @@ async fn await_run(
     tokio::time::timeout(CALL_WAIT, wait)
         .await
         .unwrap_or_else(|_| pending())
+}
+
+/// The newest run record of job `job_id`.
+fn last_record(runs: &RunStore, job_id: u64) -> Option<RunRecord> {
+    let filter = crate::run::RunFilter {
+        job_id: Some(job_id),
+        ..crate::run::RunFilter::default()
+    };
+    runs.list(&filter, 1).ok()?.into_iter().next()
 }
 
 fn outcome_of(r: &RunRecord) -> CallOutcome {
