@@ -3,10 +3,9 @@
 //! workers finish their current run, flush).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -33,6 +32,12 @@ use crate::state::{SledState, StateStore};
 use crate::store::Store;
 use crate::worker::retry::RetryPolicy;
 use crate::worker::{WorkerDeps, WorkerPool};
+
+mod retention;
+mod serve;
+
+pub use retention::Purged;
+pub(crate) use serve::serve;
 
 /// Everything a running daemon holds.
 pub struct App {
@@ -324,7 +329,7 @@ impl App {
             inflight,
             _watcher: parking_lot::Mutex::new(watcher),
         });
-        tokio::spawn(retention_loop(Arc::clone(&app)));
+        tokio::spawn(retention::retention_loop(Arc::clone(&app)));
         let host = &app.engine.host;
         tokio::spawn(Arc::clone(&host.outbox).run(host.http.clone(), app.tasks.child_token()));
         Ok(app)
@@ -416,69 +421,6 @@ impl App {
             tracing::error!(error = %e, "Final flush failed.");
         }
     }
-}
-
-/// Serves until `stop` is cancelled (or SIGINT/SIGTERM when `None`).
-///
-/// # Errors
-/// When start-up fails or the listener cannot bind.
-pub(crate) async fn serve(config: Config, stop: Option<CancellationToken>) -> anyhow::Result<()> {
-    let listen = config.server.listen;
-    let tls = config.server.tls.clone();
-    if tls.is_none() && !listen.ip().is_loopback() {
-        tracing::warn!(
-            %listen,
-            "Serving plain HTTP beyond loopback: tokens, customer data and approval links cross the network unencrypted. Set [server.tls] cert and key, or put a TLS proxy in front."
-        );
-    }
-    let app = App::start(config).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    let addr: SocketAddr = listener.local_addr()?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(%addr, scheme, "Listening.");
-    // Tests and scripts read this line to learn the bound port.
-    println!("spur listening on {scheme}://{addr}");
-    let stop = stop.unwrap_or_else(|| {
-        let t = CancellationToken::new();
-        let t2 = t.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            t2.cancel();
-        });
-        t
-    });
-    match tls {
-        None => {
-            axum::serve(listener, app.router())
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await?;
-        }
-        Some(t) => {
-            let listener = crate::tls::TlsListener::new(listener, t.cert, t.key)?;
-            axum::serve(listener, app.router())
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await?;
-        }
-    }
-    tracing::info!("Shutting down.");
-    app.shutdown().await;
-    Ok(())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn report_load(dir: &Path, set: &crate::script::ScriptSet) {
@@ -594,89 +536,4 @@ fn watch_scripts(
     )
     .map_err(|e| tracing::warn!(error = %e, "Watching the scripts dir failed; live reload is off."))
     .ok()
-}
-
-async fn retention_loop(app: Arc<App>) {
-    let mut tick = tokio::time::interval(Duration::from_mins(1));
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            () = app.tasks.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let a = Arc::clone(&app);
-        let result = tokio::task::spawn_blocking(move || a.purge_expired(a.store.now_ms())).await;
-        match result {
-            Ok(Ok(p)) if p.total() > 0 => tracing::info!(
-                runs = p.runs,
-                dead = p.dead_letters,
-                events = p.events,
-                state = p.state,
-                approvals = p.approvals,
-                sources = p.sources,
-                "Purged expired records."
-            ),
-            Ok(Err(e)) => tracing::warn!(error = %e, "Purging expired records failed."),
-            _ => {}
-        }
-    }
-}
-
-/// What one retention pass removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Purged {
-    pub runs: usize,
-    pub dead_letters: usize,
-    pub events: usize,
-    pub state: usize,
-    pub approvals: usize,
-    pub audit: usize,
-    pub sources: usize,
-}
-
-impl Purged {
-    pub(crate) fn total(&self) -> usize {
-        self.runs
-            + self.dead_letters
-            + self.events
-            + self.state
-            + self.approvals
-            + self.audit
-            + self.sources
-    }
-}
-
-impl App {
-    /// One retention pass as of `now_ms` over every tree (`[retention]`): run
-    /// records, dead letters with their journals, events no pending job needs,
-    /// expired state, decided approvals, and script versions no job is pinned to.
-    /// Blocking; the daemon runs it every minute.
-    ///
-    /// # Errors
-    /// When the store fails.
-    pub fn purge_expired(&self, now_ms: i64) -> anyhow::Result<Purged> {
-        let r = &self.config.retention;
-        let before = |d: Duration| now_ms.saturating_sub(crate::duration::as_ms(d));
-        let runs = self.runs.purge(before(r.runs))?;
-        // A dead letter's journal goes with it (kept until then for its replay).
-        let dead = self.dead.purge(before(r.dead_letters))?;
-        self.queue.forget_journals(&dead)?;
-        let events = self.queue.purge(before(r.events))?;
-        let state = self.state.purge_expired()?;
-        let approvals = self.approvals.store.purge(before(r.approvals))?;
-        let audit = self.audit.purge(before(r.runs))?;
-        let pinned = self.queue.pinned_versions()?;
-        let sources = self
-            .versions
-            .purge(&self.scripts.get(), &pinned, before(r.runs))?;
-        Ok(Purged {
-            runs,
-            dead_letters: dead.len(),
-            events,
-            state,
-            approvals,
-            audit,
-            sources,
-        })
-    }
 }
