@@ -6,6 +6,7 @@
 
 pub mod connector;
 pub mod fakes;
+pub mod mcp;
 pub mod sink;
 
 use std::collections::BTreeMap;
