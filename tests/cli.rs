@@ -294,49 +294,38 @@ fn deploy_config_loads_with_and_without_its_commented_settings() {
     );
 }
 
+/// A tool with an input schema, and the command calling it.
+const GREET: &str = r#"tool("greet", #{ input: #{ type: "object", properties: #{ name: #{ type: "string" } }, required: ["name"] } },
+            |args| #{ greeting: `hello ${args.name}` });"#;
+const RUN_GREET: [&str; 6] = [
+    "run",
+    "tools.rhai",
+    "--tool",
+    "greet",
+    "--args",
+    r#"{"name":"Ada"}"#,
+];
+
 #[test]
 fn run_tool_calls_a_tool_offline_and_checks_its_arguments() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("tools.rhai"),
-        r#"tool("greet", #{ input: #{ type: "object", properties: #{ name: #{ type: "string" } }, required: ["name"] } },
-            |args| #{ greeting: `hello ${args.name}` });
-           tool("bad", #{ input: #{ type: "object", properties: #{ id: #{ pattern: "^u" } } } }, |args| 1);"#,
+        [
+            GREET,
+            r#"           tool("bad", #{ input: #{ type: "object", properties: #{ id: #{ pattern: "^u" } } } }, |args| 1);"#,
+        ]
+        .join("\n"),
     )
     .unwrap();
-    let (code, out, err) = spur(
-        dir.path(),
-        &[
-            "run",
-            "tools.rhai",
-            "--tool",
-            "greet",
-            "--args",
-            r#"{"name":"Ada"}"#,
-        ],
-    );
+    let (code, out, err) = spur(dir.path(), &RUN_GREET);
     assert_eq!(code, 1, "the bad tool is a load error: {out}{err}");
     assert!(
         err.contains("tools.rhai:3:12: tool(\"bad\"): input.properties.id.pattern: the keyword \"pattern\" is not supported"),
         "{out}{err}"
     );
-    std::fs::write(
-        dir.path().join("tools.rhai"),
-        r#"tool("greet", #{ input: #{ type: "object", properties: #{ name: #{ type: "string" } }, required: ["name"] } },
-            |args| #{ greeting: `hello ${args.name}` });"#,
-    )
-    .unwrap();
-    let (code, out, err) = spur(
-        dir.path(),
-        &[
-            "run",
-            "tools.rhai",
-            "--tool",
-            "greet",
-            "--args",
-            r#"{"name":"Ada"}"#,
-        ],
-    );
+    std::fs::write(dir.path().join("tools.rhai"), GREET).unwrap();
+    let (code, out, err) = spur(dir.path(), &RUN_GREET);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(r#"result: {"greeting":"hello Ada"}"#), "{out}");
     let (code, _, err) = spur(dir.path(), &["run", "tools.rhai", "--tool", "greet"]);

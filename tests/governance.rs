@@ -96,6 +96,7 @@ async fn every_admin_route_checks_the_scope_it_needs() {
     t.stop().await;
 }
 
+/// A fake Profile API holding more of `ada` than an agent may see.
 async fn profile_api() -> FakeHttp {
     FakeHttp::start(|r| {
         let base = "/v1/spaces/spa_1/collections/users/profiles/user_id:ada";

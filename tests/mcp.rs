@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::TOKEN;
-use common::mcp::{CLIENTS, SCRIPT, app, drive, sdk};
+use common::mcp::{CLIENTS, SCRIPT, app, drive, json_lines, sdk};
 use serde_json::{Value, json};
 use spur::run::RunStatus;
 
@@ -151,20 +151,7 @@ async fn the_typescript_sdk_lists_and_calls_tools_over_a_session() {
     let mut cmd = Command::new("node");
     cmd.arg(dir.join("client.mjs"))
         .args([&t.url("/mcp"), "bot-token-123", &calls.to_string()]);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(cmd).await;
     assert!(
         lines[0]["session"].is_string(),
         "a 2025-11-25 session: {lines:?}"
@@ -310,20 +297,11 @@ async fn spur_mcp_serves_a_clients_tools_over_stdio_to_the_python_sdk() {
     }
 
     // `spur audit --json` reads the same log from the data dir once spur mcp exited.
-    let out = Command::new(env!("CARGO_BIN_EXE_spur"))
+    let mut audit = Command::new(env!("CARGO_BIN_EXE_spur"));
+    audit
         .args(["audit", "--json", "--action", "tool", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let entries: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+        .arg(&config);
+    let entries = json_lines(audit).await;
     let outcomes: Vec<(&str, &str)> = entries
         .iter()
         .map(|e| (e["actor"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
@@ -339,7 +317,6 @@ async fn spur_mcp_serves_a_clients_tools_over_stdio_to_the_python_sdk() {
     );
 }
 
-/// A fake Profile API holding more of `ada` than an agent may see.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spur_mcp_relays_to_the_daemon_that_holds_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();

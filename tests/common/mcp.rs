@@ -96,6 +96,12 @@ pub async fn drive(target: &str, token: &str, mode: &str, calls: &Value) -> Vec<
     cmd.arg(script)
         .args([target, token, mode, &calls.to_string()])
         .env("PYTHONPATH", &dir);
+    json_lines(cmd).await
+}
+
+/// Runs a client `cmd` (off the async runtime) that prints one JSON object per
+/// line; its lines, or a failure with its output.
+pub async fn json_lines(mut cmd: Command) -> Vec<Value> {
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await
         .unwrap()
@@ -103,7 +109,7 @@ pub async fn drive(target: &str, token: &str, mode: &str, calls: &Value) -> Vec<
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "the SDK client failed:\n{stdout}\n{}",
+        "the client failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
