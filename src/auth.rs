@@ -52,6 +52,16 @@ impl Principal {
             .any(|s| *s == scope || *s == Scope::Admin)
     }
 
+    /// Its scopes as configured.
+    pub(crate) fn scopes(&self) -> &[Scope] {
+        &self.scopes
+    }
+
+    /// Whether it is the owner (`admin.token`).
+    pub(crate) fn is_owner(&self) -> bool {
+        self.name == OWNER && self.scopes == [Scope::Admin]
+    }
+
     /// Whether it may list and call the tool `name`.
     pub(crate) fn may_use_tool(&self, name: &str) -> bool {
         self.tools.iter().any(|p| glob_match(p, name))
@@ -106,6 +116,14 @@ impl Callers {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or(AuthFailure::Missing)?;
+        self.authenticate_token(given)
+    }
+
+    /// The caller a token stands for.
+    ///
+    /// # Errors
+    /// When it is no configured token.
+    pub(crate) fn authenticate_token(&self, given: &str) -> Result<Principal, AuthFailure> {
         let mut found = None;
         for (token, principal) in &self.tokens {
             let same = !token.expose().is_empty()

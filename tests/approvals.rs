@@ -383,26 +383,3 @@ async fn slack_buttons_decide_with_a_valid_signature_only() {
         "{audit}"
     );
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_approvals_page_is_served_and_drives_the_api() {
-    let t = TestApp::builder().start().await;
-    let r = common::client()
-        .get(t.url("/approvals"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(
-        r.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
-    let page = r.text().await.unwrap();
-    assert!(page.contains("<title>spur approvals</title>"));
-    // It lists pending requests and decides through the token-protected API.
-    assert!(page.contains("/api/approvals?status=pending"));
-    assert!(page.contains("\"Authorization\": \"Bearer \""));
-    assert!(page.contains("/approve") || page.contains("${verb}"));
-}

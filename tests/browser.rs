@@ -3,51 +3,26 @@
 //! identify, track and page to spur's `/v1/*` through CORS, and each is handled once.
 //!
 //! The test installs what it needs on first use: Debian's `chromium` and
-//! `chromium-driver` (apt), and the library into `target/browser`. It drives
-//! headless Chromium over WebDriver (plain JSON over HTTP, no client crate).
+//! `chromium-driver` (apt, `common/browser.rs`), and the library into
+//! `target/browser`.
 //! Run with: cargo nextest run --test browser
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use axum::Router;
 use axum::response::IntoResponse as _;
 use common::TestApp;
-use serde_json::{Value, json};
+use common::browser::{self, Browser};
+use serde_json::json;
 
 const LIBRARY: &str = "@segment/analytics-next@1.84.3";
 const WRITE_KEY: &str = "browser-write-key";
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser")
-}
-
-fn run(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Debian's Chromium and ChromeDriver, installed unless present.
-fn chromedriver() -> PathBuf {
-    let path = PathBuf::from("/usr/bin/chromedriver");
-    if path.exists() && Path::new("/usr/bin/chromium").exists() {
-        return path;
-    }
-    let install = || {
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "chromium", "chromium-driver"])
-            .env("DEBIAN_FRONTEND", "noninteractive"))
-    };
-    assert!(
-        install() || (run(Command::new("apt-get").args(["update", "-qq"])) && install()),
-        "installing chromium and chromium-driver with apt-get failed (the browser test needs them)"
-    );
-    path
 }
 
 /// The library's UMD bundle directory, installed from npm unless present.
@@ -126,125 +101,10 @@ async fn serve_page(html: String, umd: PathBuf) -> String {
     base
 }
 
-/// A ChromeDriver process and one headless session; both end on drop.
-struct Browser {
-    driver: Child,
-    base: String,
-    session: String,
-    client: reqwest::Client,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let driver = Command::new(chromedriver())
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting chromedriver");
-        let base = format!("http://127.0.0.1:{port}");
-        let client = common::client();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = client.get(format!("{base}/status")).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "chromedriver did not start"
-            );
-            tokio::task::yield_now().await;
-        }
-        let profile = tempfile::tempdir().unwrap();
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            },
-        }}});
-        let resp: Value = client
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let session = resp["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no WebDriver session: {resp}"))
-            .to_owned();
-        Self {
-            driver,
-            base,
-            session,
-            client,
-            _profile: profile,
-        }
-    }
-
-    async fn command(&self, path: &str, body: Value) -> Value {
-        let url = format!("{}/session/{}/{path}", self.base, self.session);
-        let resp: Value = self
-            .client
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        resp["value"].clone()
-    }
-
-    async fn open(&self, url: &str) {
-        self.command("url", json!({ "url": url })).await;
-    }
-
-    /// Runs `script` in the page and waits for it to call its callback (the last
-    /// argument) with a value: an event, not a poll.
-    async fn eval_async(&self, script: &str) -> Value {
-        self.command("timeouts", json!({ "script": 30_000 })).await;
-        self.command("execute/async", json!({ "script": script, "args": [] }))
-            .await
-    }
-}
-
-impl Browser {
-    /// Ends the WebDriver session, which closes Chromium (killing chromedriver
-    /// alone would leave the browser running).
-    async fn quit(self) {
-        let url = format!("{}/session/{}", self.base, self.session);
-        let _ = self.client.delete(url).send().await;
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analytics_next_on_another_origin_delivers_through_cors() {
     let umd = tokio::task::spawn_blocking(|| {
-        chromedriver();
+        browser::chromedriver();
         library()
     })
     .await

@@ -1,19 +1,17 @@
 //! `GET /api/approvals?status=`, `GET /api/approvals/{id}`,
-//! `POST /api/approvals/{id}/approve|reject` (`{"by", "comment"}`), and the web page
-//! `GET /approvals` (static; it calls the API with the admin token you paste in).
+//! `POST /api/approvals/{id}/approve|reject` (`{"comment"}`; the owner may also
+//! name who decided, `{"by"}`: a client always decides as itself).
 
 use axum::extract::{Path, Query, State};
-use axum::http::header::CONTENT_TYPE;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AdminState;
 use crate::api_error::ApiError;
 use crate::approval::{DecideError, Status};
-
-const PAGE: &str = include_str!("assets/approvals.html");
+use crate::auth::Principal;
 
 pub(super) fn router() -> Router<AdminState> {
     Router::new()
@@ -21,14 +19,6 @@ pub(super) fn router() -> Router<AdminState> {
         .route("/api/approvals/{id}", get(one))
         .route("/api/approvals/{id}/approve", post(approve))
         .route("/api/approvals/{id}/reject", post(reject))
-}
-
-/// The page needs no token to load; every action it takes does.
-pub(super) fn page_router() -> Router<AdminState> {
-    Router::new().route(
-        "/approvals",
-        get(|| async { ([(CONTENT_TYPE, "text/html; charset=utf-8")], PAGE) }),
-    )
 }
 
 #[derive(Deserialize)]
@@ -75,15 +65,23 @@ struct DecisionBody {
 
 async fn decide(
     st: &AdminState,
+    caller: &Principal,
     id: &str,
     approve: bool,
     body: Option<Json<DecisionBody>>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    let by = body
-        .by
-        .filter(|b| !b.trim().is_empty())
-        .unwrap_or_else(|| "admin".into());
+    let by = match body.by.filter(|b| !b.trim().is_empty()) {
+        Some(by) if caller.is_owner() => by,
+        Some(by) if by != caller.name => {
+            return Err(ApiError::Forbidden(format!(
+                "client {:?} decides as itself: \"by\" may only name someone else with the owner's token (got {})",
+                caller.name,
+                crate::event::quote(&by)
+            )));
+        }
+        _ => caller.name.clone(),
+    };
     match st
         .approvals
         .decide(id, approve, &by, body.comment.as_deref())
@@ -99,16 +97,18 @@ async fn decide(
 
 async fn approve(
     State(st): State<AdminState>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
     body: Option<Json<DecisionBody>>,
 ) -> Result<Json<Value>, ApiError> {
-    decide(&st, &id, true, body).await
+    decide(&st, &caller, &id, true, body).await
 }
 
 async fn reject(
     State(st): State<AdminState>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
     body: Option<Json<DecisionBody>>,
 ) -> Result<Json<Value>, ApiError> {
-    decide(&st, &id, false, body).await
+    decide(&st, &caller, &id, false, body).await
 }

@@ -11,8 +11,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AdminState;
+use super::session::CSRF_HEADER;
 use crate::api_error::ApiError;
 use crate::audit::{Entry, Outcome};
+use crate::auth::{AuthFailure, Principal};
 use crate::config::Scope;
 
 /// What a route needs and, for a write, the action the audit log names it by.
@@ -38,8 +40,17 @@ fn policy(method: &Method, route: &str) -> Option<Policy> {
     };
     let get = method == Method::GET || method == Method::HEAD;
     match route {
-        "/api/runs" | "/api/runs/{id}" | "/api/dead-letters" | "/api/events" | "/api/requests"
-        | "/api/scripts" | "/api/schedules" | "/api/store" | "/metrics"
+        "/api/runs"
+        | "/api/runs/{id}"
+        | "/api/runs/{id}/timeline"
+        | "/api/dead-letters"
+        | "/api/events"
+        | "/api/requests"
+        | "/api/scripts"
+        | "/api/schedules"
+        | "/api/store"
+        | "/metrics"
+        | "/api/metrics/history"
             if get =>
         {
             read(Scope::RunsRead)
@@ -66,6 +77,40 @@ fn policy(method: &Method, route: &str) -> Option<Policy> {
     }
 }
 
+/// Why a request has no caller.
+enum Refused {
+    /// No valid token or session.
+    Auth(AuthFailure),
+    /// A write through the session of this caller without its CSRF token.
+    Csrf(String),
+}
+
+/// The caller of a request: its bearer token, or else its console session (a
+/// write through a session must carry the session's CSRF token; a bearer token is
+/// no ambient credential and needs none).
+fn caller(st: &AdminState, req: &Request) -> Result<Principal, Refused> {
+    if let Some(header) = req.headers().get(AUTHORIZATION) {
+        return st
+            .callers
+            .authenticate(header.to_str().ok())
+            .map_err(Refused::Auth);
+    }
+    let (_, session) = st
+        .sessions
+        .of_request(req.headers())
+        .ok_or(Refused::Auth(AuthFailure::Missing))?;
+    let principal = st
+        .callers
+        .authenticate_token(session.token.expose())
+        .map_err(Refused::Auth)?;
+    let read = req.method() == Method::GET || req.method() == Method::HEAD;
+    let given = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+    if !read && !session.csrf_matches(given) {
+        return Err(Refused::Csrf(principal.name));
+    }
+    Ok(principal)
+}
+
 /// Authenticates, checks the route's scope, runs the route with the caller in its
 /// extensions, and audits writes: their entry is durable before the answer.
 pub(super) async fn require_scope(
@@ -78,19 +123,26 @@ pub(super) async fn require_scope(
         .get::<MatchedPath>()
         .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
     let what = format!("{} {route}", req.method());
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let principal = match st.callers.authenticate(header) {
+    let principal = match caller(&st, &req) {
         Ok(p) => p,
-        Err(failure) => {
+        Err(Refused::Auth(failure)) => {
             st.audit.append_soon(
                 Entry::new("-", "auth.failed", &what)
                     .outcome(Outcome::Refused)
                     .detail(failure.message()),
             );
             return ApiError::Unauthorized(failure.message().into()).into_response();
+        }
+        Err(Refused::Csrf(name)) => {
+            st.audit.append_soon(
+                Entry::new(&name, "auth.csrf", &what)
+                    .outcome(Outcome::Refused)
+                    .detail("missing or wrong CSRF token"),
+            );
+            return ApiError::Forbidden(format!(
+                "{what} through a console session needs the session's CSRF token in {CSRF_HEADER}"
+            ))
+            .into_response();
         }
     };
     let policy = policy(req.method(), &route).unwrap_or(Policy {
@@ -140,6 +192,7 @@ mod tests {
         let routes = [
             ("GET", "/api/runs"),
             ("GET", "/api/runs/{id}"),
+            ("GET", "/api/runs/{id}/timeline"),
             ("GET", "/api/dead-letters"),
             ("POST", "/api/dead-letters/{id}/replay"),
             ("GET", "/api/events"),
@@ -157,6 +210,7 @@ mod tests {
             ("GET", "/api/store"),
             ("GET", "/api/audit"),
             ("GET", "/metrics"),
+            ("GET", "/api/metrics/history"),
         ];
         for (m, r) in routes {
             let p = policy(&m.parse().unwrap(), r).unwrap_or_else(|| panic!("{m} {r}"));

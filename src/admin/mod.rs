@@ -1,11 +1,15 @@
 //! The operator surface: `/healthz` (open), `/metrics` and the admin API under
 //! `/api/` (a bearer token naming the owner or a client, each route checking its
-//! scope: `auth.rs`; writes audited). One router module per resource.
+//! scope: `auth.rs`; writes audited), and the console at `/ui` on the same API
+//! through a session cookie (`console.rs`, `session.rs`). One router module per
+//! resource.
 
 mod approvals;
 mod auth;
+mod console;
 mod runs;
 mod scripts;
+pub(crate) mod session;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,14 +32,19 @@ use crate::state::StateStore;
 pub(crate) struct AdminState {
     /// Who may call, with their scopes.
     pub callers: crate::auth::SharedCallers,
+    /// The console's logins.
+    pub sessions: Arc<session::Sessions>,
     pub audit: crate::audit::Audit,
     pub queue: Queue,
     pub runs: RunStore,
     pub dead: DeadLetters,
     pub scripts: Arc<Live>,
+    pub versions: Arc<crate::script::pinned::Versions>,
     pub state: Arc<dyn StateStore>,
     pub approvals: crate::approval::Approvals,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub history: Arc<crate::metrics::History>,
+    pub outbox: Arc<crate::connectors::segment::Outbox>,
     pub schedules: Arc<parking_lot::RwLock<Vec<crate::schedule::ScheduleInfo>>>,
     pub started: Instant,
 }
@@ -47,6 +56,7 @@ pub(crate) fn router(state: AdminState) -> Router {
         .merge(scripts::router())
         .merge(approvals::router())
         .route("/metrics", get(metrics_text))
+        .route("/api/metrics/history", get(metrics_history))
         .route("/api/schedules", get(schedules))
         .route("/api/store", get(store_usage))
         .route("/api/audit", get(audit_log))
@@ -56,7 +66,7 @@ pub(crate) fn router(state: AdminState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(health))
-        .merge(approvals::page_router())
+        .merge(console::router())
         .merge(api)
         .with_state(state)
 }
@@ -91,36 +101,40 @@ async fn store_usage(State(st): State<AdminState>) -> Result<Json<Value>, ApiErr
     })))
 }
 
-async fn metrics_text(State(st): State<AdminState>) -> impl IntoResponse {
-    let stats = st.queue.stats();
-    let body = st.metrics.render(&[
-        (
-            "spur_jobs_queued",
-            "Jobs ready to run.",
-            stats.queued as u64,
-        ),
-        (
-            "spur_jobs_delayed",
-            "Jobs waiting for a retry.",
-            stats.delayed as u64,
-        ),
-        (
-            "spur_jobs_running",
-            "Jobs running now.",
-            stats.running as u64,
-        ),
-        (
-            "spur_dead_letters",
-            "Dead letters kept.",
-            st.dead.len() as u64,
-        ),
-        (
-            "spur_store_bytes",
-            "Bytes the store occupies on disk.",
-            st.queue.size_on_disk(),
-        ),
-    ]);
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+/// The point-in-time gauges, read off the async runtime (counting parked runs
+/// reads them from the store).
+async fn gauges(st: &AdminState) -> Result<crate::metrics::Gauges, ApiError> {
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || {
+        let stats = st.queue.stats();
+        Ok(crate::metrics::Gauges {
+            queued: stats.queued as u64,
+            delayed: stats.delayed as u64,
+            running: stats.running as u64,
+            parked: st.queue.parked_by_kind()?,
+            dead_letters: st.dead.len() as u64,
+            outbox: st.outbox.len() as u64,
+            store_bytes: st.queue.size_on_disk(),
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
+async fn metrics_text(State(st): State<AdminState>) -> Result<impl IntoResponse, ApiError> {
+    let body = st.metrics.render(&gauges(&st).await?);
+    Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], body))
+}
+
+/// `GET /api/metrics/history`: the last hour for the console's charts (see
+/// `metrics/history.rs`), the last point live.
+async fn metrics_history(State(st): State<AdminState>) -> Result<Json<Value>, ApiError> {
+    let g = gauges(&st).await?;
+    let parked = g.parked.iter().map(|(_, n)| n).sum();
+    let now = st
+        .metrics
+        .sample(st.queue.clock().now_ms(), g.queued, parked);
+    Ok(Json(st.history.series(now)))
 }
 
 /// Query of `GET /api/audit`.

@@ -18,6 +18,7 @@ pub(super) fn router() -> Router<AdminState> {
     Router::new()
         .route("/api/runs", get(list_runs))
         .route("/api/runs/{id}", get(get_run))
+        .route("/api/runs/{id}/timeline", get(timeline))
         .route("/api/dead-letters", get(list_dead))
         .route("/api/events", get(list_events))
         .route("/api/requests", get(list_requests))
@@ -28,7 +29,14 @@ pub(super) fn router() -> Router<AdminState> {
 struct RunsQuery {
     status: Option<String>,
     script: Option<String>,
+    handler: Option<String>,
     message_id: Option<String>,
+    user: Option<String>,
+    trigger: Option<String>,
+    /// Started at or after: an RFC 3339 time, or a duration ago (`"1h"`).
+    since: Option<String>,
+    /// Started before: the same forms.
+    until: Option<String>,
     limit: Option<usize>,
     after: Option<u64>,
     before: Option<u64>,
@@ -74,12 +82,30 @@ async fn list_runs(
             }
         }
     }
+    if let Some(t) = q.trigger.as_deref()
+        && !["event", "schedule", "webhook", "tool"].contains(&t)
+    {
+        return Err(ApiError::bad_field(
+            "invalid_trigger",
+            "trigger",
+            format!(
+                "trigger {} is not one of event, schedule, webhook, tool",
+                crate::event::quote(t)
+            ),
+        ));
+    }
+    let nonempty = |v: Option<String>| v.filter(|v| !v.is_empty());
     let filter = RunFilter {
         status,
-        script: q.script,
-        message_id: q.message_id,
+        script: nonempty(q.script),
+        handler: nonempty(q.handler),
+        message_id: nonempty(q.message_id),
+        user: nonempty(q.user),
+        trigger: nonempty(q.trigger),
         after: q.after,
         before: q.before,
+        since_ms: moment(&st, "since", q.since.as_deref())?,
+        until_ms: moment(&st, "until", q.until.as_deref())?,
         job_id: None,
     };
     loop {
@@ -88,6 +114,29 @@ async fn list_runs(
             return Ok(Json(json!({ "runs": runs })));
         }
     }
+}
+
+/// A moment given as an RFC 3339 time or a duration before now (`"15m"`).
+fn moment(st: &AdminState, field: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let Some(v) = v.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
+        return Ok(Some(t.timestamp_millis()));
+    }
+    let ago = crate::duration::parse(v).map_err(|e| {
+        ApiError::bad_field(
+            "invalid_time",
+            field,
+            format!("{field} is neither an RFC 3339 time nor a duration ago: {e}"),
+        )
+    })?;
+    Ok(Some(
+        st.queue
+            .clock()
+            .now_ms()
+            .saturating_sub(crate::duration::as_ms(ago)),
+    ))
 }
 
 /// Waits for the next stored run until `deadline`; false when the time is up.
@@ -140,6 +189,91 @@ async fn get_run(
         Some(r) => Ok(Json(json!(r))),
         None => Err(ApiError::NotFound(format!("no run {id}"))),
     }
+}
+
+/// `GET /api/runs/{id}/timeline`: everything about the job run `id` belongs to —
+/// every attempt (oldest first), its journal (kept while the job is unfinished or
+/// dead), its approvals, where it waits now, and the source line of the error.
+async fn timeline(
+    State(st): State<AdminState>,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, ApiError> {
+    let st2 = st.clone();
+    let found = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let Some(run) = st2.runs.get(id)? else {
+            return Ok(None);
+        };
+        let filter = RunFilter {
+            job_id: Some(run.job_id),
+            ..RunFilter::default()
+        };
+        let mut attempts = st2.runs.list(&filter, 1000)?;
+        attempts.reverse();
+        let journal: Vec<Value> = st2
+            .queue
+            .journal(run.job_id)?
+            .into_iter()
+            .map(|(key, value)| json!({ "key": key, "value": value }))
+            .collect();
+        let approvals: Vec<_> = st2
+            .approvals
+            .store
+            .list(None)?
+            .into_iter()
+            .filter(|a| a.job_id == run.job_id)
+            .collect();
+        let waiting = st2
+            .queue
+            .waiting_jobs()?
+            .into_iter()
+            .find(|j| j.id == run.job_id)
+            .and_then(|j| j.waiting);
+        let source = run.error.as_ref().and_then(|e| source_of(&st2, &run, e));
+        Ok(Some(json!({
+            "run": run,
+            "attempts": attempts,
+            "journal": journal,
+            "approvals": approvals,
+            "waiting": waiting,
+            "source": source,
+        })))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    found
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no run {id}")))
+}
+
+/// The lines around an error's position in the version of the script that ran
+/// (or the loaded one when that version is no longer kept): `{file, line,
+/// column, lines: [{n, text}]}`.
+fn source_of(st: &AdminState, run: &RunRecord, e: &crate::run::RunError) -> Option<Value> {
+    let line = e.line?;
+    // Errors name the script's path; the pinned version first, else the loaded one.
+    let file = e.file.clone()?;
+    let text = run
+        .script_hash
+        .as_deref()
+        .and_then(|h| st.versions.text(h))
+        .filter(|(path, _)| path.display().to_string() == file)
+        .map(|(_, text)| text)
+        .or_else(|| {
+            let set = st.scripts.get();
+            let s = set
+                .scripts
+                .iter()
+                .find(|s| s.path.display().to_string() == file)?;
+            Some(s.source.to_string())
+        })?;
+    let lines: Vec<Value> = text
+        .lines()
+        .enumerate()
+        .map(|(i, t)| (i + 1, t))
+        .filter(|(n, _)| n.abs_diff(line) <= 2)
+        .map(|(n, t)| json!({ "n": n, "text": t }))
+        .collect();
+    Some(json!({ "file": file, "line": line, "column": e.column, "lines": lines }))
 }
 
 #[derive(Deserialize)]

@@ -36,6 +36,7 @@ async fn list_scripts(State(st): State<AdminState>) -> Json<Value> {
                 "name": s.name,
                 "path": s.path.display().to_string(),
                 "hash": s.hash,
+                "loaded_at": st.scripts.loaded_at(&s.name).map(crate::event::format_time),
                 "handlers": handlers,
             })
         })

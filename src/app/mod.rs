@@ -57,6 +57,8 @@ pub struct App {
     pub versions: Arc<Versions>,
     pub schedules: Arc<parking_lot::RwLock<Vec<ScheduleInfo>>>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The last hour of metrics, for the console's charts.
+    history: Arc<crate::metrics::History>,
     /// One permit per ingest request being handled (`server.max_inflight_requests`).
     pub inflight: Arc<tokio::sync::Semaphore>,
     workers: parking_lot::Mutex<Option<WorkerPool>>,
@@ -326,13 +328,20 @@ impl App {
             versions,
             schedules: schedule_view,
             metrics,
+            history: Arc::default(),
             inflight,
             _watcher: parking_lot::Mutex::new(watcher),
         });
-        tokio::spawn(retention::retention_loop(Arc::clone(&app)));
-        let host = &app.engine.host;
-        tokio::spawn(Arc::clone(&host.outbox).run(host.http.clone(), app.tasks.child_token()));
+        app.spawn_background();
         Ok(app)
+    }
+
+    /// The daemon's own tasks: retention, the metrics history, the Segment outbox.
+    fn spawn_background(self: &Arc<Self>) {
+        tokio::spawn(retention::retention_loop(Arc::clone(self)));
+        tokio::spawn(sample_metrics(Arc::clone(self)));
+        let host = &self.engine.host;
+        tokio::spawn(Arc::clone(&host.outbox).run(host.http.clone(), self.tasks.child_token()));
     }
 
     /// Starts `server.workers` workers, unless they run already.
@@ -372,15 +381,23 @@ impl App {
         });
         let admin = admin::router(AdminState {
             callers: Arc::clone(&self.callers),
+            sessions: Arc::new(admin::session::Sessions::new(
+                self.config.admin.session_ttl,
+                Arc::clone(self.queue.clock()),
+                self.config.server.tls.is_some(),
+            )),
             audit: self.audit.clone(),
             queue: self.queue.clone(),
             runs: self.runs.clone(),
             dead: self.dead.clone(),
             scripts: Arc::clone(&self.scripts),
+            versions: Arc::clone(&self.versions),
             state: self.state.clone(),
             approvals: self.approvals.clone(),
             schedules: Arc::clone(&self.schedules),
             metrics: Arc::clone(&self.metrics),
+            history: Arc::clone(&self.history),
+            outbox: Arc::clone(&self.engine.host.outbox),
             started: self.started,
         });
         let sources = crate::source::route::router(Arc::new(crate::source::route::Sources::new(
@@ -536,4 +553,27 @@ fn watch_scripts(
     )
     .map_err(|e| tracing::warn!(error = %e, "Watching the scripts dir failed; live reload is off."))
     .ok()
+}
+
+/// Samples the metrics every `INTERVAL_S` into the console's history.
+async fn sample_metrics(app: Arc<App>) {
+    let every = std::time::Duration::from_secs(crate::metrics::history::INTERVAL_S);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let cancel = app.tasks.child_token();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let queue = app.queue.clone();
+        let parked = tokio::task::spawn_blocking(move || queue.parked_by_kind())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map_or(0, |kinds| kinds.iter().map(|(_, n)| n).sum());
+        let queued = app.queue.stats().queued as u64;
+        let now = app.queue.clock().now_ms();
+        app.history.record(app.metrics.sample(now, queued, parked));
+    }
 }

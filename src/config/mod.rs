@@ -196,11 +196,22 @@ pub struct SegmentConfig {
     pub flush_interval: Duration,
 }
 
-/// `[admin]`: the admin API's bearer token.
-#[derive(Debug, Clone, Default)]
+/// `[admin]`: the admin API's bearer token and the console's sessions.
+#[derive(Debug, Clone)]
 pub struct AdminConfig {
     /// When unset, `spur serve` generates one into `<data_dir>/admin-token`.
     pub token: Option<Secret>,
+    /// How long a console login lasts (`session_ttl`, default 12 hours).
+    pub session_ttl: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            session_ttl: Duration::from_secs(12 * 3600),
+        }
+    }
 }
 
 /// `[limits]`: the sandbox of every run.

@@ -57,7 +57,10 @@ async fn shed(State(st): State<IngestState>, req: Request, next: Next) -> Respon
         return ApiError::Overloaded("spur is at capacity: too many requests in flight".into())
             .into_response();
     };
-    next.run(req).await
+    let start = std::time::Instant::now();
+    let response = next.run(req).await;
+    st.metrics.ingest_seconds.observe_since(start);
+    response
 }
 
 /// The ingest routes.

@@ -93,6 +93,20 @@ pub enum WaitKind {
     },
 }
 
+impl WaitKind {
+    /// The kinds' names, as `for` in a wait and the `kind` label of
+    /// `spur_runs_parked`.
+    pub(crate) const NAMES: [&str; 3] = ["approval", "sleep", "event"];
+
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Approval { .. } => "approval",
+            Self::Sleep => "sleep",
+            Self::Event { .. } => "event",
+        }
+    }
+}
+
 /// What made the job.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -280,6 +280,23 @@ pub trait JobQueue: Send + Sync + 'static {
     /// When the store fails or a record is corrupt.
     fn waiting_jobs(&self) -> Result<Vec<Job>, QueueError>;
 
+    /// How many runs are parked, by wait kind (every kind listed, zeros too).
+    ///
+    /// # Errors
+    /// When the store fails or a record is corrupt.
+    fn parked_by_kind(&self) -> Result<Vec<(&'static str, u64)>, QueueError> {
+        let mut counts: Vec<(&'static str, u64)> =
+            WaitKind::NAMES.iter().map(|k| (*k, 0)).collect();
+        for job in self.waiting_jobs()? {
+            if let Some(w) = &job.waiting
+                && let Some(c) = counts.iter_mut().find(|(k, _)| *k == w.kind.name())
+            {
+                c.1 += 1;
+            }
+        }
+        Ok(counts)
+    }
+
     /// The journaled result of `job`'s effect `key`.
     ///
     /// # Errors

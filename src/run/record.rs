@@ -231,29 +231,46 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
-/// Filters of `GET /api/runs`.
+/// Filters of `GET /api/runs`; every one set must match.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
     pub status: Option<RunStatus>,
     pub script: Option<String>,
+    pub handler: Option<String>,
     pub message_id: Option<String>,
+    /// The user (`userId`, else `anonymousId`) the run was for.
+    pub user: Option<String>,
+    /// `event`, `schedule`, `webhook` or `tool`.
+    pub trigger: Option<String>,
     /// Only the executions of this job (a tool call's runs).
     pub job_id: Option<u64>,
     /// Only runs with an id greater than this (for following).
     pub after: Option<u64>,
     /// Only runs with an id smaller than this (for paging back).
     pub before: Option<u64>,
+    /// Only runs started at or after this moment (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// Only runs started before this moment (ms since the epoch).
+    pub until_ms: Option<i64>,
 }
 
 impl RunFilter {
     fn matches(&self, r: &RunRecord) -> bool {
+        let same = |want: &Option<String>, have: Option<&str>| {
+            want.as_deref().is_none_or(|w| have == Some(w))
+        };
+        let started = || {
+            chrono::DateTime::parse_from_rfc3339(&r.started_at).map_or(0, |t| t.timestamp_millis())
+        };
         self.status.is_none_or(|s| s == r.status)
             && self.job_id.is_none_or(|j| j == r.job_id)
-            && self.script.as_deref().is_none_or(|s| s == r.script)
-            && self
-                .message_id
-                .as_deref()
-                .is_none_or(|m| r.message_id.as_deref() == Some(m))
+            && same(&self.script, Some(&r.script))
+            && same(&self.handler, Some(&r.handler))
+            && same(&self.message_id, r.message_id.as_deref())
+            && same(&self.user, r.user.as_deref())
+            && same(&self.trigger, Some(&r.trigger))
+            && self.since_ms.is_none_or(|t| started() >= t)
+            && self.until_ms.is_none_or(|t| started() < t)
     }
 }
 

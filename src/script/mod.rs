@@ -471,15 +471,20 @@ pub(crate) fn computed_trait_of(body: &Body) -> Option<(&str, &Value)> {
 pub struct Live {
     current: ArcSwap<ScriptSet>,
     changed: tokio::sync::watch::Sender<u64>,
+    /// When each script's current content was loaded (its hash and the time).
+    loaded: parking_lot::Mutex<HashMap<String, (String, chrono::DateTime<chrono::Utc>)>>,
 }
 
 impl Live {
     pub fn new(set: ScriptSet) -> Self {
         let (changed, _) = tokio::sync::watch::channel(set.version);
-        Self {
+        let live = Self {
             current: ArcSwap::from_pointee(set),
             changed,
-        }
+            loaded: parking_lot::Mutex::default(),
+        };
+        live.note_loaded(&live.get());
+        live
     }
 
     pub fn get(&self) -> Arc<ScriptSet> {
@@ -489,9 +494,27 @@ impl Live {
     /// Makes `set` live; returns the previous one.
     pub fn swap(&self, set: ScriptSet) -> Arc<ScriptSet> {
         let version = set.version;
+        self.note_loaded(&set);
         let old = self.current.swap(Arc::new(set));
         self.changed.send_replace(version);
         old
+    }
+
+    fn note_loaded(&self, set: &ScriptSet) {
+        let now = chrono::Utc::now();
+        let mut loaded = self.loaded.lock();
+        loaded.retain(|name, _| set.scripts.iter().any(|s| &s.name == name));
+        for s in &set.scripts {
+            let changed = loaded.get(&s.name).is_none_or(|(h, _)| *h != s.hash);
+            if changed {
+                loaded.insert(s.name.clone(), (s.hash.clone(), now));
+            }
+        }
+    }
+
+    /// When the current content of script `name` was loaded.
+    pub fn loaded_at(&self, name: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.loaded.lock().get(name).map(|(_, at)| *at)
     }
 
     /// Notified on every swap (the schedule engine reloads its list).

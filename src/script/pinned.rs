@@ -111,6 +111,12 @@ impl Versions {
         Ok(n)
     }
 
+    /// The path and source text of version `hash`, if kept.
+    pub(crate) fn text(&self, hash: &str) -> Option<(PathBuf, String)> {
+        let stored: Stored = serde_json::from_slice(&self.tree.get(hash.as_bytes()).ok()??).ok()?;
+        Some((stored.path, stored.text))
+    }
+
     /// The script version `hash`, compiled with `engine` (the current modules).
     /// `None` when that version is unknown or no longer compiles.
     pub(crate) fn get(&self, hash: &str, engine: &rhai::Engine) -> Option<Arc<Script>> {

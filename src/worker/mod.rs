@@ -148,7 +148,7 @@ fn store_record(deps: &WorkerDeps, lease: &Lease, record: crate::run::RunRecord)
         ms = record.duration_ms,
         "Run finished."
     );
-    deps.metrics.count_run(record.status);
+    deps.metrics.count_run(&record);
     if let Err(e) = deps.runs.insert(record) {
         tracing::error!(job = lease.job.id, error = %e, "Storing a run record failed.");
     }

@@ -4,6 +4,7 @@
 //! `fakes` and `connector` serve the stdlib connector tests (`tests/connector_*.rs`).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod browser;
 pub mod connector;
 pub mod fakes;
 pub mod mcp;

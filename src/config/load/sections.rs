@@ -86,6 +86,7 @@ pub(super) fn segment(s: &mut Section<'_, '_>, cfg: &mut Config) {
 
 pub(super) fn admin(s: &mut Section<'_, '_>, cfg: &mut Config) {
     cfg.admin.token = non_empty(s.get("token", parse_secret));
+    s.set("session_ttl", &mut cfg.admin.session_ttl, parse_duration);
 }
 
 pub(super) fn limits(s: &mut Section<'_, '_>, cfg: &mut Config) {
