@@ -83,13 +83,13 @@ async fn list_runs(
         }
     }
     if let Some(t) = q.trigger.as_deref()
-        && !["event", "schedule", "webhook", "tool"].contains(&t)
+        && !["event", "schedule", "webhook", "tool", "approval"].contains(&t)
     {
         return Err(ApiError::bad_field(
             "invalid_trigger",
             "trigger",
             format!(
-                "trigger {} is not one of event, schedule, webhook, tool",
+                "trigger {} is not one of event, schedule, webhook, tool, approval",
                 crate::event::quote(t)
             ),
         ));

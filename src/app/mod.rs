@@ -199,6 +199,16 @@ pub fn build_host(
         state: Arc::new(SledState::open(store)?),
         clock: Arc::clone(store.clock()),
         events: std::sync::OnceLock::new(),
+        mailer: config
+            .approvals
+            .email
+            .as_ref()
+            .map(crate::approval::email::Mailer::new)
+            .transpose()
+            .map_err(anyhow::Error::msg)?
+            .map(Arc::new),
+        links: std::sync::OnceLock::new(),
+        scripts: std::sync::OnceLock::new(),
         env,
     }))
 }
@@ -258,7 +268,7 @@ impl App {
         .context("opening the queue")?;
         queue.set_max_pending_events(config.server.max_pending_events);
         queue.set_dedup_window(config.retention.dedup);
-        let _ = engine.host.events.set(queue.clone());
+        wire_host(&engine.host, &config, &queue, &scripts)?;
         let runs = SledRunRecords::open(&store);
         let dead = SledDeadLetters::open(&store);
         let state = Arc::clone(&engine.host.state);
@@ -424,6 +434,20 @@ impl App {
                 self.approvals.clone(),
                 self.audit.clone(),
             ))
+            .merge(self.link_pages())
+    }
+
+    /// The pages behind signed decision links.
+    fn link_pages(&self) -> Router {
+        match self.engine.host.links.get() {
+            Some(links) => crate::approval::page::router(crate::approval::page::LinkPages {
+                approvals: self.approvals.clone(),
+                links: Arc::clone(links),
+                audit: self.audit.clone(),
+                clock: Arc::clone(self.queue.clock()),
+            }),
+            None => Router::new(),
+        }
     }
 
     /// Stops workers after their current run and flushes the store.
@@ -456,9 +480,38 @@ fn report_load(dir: &Path, set: &crate::script::ScriptSet) {
     );
 }
 
+/// Hands the host what only the daemon has: the queue (for `emit` and
+/// `on_approval` runs), the live scripts, and the key that signs decision links.
+fn wire_host(
+    host: &Host,
+    config: &Config,
+    queue: &crate::queue::Queue,
+    scripts: &Arc<crate::script::Live>,
+) -> anyhow::Result<()> {
+    let _ = host.events.set(queue.clone());
+    let _ = host.scripts.set(Arc::clone(scripts));
+    let key = secret_file(&config.server.data_dir, "approval-link-key")?;
+    let public = config
+        .approvals
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.server.listen));
+    let _ = host.links.set(Arc::new(crate::approval::link::Links::new(
+        key.expose().as_bytes(),
+        &public,
+    )));
+    Ok(())
+}
+
 /// Reads `<data_dir>/admin-token`, creating it (mode 0600) with a random token.
 fn admin_token_file(data_dir: &Path) -> anyhow::Result<Secret> {
-    let path = data_dir.join("admin-token");
+    secret_file(data_dir, "admin-token")
+}
+
+/// Reads the secret in `<data_dir>/<name>`, creating the file (mode 0600) with a
+/// random one the first time.
+fn secret_file(data_dir: &Path, name: &str) -> anyhow::Result<Secret> {
+    let path = data_dir.join(name);
     if let Ok(t) = std::fs::read_to_string(&path) {
         let t = t.trim();
         if !t.is_empty() {
@@ -470,7 +523,7 @@ fn admin_token_file(data_dir: &Path) -> anyhow::Result<Secret> {
     let token = hex::encode(rand::random::<[u8; 24]>());
     std::fs::create_dir_all(data_dir)?;
     write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
-    tracing::info!(path = %path.display(), "Generated an admin token.");
+    tracing::info!(path = %path.display(), "Generated {name}.");
     Ok(Secret::new(token))
 }
 

@@ -7,9 +7,15 @@
 //! decision (who, when, comment) is kept on the request and journaled into the run,
 //! which shows it in its record.
 //!
-//! People decide through the admin API, `spur approvals`, the web page at
-//! `/approvals`, or Slack buttons (`slack.rs`).
+//! People decide through the admin API, `spur approvals`, the console
+//! (`/ui/#/approvals`), Slack buttons (`slack.rs`) or signed links
+//! (`link.rs`, `page.rs`) sent by email (`email.rs`) or by a script's own
+//! channel (`channel.rs`, `on_approval`).
 
+pub(crate) mod channel;
+pub(crate) mod email;
+pub(crate) mod link;
+pub(crate) mod page;
 pub(crate) mod service;
 pub(crate) mod slack;
 
@@ -81,6 +87,9 @@ pub struct Approval {
     pub comment: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack: Option<SlackMessage>,
+    /// Who was emailed the request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub email: Vec<String>,
 }
 
 impl Approval {
@@ -373,6 +382,7 @@ mod tests {
             decided_at: None,
             comment: None,
             slack: None,
+            email: Vec::new(),
         }
     }
 

@@ -140,6 +140,33 @@ pub struct ApprovalsConfig {
     pub default_expires: Duration,
     /// Slack channel for approvals of connection calls (`require_approval`).
     pub channel: Option<String>,
+    /// `[approvals.email]`: requests by email with signed decision links.
+    pub email: Option<EmailConfig>,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (port 587); refused without it.
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only to a relay on this machine (loopback).
+    None,
+}
+
+/// `[approvals.email]`: the SMTP server approval emails go through.
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub user: Option<Secret>,
+    pub password: Option<Secret>,
+    /// The sender, `spur <approvals@example.com>` or a bare address.
+    pub from: String,
+    /// Who gets every request that names no `email` itself (none by default).
+    pub to: Vec<String>,
 }
 
 /// `[server]`: where the daemon listens and keeps its files.
@@ -410,6 +437,7 @@ impl Default for Config {
                 public_url: None,
                 default_expires: Duration::from_secs(7 * 86_400),
                 channel: None,
+                email: None,
             },
         }
     }
@@ -433,6 +461,12 @@ impl Config {
             &self.segment.public_api_token,
             &self.admin.token,
             &self.approvals.slack_signing_secret,
+            &self.approvals.email.as_ref().and_then(|e| e.user.clone()),
+            &self
+                .approvals
+                .email
+                .as_ref()
+                .and_then(|e| e.password.clone()),
         ]
         .into_iter()
         .flatten()

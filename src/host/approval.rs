@@ -37,6 +37,8 @@ pub(crate) struct Ask {
     pub expires: Duration,
     pub approve_on_expiry: bool,
     pub kind: &'static str,
+    /// Who is emailed (`None`: `[approvals.email] to`).
+    pub email: Option<Vec<String>>,
 }
 
 fn echo(line: &str) {
@@ -139,6 +141,12 @@ pub(crate) fn ask(host: &Host, ask: Ask, key_args: &Value) -> Res<Value> {
         decided_at: None,
         comment: None,
         slack: None,
+        email: ask.email.unwrap_or_else(|| {
+            host.mailer
+                .as_ref()
+                .map(|m| m.default_to.clone())
+                .unwrap_or_default()
+        }),
     };
     let (stored, created) = host
         .approvals
@@ -172,6 +180,7 @@ pub(crate) fn ask(host: &Host, ask: Ask, key_args: &Value) -> Res<Value> {
             ),
         }
     }
+    notify(host, &stored)?;
     let title = stored.title.clone();
     Err(park(
         now,
@@ -182,6 +191,118 @@ pub(crate) fn ask(host: &Host, ask: Ask, key_args: &Value) -> Res<Value> {
         },
         Some(ask.expires),
     ))
+}
+
+/// The channels besides Slack, each once per request (journaled effects of the
+/// asking run): the email to each recipient with links signed for them, and the
+/// `on_approval` handlers, handed their runs.
+fn notify(host: &Host, a: &Approval) -> Res<()> {
+    let Some(links) = host.links.get() else {
+        return Ok(()); // a local run: nothing leaves
+    };
+    let now_ms = host.clock.now_ms();
+    let to = &a.email;
+    if !to.is_empty() {
+        let Some(mailer) = &host.mailer else {
+            return Err(super::permanent(format!(
+                "approval::ask: `email` names {} but [approvals.email] is not configured",
+                to.join(", ")
+            )));
+        };
+        let sent = journal::effect(
+            "approval.email",
+            &json!({ "id": a.id, "to": to }),
+            journal::Reach::Outbound,
+            |_| {
+                super::outbound(host, async {
+                    let mut failed = Vec::new();
+                    for who in to {
+                        let (yes, no) = links.pair(a, who, now_ms);
+                        if let Err(e) = mailer.send(who, a, &yes, &no).await {
+                            failed.push(json!({ "to": who, "error": e }));
+                        }
+                    }
+                    json!({ "to": to, "failed": failed })
+                })
+            },
+            |_| true,
+        )?;
+        for f in sent["failed"].as_array().into_iter().flatten() {
+            super::log::emit(
+                crate::run::LogLevel::Warn,
+                &format!(
+                    "approval {}: emailing {} failed: {}",
+                    a.id,
+                    to_text_json(&f["to"]),
+                    to_text_json(&f["error"])
+                ),
+            );
+        }
+    }
+    let targets = host.approval_handlers();
+    if !targets.is_empty() {
+        journal::effect(
+            "approval.notify",
+            &json!({ "id": a.id }),
+            journal::Reach::Handoff,
+            |_| {
+                let jobs = targets
+                    .iter()
+                    .map(|(script, handler)| {
+                        let request = crate::approval::channel::request(a, links, script, now_ms);
+                        crate::queue::Job::new(
+                            crate::queue::Trigger::Approval {
+                                approval_id: a.id.clone(),
+                                request,
+                            },
+                            script.clone(),
+                            handler.clone(),
+                            None,
+                            now_ms,
+                        )
+                    })
+                    .collect();
+                let queue = host
+                    .events
+                    .get()
+                    .ok_or_else(|| error("approval::ask: no queue for on_approval runs"))?;
+                let ids = host
+                    .rt
+                    .block_on(queue.enqueue(jobs))
+                    .map_err(|e| error(format!("approval::ask: on_approval runs: {e}")))?;
+                Ok(json!(ids))
+            },
+            |_| true,
+        )?;
+    }
+    Ok(())
+}
+
+/// `approval::links(id, who)`: approve and reject links of request `id` signed
+/// for `who` (who must be one of its approvers, when it names any).
+fn personal_links(host: &Host, id: &str, who: &str) -> Res<Dynamic> {
+    let Some(links) = host.links.get() else {
+        return Err(super::permanent(
+            "approval::links: decision links exist only in the daemon",
+        ));
+    };
+    let a = host
+        .approvals
+        .get(id)
+        .map_err(|e| error(format!("approval::links: {e}")))?
+        .ok_or_else(|| super::permanent(format!("approval::links: no approval request {id:?}")))?;
+    if !a.allows(who) {
+        return Err(super::permanent(format!(
+            "approval::links: {who:?} is not one of the approvers of {id} ({})",
+            a.approvers.join(", ")
+        )));
+    }
+    let (approve, reject) = links.pair(&a, who.trim(), host.clock.now_ms());
+    Ok(to_dynamic(&json!({ "approve": approve, "reject": reject })))
+}
+
+fn to_text_json(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
 }
 
 /// Holds a connection call until someone approves it; a rejection fails the run.
@@ -211,6 +332,7 @@ pub(crate) fn require_for_call(
             expires: host.approvals_cfg.default_expires,
             approve_on_expiry: false,
             kind: "connection",
+            email: None,
         },
         &data,
     )?;
@@ -311,6 +433,7 @@ fn parse_ask(host: &Host, spec: &Map) -> Res<Ask> {
         "channel",
         "expires",
         "on_expiry",
+        "email",
     ];
     for k in spec.keys() {
         if !KEYS.contains(&k.as_str()) {
@@ -366,7 +489,33 @@ fn parse_ask(host: &Host, spec: &Map) -> Res<Ask> {
         },
         approve_on_expiry,
         kind: "ask",
+        email: spec.get("email").map(email_list).transpose()?,
     })
+}
+
+/// `email`: an address or an array of them, each checked.
+fn email_list(v: &Dynamic) -> Res<Vec<String>> {
+    let list: Vec<String> = if v.is_array() {
+        v.clone()
+            .cast::<rhai::Array>()
+            .iter()
+            .map(to_text)
+            .collect()
+    } else if v.is_string() {
+        vec![to_text(v)]
+    } else {
+        return Err(error(
+            "approval::ask: `email` must be an address or an array of addresses",
+        ));
+    };
+    for a in &list {
+        if a.parse::<lettre::Address>().is_err() {
+            return Err(error(format!(
+                "approval::ask: `email`: {a:?} is not an email address"
+            )));
+        }
+    }
+    Ok(list)
 }
 
 pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
@@ -381,6 +530,13 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
         })?;
         Ok(to_dynamic(&result).try_cast::<Map>().unwrap_or_default())
     });
+    let h = Arc::clone(host);
+    m.set_native_fn(
+        "links",
+        move |ctx: NativeCallContext, id: &str, who: &str| {
+            placed(&ctx, personal_links(&h, id, who))
+        },
+    );
     engine.register_static_module("approval", m.into());
     let h = Arc::clone(host);
     engine.register_fn(

@@ -50,6 +50,32 @@ pub struct Host {
     /// Where `emit` puts events: the daemon's queue (unset in local runs, which
     /// keep emitted events in the run context).
     pub events: std::sync::OnceLock<crate::queue::Queue>,
+    /// `[approvals.email]`, when configured.
+    pub(crate) mailer: Option<Arc<crate::approval::email::Mailer>>,
+    /// Signs decision links (set by the daemon; unset in local runs, where no
+    /// request leaves the process).
+    pub(crate) links: std::sync::OnceLock<Arc<crate::approval::link::Links>>,
+    /// The live scripts, for the `on_approval` handlers (set by the daemon).
+    pub(crate) scripts: std::sync::OnceLock<Arc<crate::script::Live>>,
+}
+
+impl Host {
+    /// The `on_approval` handlers of the live scripts: (script, handler key).
+    pub(crate) fn approval_handlers(&self) -> Vec<(String, String)> {
+        let Some(live) = self.scripts.get() else {
+            return Vec::new();
+        };
+        live.get()
+            .scripts
+            .iter()
+            .flat_map(|s| {
+                s.handlers
+                    .iter()
+                    .filter(|h| h.kind == crate::script::HandlerKind::Approval)
+                    .map(|h| (s.name.clone(), h.key.clone()))
+            })
+            .collect()
+    }
 }
 
 /// Registers every host module on `engine`.

@@ -124,6 +124,9 @@ pub enum Trigger {
         client: String,
         arguments: Value,
     },
+    /// A new approval request for an `on_approval` channel: the request as the
+    /// handler sees it, with its decision links.
+    Approval { approval_id: String, request: Value },
 }
 
 impl Trigger {
@@ -133,6 +136,7 @@ impl Trigger {
             Self::Schedule { .. } => "schedule",
             Self::Webhook { .. } => "webhook",
             Self::Tool { .. } => "tool",
+            Self::Approval { .. } => "approval",
         }
     }
 }

@@ -563,7 +563,10 @@ fn sample_for(kind: &HandlerKind) -> Option<Map<String, Value>> {
         HandlerKind::Group => sample("group")?,
         HandlerKind::Alias => sample("alias")?,
         HandlerKind::Delete => sample("delete")?,
-        HandlerKind::Schedule(_) | HandlerKind::Webhook(_) | HandlerKind::Tool(_) => return None,
+        HandlerKind::Schedule(_)
+        | HandlerKind::Webhook(_)
+        | HandlerKind::Tool(_)
+        | HandlerKind::Approval => return None,
     };
     match kind {
         HandlerKind::Track(Some(name)) => {

@@ -113,6 +113,9 @@ pub struct RunRecord {
     pub client: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<serde_json::Value>,
+    /// The request an `on_approval` run announces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
     /// 1 for the first execution.
@@ -156,6 +159,7 @@ impl RunRecord {
     pub(crate) fn of_job(job: &crate::queue::Job, id: u64, started_at: String) -> Self {
         let (mut message_id, mut schedule, mut source) = (None, None, None);
         let (mut tool, mut client, mut arguments) = (None, None, None);
+        let mut approval = None;
         match &job.trigger {
             crate::queue::Trigger::Event { message_id: m, .. } => message_id = Some(m.clone()),
             crate::queue::Trigger::Schedule { schedule: s, .. } => schedule = Some(s.clone()),
@@ -168,6 +172,9 @@ impl RunRecord {
                 tool = Some(t.clone());
                 client = Some(c.clone());
                 arguments = Some(a.clone());
+            }
+            crate::queue::Trigger::Approval { approval_id, .. } => {
+                approval = Some(approval_id.clone());
             }
         }
         Self {
@@ -185,6 +192,7 @@ impl RunRecord {
             tool,
             client,
             arguments,
+            approval,
             result: None,
             attempt: job.attempt + 1,
             status: RunStatus::Ok,

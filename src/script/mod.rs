@@ -161,6 +161,8 @@ pub enum HandlerKind {
     Webhook(String),
     /// `tool("name", options, |args| …)`: a tool agents call (its spec in `options`).
     Tool(String),
+    /// `on_approval(|req| …)`: a run for each new approval request (a channel).
+    Approval,
 }
 
 impl HandlerKind {
@@ -188,6 +190,7 @@ impl HandlerKind {
             Self::Schedule(e) => format!("every({e})"),
             Self::Webhook(n) => format!("on_webhook({n})"),
             Self::Tool(n) => format!("tool({n})"),
+            Self::Approval => "on_approval".into(),
         }
     }
 }
@@ -306,7 +309,7 @@ impl ScriptSet {
                         index.audiences.entry(k.clone()).or_default().push(at);
                     }
                     HandlerKind::Trait(k) => index.traits.entry(k.clone()).or_default().push(at),
-                    HandlerKind::Schedule(_) => {}
+                    HandlerKind::Schedule(_) | HandlerKind::Approval => {}
                     // One script owns a source's URL, and a tool name is one tool for
                     // every client: a second claim is an error.
                     HandlerKind::Webhook(name) | HandlerKind::Tool(name) => {

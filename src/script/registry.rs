@@ -134,6 +134,7 @@ pub(super) fn register(engine: &mut Engine) {
         ("on_alias", HandlerKind::Alias),
         ("on_delete", HandlerKind::Delete),
         ("on_event", HandlerKind::Event),
+        ("on_approval", HandlerKind::Approval),
     ] {
         engine.register_fn(name, move |ctx: NativeCallContext, f: FnPtr| {
             add(&ctx, kind.clone(), f, None)

@@ -1,7 +1,9 @@
 //! Test helpers for `tests/` and the benchmarks (feature `testing`): a fake
-//! HTTP server that records every request and hands it to the test over a channel,
-//! so tests await requests instead of sleeping.
+//! HTTP server and a fake SMTP server that record every request or message and
+//! hand it to the test over a channel, so tests await them instead of sleeping.
 
 mod fake_http;
+mod fake_smtp;
 
 pub use fake_http::{FakeHttp, Recorded, Reply};
+pub use fake_smtp::{FakeSmtp, Mail};

@@ -161,7 +161,10 @@ fn dead_letter(deps: &WorkerDeps, lease: &Lease, record: &crate::run::RunRecord,
         .map(|e| e.body.clone())
         .or_else(|| match &lease.job.trigger {
             Trigger::Event { seq, .. } => deps.queue.event(*seq).ok().flatten().map(|e| e.body),
-            Trigger::Schedule { .. } | Trigger::Webhook { .. } | Trigger::Tool { .. } => None,
+            Trigger::Schedule { .. }
+            | Trigger::Webhook { .. }
+            | Trigger::Tool { .. }
+            | Trigger::Approval { .. } => None,
         });
     let dl = DeadLetter {
         id: lease.job.id,

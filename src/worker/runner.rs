@@ -305,6 +305,7 @@ fn build_args(
             Ok(vec![req.to_dynamic()])
         }
         Trigger::Tool { arguments, .. } => Ok(vec![host::convert::to_dynamic(arguments)]),
+        Trigger::Approval { request, .. } => Ok(vec![host::convert::to_dynamic(request)]),
     }
 }
 

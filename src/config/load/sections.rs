@@ -145,6 +145,78 @@ pub(super) fn approvals(s: &mut Section<'_, '_>, cfg: &mut Config) {
     c.public_url = s.get("public_url", parse_url);
     s.set("default_expires", &mut c.default_expires, parse_duration);
     c.channel = s.get("channel", parse_string);
+    if let Some(mut e) = s.table("email") {
+        c.email = email(&mut e);
+    }
+}
+
+/// `[approvals.email]`: `host` and `from` are required; `security` is `starttls`
+/// (default, port 587), `tls` (port 465) or `none` (port 25, loopback only:
+/// it would send the password and the decision links in the clear).
+fn email(s: &mut Section<'_, '_>) -> Option<crate::config::EmailConfig> {
+    use crate::config::SmtpSecurity;
+    let host = s.get("host", parse_string);
+    let from = s.get("from", parse_string);
+    let security = s
+        .get("security", |v| match v.as_str() {
+            Some("starttls") => Ok(SmtpSecurity::StartTls),
+            Some("tls") => Ok(SmtpSecurity::Tls),
+            Some("none") => Ok(SmtpSecurity::None),
+            _ => Err(format!(
+                "must be \"starttls\", \"tls\" or \"none\", got {v}"
+            )),
+        })
+        .unwrap_or(SmtpSecurity::StartTls);
+    let default_port = match security {
+        SmtpSecurity::StartTls => 587,
+        SmtpSecurity::Tls => 465,
+        SmtpSecurity::None => 25,
+    };
+    let port = s
+        .get("port", int(1, 65_535))
+        .map_or(default_port, |p| p as u16);
+    let user = non_empty(s.get("user", parse_secret));
+    let password = non_empty(s.get("password", parse_secret));
+    let mut to = Vec::new();
+    s.set("to", &mut to, parse_string_list);
+    for (key, value) in [("host", &host), ("from", &from)] {
+        if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+            s.problem(key, "is required");
+        }
+    }
+    if let Some(f) = &from
+        && f.parse::<lettre::message::Mailbox>().is_err()
+    {
+        s.problem("from", &format!("{f:?} is not an email address"));
+    }
+    for a in &to {
+        if a.parse::<lettre::Address>().is_err() {
+            s.problem("to", &format!("{a:?} is not an email address"));
+        }
+    }
+    if user.is_some() != password.is_some() {
+        s.problem("password", "user and password go together");
+    }
+    let local = host.as_deref().is_some_and(|h| {
+        h == "localhost"
+            || h.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    if security == SmtpSecurity::None && !local {
+        s.problem(
+            "security",
+            "\"none\" sends the password and the decision links in the clear: only to a relay on this machine (localhost); use \"starttls\" or \"tls\"",
+        );
+    }
+    Some(crate::config::EmailConfig {
+        host: host?,
+        port,
+        security,
+        user,
+        password,
+        from: from?,
+        to,
+    })
 }
 
 pub(super) fn env(s: &mut Section<'_, '_>, cfg: &mut Config) {

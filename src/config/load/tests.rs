@@ -104,3 +104,42 @@ fn connection_needs_base_url_and_valid_patterns() {
     assert!(all.contains("connections.x.base_url: is required"), "{all}");
     assert!(all.contains("connections.x.require_approval"), "{all}");
 }
+
+#[test]
+fn approval_email_needs_a_sender_and_encryption_beyond_this_machine() {
+    let c = load_from_str(
+        "[approvals.email]\nhost = \"smtp.example.com\"\nfrom = \"spur <a@example.com>\"\nuser = \"u\"\npassword = \"p\"\nto = [\"dpo@example.com\"]",
+        None,
+        &env(&[]),
+    )
+    .unwrap();
+    let e = c.approvals.email.unwrap();
+    assert_eq!(
+        (e.port, e.security),
+        (587, crate::config::SmtpSecurity::StartTls)
+    );
+    assert_eq!(e.to, ["dpo@example.com"]);
+    let err = load_from_str(
+        "[approvals.email]\nhost = \"smtp.example.com\"\nsecurity = \"none\"\nto = [\"not-an-address\"]\nuser = \"u\"",
+        None,
+        &env(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    for problem in [
+        "approvals.email.from: is required",
+        "approvals.email.security: \"none\" sends the password",
+        "approvals.email.to: \"not-an-address\" is not an email address",
+        "approvals.email.password: user and password go together",
+    ] {
+        assert!(err.contains(problem), "{problem} in {err}");
+    }
+    // To a relay on this machine, plain SMTP is allowed.
+    let c = load_from_str(
+        "[approvals.email]\nhost = \"127.0.0.1\"\nsecurity = \"none\"\nfrom = \"a@example.com\"",
+        None,
+        &env(&[]),
+    )
+    .unwrap();
+    assert_eq!(c.approvals.email.unwrap().port, 25);
+}

@@ -564,7 +564,7 @@ impl JobQueue for SledQueue {
             match job.trigger {
                 Trigger::Event { seq, .. } => min_event = min_event.min(seq),
                 Trigger::Webhook { seq, .. } => min_request = min_request.min(seq),
-                Trigger::Schedule { .. } | Trigger::Tool { .. } => {}
+                Trigger::Schedule { .. } | Trigger::Tool { .. } | Trigger::Approval { .. } => {}
             }
         }
         let removed = purge_log(tree, EVENT, cutoff_ms, min_event)?

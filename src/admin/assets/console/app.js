@@ -248,7 +248,7 @@ async function overview(root) {
 const RUN_FILTERS = [
   ["status", ["", "ok", "failed", "retrying", "dead", "waiting", "skipped"]],
   ["script"], ["handler"], ["user"], ["message_id"],
-  ["trigger", ["", "event", "schedule", "webhook", "tool"]],
+  ["trigger", ["", "event", "schedule", "webhook", "tool", "approval"]],
   ["since"], ["until"],
 ];
 
@@ -260,7 +260,7 @@ function runRow(r) {
     h("td", { class: "mono" }, r.handler),
     h("td", {}, r.trigger),
     h("td", {}, r.user || ""),
-    h("td", { class: "mono" }, r.message_id || r.schedule || r.tool || r.source || ""),
+    h("td", { class: "mono" }, r.message_id || r.schedule || r.tool || r.source || r.approval || ""),
     h("td", {}, r.attempt),
     h("td", {}, when(r.started_at)),
     h("td", {}, ms(r.duration_ms)),
@@ -383,6 +383,7 @@ async function run(root, id) {
     r.event && [h("dt", {}, "Event"), h("dd", {}, r.event)],
     r.schedule && [h("dt", {}, "Schedule"), h("dd", { class: "mono" }, r.schedule)],
     r.tool && [h("dt", {}, "Tool"), h("dd", {}, `${r.tool} (by ${r.client})`)],
+    r.approval && [h("dt", {}, "Approval request"), h("dd", { class: "mono" }, r.approval)],
     h("dt", {}, "Job"), h("dd", { class: "mono" }, r.job_id),
   )));
   if (t.waiting) root.append(h("div", { class: "card", id: "waiting" }, h("h3", {}, "Waiting"), json(t.waiting)));
@@ -464,6 +465,7 @@ async function approvals(root) {
         h("dt", {}, "Asked"), h("dd", {}, when(a.created_at)),
         a.expires_at && [h("dt", {}, "Expires"), h("dd", {}, `${when(a.expires_at)} (then ${a.approve_on_expiry ? "approved" : "rejected"})`)],
         a.approvers && [h("dt", {}, "Approvers"), h("dd", {}, a.approvers.join(", "))],
+        a.email && [h("dt", {}, "Emailed"), h("dd", {}, a.email.join(", "))],
         h("dt", {}, "Run"), h("dd", {}, `job ${a.job_id}`)),
       a.data && Object.keys(a.data).length ? json(a.data) : null,
       mayDecide
