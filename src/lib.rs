@@ -39,6 +39,7 @@ pub(crate) mod signature;
 pub(crate) mod source;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub(crate) mod tls;

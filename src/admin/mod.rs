@@ -45,6 +45,7 @@ pub(crate) struct AdminState {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub history: Arc<crate::metrics::History>,
     pub outbox: Arc<crate::connectors::segment::Outbox>,
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     pub schedules: Arc<parking_lot::RwLock<Vec<crate::schedule::ScheduleInfo>>>,
     pub started: Instant,
 }
@@ -115,6 +116,7 @@ async fn gauges(st: &AdminState) -> Result<crate::metrics::Gauges, ApiError> {
             dead_letters: st.dead.len() as u64,
             outbox: st.outbox.len() as u64,
             store_bytes: st.queue.size_on_disk(),
+            spans_dropped: st.telemetry.as_ref().map_or(0, |t| t.dropped()),
         })
     })
     .await

@@ -298,6 +298,7 @@ impl App {
             retry: RetryPolicy::from(&config.retry),
             timers,
             metrics: Arc::clone(&metrics),
+            telemetry: crate::telemetry::Telemetry::of(&config.telemetry, &tasks),
         });
         let watcher = watch_scripts(
             &config,
@@ -408,6 +409,7 @@ impl App {
             metrics: Arc::clone(&self.metrics),
             history: Arc::clone(&self.history),
             outbox: Arc::clone(&self.engine.host.outbox),
+            telemetry: self.deps.telemetry.clone(),
             started: self.started,
         });
         let sources = crate::source::route::router(Arc::new(crate::source::route::Sources::new(

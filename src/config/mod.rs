@@ -43,6 +43,25 @@ pub struct Config {
     pub clients: BTreeMap<String, ClientConfig>,
     /// `[agents.profile]`: the built-in profile tools and what they may show.
     pub profile_tools: Option<ProfileToolsConfig>,
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: traces over OTLP/HTTP.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL (`http://collector:4318`); unset: no traces.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the spans (default `spur`).
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "spur".into(),
+        }
+    }
 }
 
 /// `[agents.profile]`: the built-in read-only tools over Segment's Profile API, and
@@ -378,6 +397,7 @@ impl Default for Config {
             source: None,
             clients: BTreeMap::new(),
             profile_tools: None,
+            telemetry: TelemetryConfig::default(),
             server: ServerConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8088)),
                 data_dir: PathBuf::from(".spur"),

@@ -32,6 +32,12 @@ pub struct CallRecord {
     /// Answered by the dry-run recorder, not the network.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// When the attempt started (ms since the epoch, the wall clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<i64>,
+    /// The trace span of the call (its attempts share it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
 }
 
 /// Errors of outbound calls. Messages never contain secrets.

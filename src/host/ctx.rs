@@ -70,6 +70,8 @@ pub(crate) struct RunCtx {
     pub source: Option<String>,
     /// Events this execution emitted (`emit`), normalised.
     pub emitted: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// The run's trace, when traces are exported: outbound calls carry it.
+    pub trace: Option<crate::telemetry::TraceIds>,
     /// No effects at all (a source's `respond`, which answers before anything is
     /// stored): every journaled call and every outbound call is refused.
     pub pure: bool,

@@ -303,9 +303,25 @@ pub(crate) fn call(host: &Host, mut req: OutboundRequest) -> Res<Map> {
 }
 
 /// Sends and records; the response as JSON (`status, ok, headers, body, json`).
-fn send(host: &Host, req: OutboundRequest) -> Res<Value> {
+fn send(host: &Host, mut req: OutboundRequest) -> Res<Value> {
     let deadline = crate::script::remaining().map(|d| Instant::now() + d);
-    let exchange = super::outbound(host, host.http.send(req, deadline))?;
+    // In a traced run the call is a span of its own, and says so downstream.
+    let span = with_run(|ctx| ctx.trace.clone()).flatten().map(|trace| {
+        let span = crate::telemetry::span_id();
+        let set = req
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("traceparent"));
+        if !set {
+            req.headers
+                .push(("traceparent".into(), trace.header_for(&span)));
+        }
+        span
+    });
+    let mut exchange = super::outbound(host, host.http.send(req, deadline))?;
+    for a in &mut exchange.attempts {
+        a.span_id.clone_from(&span);
+    }
     echo_calls(&exchange.attempts);
     with_run(|ctx| ctx.calls.extend(exchange.attempts));
     match exchange.result {

@@ -144,24 +144,28 @@ struct Sorted {
     rejected: Vec<Value>,
     rejected_count: usize,
     received_ms: i64,
+    /// The request's `traceparent`: every event of it is in that trace.
+    traceparent: Option<String>,
 }
 
 impl Sorted {
-    fn new(capacity: usize, received_ms: i64) -> Self {
+    fn new(capacity: usize, received_ms: i64, headers: &axum::http::HeaderMap) -> Self {
         Self {
             prepared: Vec::with_capacity(capacity),
             positions: Vec::with_capacity(capacity),
             rejected: Vec::new(),
             rejected_count: 0,
             received_ms,
+            traceparent: crate::telemetry::traceparent_of(headers),
         }
     }
 
     fn push(&mut self, index: usize, event: Result<Event, InvalidEvent>) {
         match event {
             Ok(event) => {
-                self.prepared
-                    .push(PreparedEvent::new(event, self.received_ms));
+                self.prepared.push(
+                    PreparedEvent::new(event, self.received_ms).in_trace(self.traceparent.clone()),
+                );
                 self.positions.push(index);
             }
             Err(e) => {

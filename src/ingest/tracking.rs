@@ -67,7 +67,8 @@ pub(super) async fn single(
         st.metrics.count_ingest(0, 0, 1);
         invalid(e)
     })?;
-    let prepared = PreparedEvent::new(event, now.timestamp_millis());
+    let prepared = PreparedEvent::new(event, now.timestamp_millis())
+        .in_trace(crate::telemetry::traceparent_of(&headers));
     let receipt = st.queue.ingest(vec![prepared]).await?;
     st.metrics
         .count_ingest(receipt.accepted, receipt.duplicates.len(), 0);
@@ -151,7 +152,7 @@ pub(super) async fn batch(
     };
 
     let now = st.queue.clock().now();
-    let mut sorted = Sorted::new(items.len(), now.timestamp_millis());
+    let mut sorted = Sorted::new(items.len(), now.timestamp_millis(), &headers);
     for (i, raw) in items.iter().enumerate() {
         sorted.push(
             i,

@@ -73,7 +73,7 @@ pub(super) async fn segment(
     }
 
     let now = st.queue.clock().now();
-    let mut sorted = Sorted::new(items.len(), now.timestamp_millis());
+    let mut sorted = Sorted::new(items.len(), now.timestamp_millis(), &headers);
     for (i, raw) in items.iter().enumerate() {
         sorted.push(
             i,

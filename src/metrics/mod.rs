@@ -71,6 +71,8 @@ pub(crate) struct Gauges {
     pub dead_letters: u64,
     pub outbox: u64,
     pub store_bytes: u64,
+    /// Trace spans dropped (export queue full, collector failing).
+    pub spans_dropped: u64,
 }
 
 /// The status class of an outbound call: `2xx` … `5xx`, or `error` when no
@@ -238,6 +240,13 @@ fn head(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 fn render_gauges(out: &mut String, g: &Gauges) {
+    head(
+        out,
+        "spur_trace_spans_dropped_total",
+        "counter",
+        "Trace spans not exported (the export queue was full or the collector failed).",
+    );
+    let _ = writeln!(out, "spur_trace_spans_dropped_total {}", g.spans_dropped);
     {
         head(
             out,

@@ -29,6 +29,9 @@ pub struct Job {
     /// Set while the run is parked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<Wait>,
+    /// The W3C `traceparent` the event arrived with: the run's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Job {
@@ -53,6 +56,7 @@ impl Job {
             pinned: None,
             wakeups: 0,
             waiting: None,
+            traceparent: None,
         }
     }
 }

@@ -73,9 +73,18 @@ pub struct PreparedEvent {
     pub(crate) received_ms: i64,
     /// `received_ms` (i64 BE) + the event's JSON, as stored.
     pub(crate) bytes: Vec<u8>,
+    /// The request's W3C `traceparent`, handed to the event's jobs.
+    pub(crate) traceparent: Option<String>,
 }
 
 impl PreparedEvent {
+    /// The event, in the trace of `traceparent`.
+    #[must_use]
+    pub(crate) fn in_trace(mut self, traceparent: Option<String>) -> Self {
+        self.traceparent = traceparent;
+        self
+    }
+
     pub fn new(event: Event, received_ms: i64) -> Self {
         let mut bytes = Vec::with_capacity(512);
         bytes.extend_from_slice(&received_ms.to_be_bytes());
@@ -84,6 +93,7 @@ impl PreparedEvent {
         Self {
             event,
             received_ms,
+            traceparent: None,
             bytes,
         }
     }

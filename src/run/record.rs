@@ -113,6 +113,9 @@ pub struct RunRecord {
     pub client: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<serde_json::Value>,
+    /// Where the run sits in its trace (when `[telemetry]` exports traces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::telemetry::TraceIds>,
     /// The request an `on_approval` run announces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<String>,
@@ -193,6 +196,7 @@ impl RunRecord {
             client,
             arguments,
             approval,
+            trace: None,
             result: None,
             attempt: job.attempt + 1,
             status: RunStatus::Ok,

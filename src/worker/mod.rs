@@ -35,6 +35,8 @@ pub(crate) struct WorkerDeps {
     pub retry: RetryPolicy,
     pub timers: Timers,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Exports run spans (`[telemetry] otlp_endpoint`).
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 /// The running worker threads.
@@ -149,6 +151,9 @@ fn store_record(deps: &WorkerDeps, lease: &Lease, record: crate::run::RunRecord)
         "Run finished."
     );
     deps.metrics.count_run(&record);
+    if let Some(t) = &deps.telemetry {
+        t.record_run(&record);
+    }
     if let Err(e) = deps.runs.insert(record) {
         tracing::error!(job = lease.job.id, error = %e, "Storing a run record failed.");
     }

@@ -95,6 +95,7 @@ pub(crate) fn execute(deps: &WorkerDeps, lease: &mut Lease) -> Execution {
     ctx.script.clone_from(&job.script);
     ctx.handler.clone_from(&job.handler);
     ctx.run_id = record.id;
+    ctx.trace.clone_from(&record.trace);
     if let Trigger::Webhook { source, .. } = &job.trigger {
         ctx.source = Some(source.clone());
     }
@@ -210,6 +211,9 @@ fn blank_record(deps: &WorkerDeps, lease: &Lease, started_at: chrono::DateTime<U
     let mut record = RunRecord::of_job(job, id, format_time(started_at));
     record.queued_ms =
         (deps.queue.clock().now_ms() - job.not_before_ms.max(job.created_ms)).max(0) as f64;
+    if deps.telemetry.is_some() {
+        record.trace = Some(crate::telemetry::TraceIds::for_job(job));
+    }
     record
 }
 

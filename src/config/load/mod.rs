@@ -46,6 +46,7 @@ const SECTIONS: &[(&str, ReadSection)] = &[
     ("env", sections::env),
     ("approvals", sections::approvals),
     ("agents", sections::agents),
+    ("telemetry", sections::telemetry),
 ];
 
 /// The sections that are tables of named tables (`[connections.NAME]`), with the

@@ -318,6 +318,13 @@ pub(super) fn check_client_tokens(r: &mut Reader<'_>, cfg: &Config) {
     }
 }
 
+/// `[telemetry]`: `otlp_endpoint` (an http(s) URL) and `service_name`.
+pub(super) fn telemetry(s: &mut Section<'_, '_>, cfg: &mut Config) {
+    let c = &mut cfg.telemetry;
+    c.otlp_endpoint = s.get("otlp_endpoint", parse_url);
+    s.set("service_name", &mut c.service_name, parse_string);
+}
+
 /// `[agents]`: only `[agents.profile]` so far.
 pub(super) fn agents(s: &mut Section<'_, '_>, cfg: &mut Config) {
     let Some(mut p) = s.table("profile") else {

@@ -51,6 +51,10 @@ impl Call<'_> {
             error: None,
             unknown: false,
             dry_run: false,
+            at_ms: Some(
+                chrono::Utc::now().timestamp_millis() - started.elapsed().as_millis() as i64,
+            ),
+            span_id: None,
         }
     }
 

@@ -340,6 +340,7 @@ impl Writer<'_> {
                     message_id: message_id.clone(),
                 };
                 let mut job = Job::new(trigger, t.script, t.handler, user.clone(), now);
+                job.traceparent.clone_from(&prepared.traceparent);
                 job.id = self.inner.store.next_id()?;
                 job.created_ms = now;
                 round.leases.push(Lease {
