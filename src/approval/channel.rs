@@ -36,7 +36,7 @@ pub(crate) fn request(a: &Approval, links: &Links, script: &str, now_ms: i64) ->
         "created_at": a.created_at,
         "expires_at": a.expires_at,
         "on_expiry": if a.approve_on_expiry { "approve" } else { "reject" },
-        "console": links.console(&a.id),
+        "console": links.console(),
         "links": shared,
     })
 }

@@ -103,7 +103,7 @@ impl Links {
     }
 
     /// The console's approvals page (for a person who would rather log in).
-    pub(crate) fn console(&self, _approval: &str) -> String {
+    pub(crate) fn console(&self) -> String {
         format!("{}/ui/#/approvals", self.base)
     }
 

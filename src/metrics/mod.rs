@@ -61,7 +61,7 @@ pub struct Metrics {
     calls: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
-/// Gauges the caller reads at render time.
+/// What the caller reads at render time (gauges, and counters kept elsewhere).
 pub(crate) struct Gauges {
     pub queued: u64,
     pub delayed: u64,
@@ -247,35 +247,33 @@ fn render_gauges(out: &mut String, g: &Gauges) {
         "Trace spans not exported (the export queue was full or the collector failed).",
     );
     let _ = writeln!(out, "spur_trace_spans_dropped_total {}", g.spans_dropped);
-    {
-        head(
-            out,
-            "spur_runs_parked",
-            "gauge",
-            "Runs parked now, by what they wait for.",
-        );
-        for (kind, n) in &g.parked {
-            let _ = writeln!(out, "spur_runs_parked{{kind=\"{kind}\"}} {n}");
-        }
-        for (name, help, v) in [
-            ("spur_jobs_queued", "Jobs ready to run.", g.queued),
-            ("spur_jobs_delayed", "Jobs waiting for a retry.", g.delayed),
-            ("spur_jobs_running", "Jobs running now.", g.running),
-            ("spur_dead_letters", "Dead letters kept.", g.dead_letters),
-            (
-                "spur_outbox_depth",
-                "Messages written back to Segment and not yet delivered.",
-                g.outbox,
-            ),
-            (
-                "spur_store_bytes",
-                "Bytes the store occupies on disk.",
-                g.store_bytes,
-            ),
-        ] {
-            head(out, name, "gauge", help);
-            let _ = writeln!(out, "{name} {v}");
-        }
+    head(
+        out,
+        "spur_runs_parked",
+        "gauge",
+        "Runs parked now, by what they wait for.",
+    );
+    for (kind, n) in &g.parked {
+        let _ = writeln!(out, "spur_runs_parked{{kind=\"{kind}\"}} {n}");
+    }
+    for (name, help, v) in [
+        ("spur_jobs_queued", "Jobs ready to run.", g.queued),
+        ("spur_jobs_delayed", "Jobs waiting for a retry.", g.delayed),
+        ("spur_jobs_running", "Jobs running now.", g.running),
+        ("spur_dead_letters", "Dead letters kept.", g.dead_letters),
+        (
+            "spur_outbox_depth",
+            "Messages written back to Segment and not yet delivered.",
+            g.outbox,
+        ),
+        (
+            "spur_store_bytes",
+            "Bytes the store occupies on disk.",
+            g.store_bytes,
+        ),
+    ] {
+        head(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {v}");
     }
 }
 
