@@ -401,9 +401,13 @@ async fn duplicate_message_ids_are_acknowledged_and_handled_once() {
         )
         .await;
     assert_eq!(status, 200);
+    // A run's record is stored just after its user's next run may start, so the
+    // records of one user can appear out of order: wait for all three.
     let runs = t
         .wait_runs(10, |r| {
-            r.iter().any(|r| r.message_id.as_deref() == Some("m-3"))
+            ["m-1", "m-2", "m-3"]
+                .iter()
+                .all(|m| r.iter().any(|r| r.message_id.as_deref() == Some(*m)))
         })
         .await;
     let ids: Vec<_> = runs.iter().filter_map(|r| r.message_id.clone()).collect();

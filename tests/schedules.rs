@@ -10,7 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use common::{Daemon, base_config};
 use serde_json::Value;
-use spur::queue::{Queue, SledQueue};
+use spur::app::Storage;
+use spur::queue::Queue;
 use spur::schedule::Schedules;
 use spur::script::{EngineOptions, Live, SourceFile, load_sources};
 use spur::store::Store;
@@ -21,7 +22,6 @@ fn t(s: &str) -> DateTime<Utc> {
 }
 
 struct Harness {
-    store: Store,
     live: Arc<Live>,
     queue: Queue,
     opts: EngineOptions,
@@ -30,24 +30,18 @@ struct Harness {
 impl Harness {
     fn new(store: Store, script: &str) -> Self {
         let cfg = spur::config::Config::default();
+        let storage = Storage::sled(store).unwrap();
         let host =
-            spur::app::build_host(&cfg, &store, None, tokio::runtime::Handle::current()).unwrap();
+            spur::app::build_host(&cfg, &storage, None, tokio::runtime::Handle::current()).unwrap();
         let opts = EngineOptions {
             limits: cfg.limits.clone(),
             host,
         };
         let live = Arc::new(Live::new(Self::compile(&opts, script)));
-        let queue = SledQueue::open(
-            store.clone(),
-            Arc::clone(&live) as Arc<dyn spur::queue::Dispatch>,
-        )
-        .unwrap();
-        Self {
-            store,
-            live,
-            queue,
-            opts,
-        }
+        let queue = storage
+            .queue(Arc::clone(&live) as Arc<dyn spur::queue::Dispatch>)
+            .unwrap();
+        Self { live, queue, opts }
     }
 
     fn compile(opts: &EngineOptions, script: &str) -> spur::script::ScriptSet {
@@ -211,7 +205,7 @@ async fn a_tick_never_fires_twice_across_restarts_and_reloads() {
         );
         let fired = s.poll(t("2026-11-29T02:00:00Z")).await.unwrap();
         assert_eq!(fired.len(), 1);
-        h.store.sync().await.unwrap();
+        h.queue.sync().await.unwrap();
         h.queue.shutdown();
         fired[0].at
     };
@@ -232,10 +226,10 @@ async fn a_tick_never_fires_twice_across_restarts_and_reloads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_expressions_are_load_errors_with_line_and_column() {
-    let store = Store::temporary().unwrap();
+    let storage = Storage::sled(Store::temporary().unwrap()).unwrap();
     let cfg = spur::config::Config::default();
     let host =
-        spur::app::build_host(&cfg, &store, None, tokio::runtime::Handle::current()).unwrap();
+        spur::app::build_host(&cfg, &storage, None, tokio::runtime::Handle::current()).unwrap();
     let opts = EngineOptions {
         limits: cfg.limits.clone(),
         host,

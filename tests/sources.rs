@@ -354,9 +354,12 @@ async fn respond_answers_handshakes_without_effects_and_limits_hold() {
         body["error"].as_str().unwrap().contains("rate_limit"),
         "{body}"
     );
+    // The handler's run can be recorded before the source run that emitted its
+    // event: wait for both.
     let runs = t
         .wait_runs(10, |r| {
             r.iter().any(|r| r.status == spur::run::RunStatus::Failed)
+                && r.iter().any(|r| r.script != "misuse")
         })
         .await;
     let misuse = runs.iter().find(|r| r.script == "misuse").unwrap();

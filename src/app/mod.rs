@@ -24,25 +24,25 @@ use crate::host::Host;
 use crate::ingest::{self, IngestState};
 use crate::queue::Queue;
 use crate::run::timers::{Due, OnDue, Timers};
-use crate::run::{DeadLetters, RunStore, SledDeadLetters, SledRunRecords};
+use crate::run::{DeadLetters, RunStore};
 use crate::schedule::{ScheduleInfo, Schedules};
 use crate::script::pinned::Versions;
 use crate::script::{EngineOptions, Live, load_dir};
-use crate::state::{SledState, StateStore};
-use crate::store::Store;
+use crate::state::StateStore;
 use crate::worker::retry::RetryPolicy;
 use crate::worker::{WorkerDeps, WorkerPool};
 
 mod retention;
 mod serve;
+mod storage;
 
 pub use retention::Purged;
 pub(crate) use serve::serve;
+pub use storage::Storage;
 
 /// Everything a running daemon holds.
 pub struct App {
     pub config: Config,
-    pub store: Store,
     pub queue: Queue,
     pub scripts: Arc<Live>,
     pub runs: RunStore,
@@ -108,35 +108,20 @@ pub(crate) fn redactor(config: &Config, env: &BTreeMap<String, String>) -> Redac
     Redactor::new(secrets, &basic)
 }
 
-/// Opens the store of `[store] backend`: the storage seam's one backend so far;
-/// the traits it implements are in `queue`, `state`, `run`, `approval` and `audit`
-/// (docs/architecture.md).
-async fn open_store(config: &Config, clock: SharedClock) -> anyhow::Result<Store> {
-    match config.store {
-        crate::config::StoreBackend::Sled => {
-            let data_dir = config.server.data_dir.clone();
-            let mode = config.sled_mode;
-            tokio::task::spawn_blocking(move || Store::open_with(&data_dir, clock, mode))
-                .await?
-                .context("opening the store")
-        }
-    }
-}
-
 /// Who may call (the owner and the clients) and the audit log, which records
 /// this configuration's load first.
 fn governance(
     config: &Config,
-    store: &Store,
+    storage: &Storage,
     admin_token: &Secret,
-) -> anyhow::Result<(crate::auth::SharedCallers, crate::audit::Audit)> {
+) -> (crate::auth::SharedCallers, crate::audit::Audit) {
     let callers = Arc::new(crate::auth::Callers::new(admin_token, config));
     let audit = crate::audit::Audit::new(
-        crate::audit::SledAudit::open(store)?,
+        Arc::clone(&storage.audit),
         Arc::new(redactor_with(config, admin_token)),
     );
     audit.append_soon(config_loaded(config));
-    Ok((callers, audit))
+    (callers, audit)
 }
 
 /// The redactor of the audit log: every configured secret and the owner's token,
@@ -169,13 +154,13 @@ pub(crate) fn allowed_env(config: &Config) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Builds the host API on `store`; `recorder` switches on dry-run.
+/// Builds the host API on `storage`; `recorder` switches on dry-run.
 ///
 /// # Errors
 /// When the HTTP client cannot be built.
 pub fn build_host(
     config: &Config,
-    store: &Store,
+    storage: &Storage,
     recorder: Option<Arc<Recorder>>,
     rt: tokio::runtime::Handle,
 ) -> anyhow::Result<Arc<Host>> {
@@ -191,13 +176,16 @@ pub fn build_host(
     Ok(Arc::new(Host {
         rt,
         segment: segment::SegmentApi::new(http.clone(), config.segment.clone()),
-        outbox: Arc::new(segment::Outbox::open(store, &config.segment)?),
-        approvals: crate::approval::SledApprovals::open(store)?,
+        outbox: Arc::new(segment::Outbox::new(
+            Arc::clone(&storage.outbox),
+            &config.segment,
+        )?),
+        approvals: Arc::clone(&storage.approvals),
         approvals_cfg: config.approvals.clone(),
         slack: Slack::new(http.clone(), config.approvals.slack_connection.as_str()),
         http,
-        state: Arc::new(SledState::open(store)?),
-        clock: Arc::clone(store.clock()),
+        state: Arc::clone(&storage.state),
+        clock: Arc::clone(&storage.clock),
         events: std::sync::OnceLock::new(),
         mailer: config
             .approvals
@@ -247,39 +235,38 @@ impl App {
     /// # Errors
     /// As [`App::open`].
     pub(crate) async fn open_with(config: Config, clock: SharedClock) -> anyhow::Result<Arc<Self>> {
-        let store = open_store(&config, clock).await?;
+        let storage = Storage::open(&config, clock).await?;
         let admin_token = match &config.admin.token {
             Some(t) => t.clone(),
             None => admin_token_file(&config.server.data_dir)?,
         };
-        let host = build_host(&config, &store, None, tokio::runtime::Handle::current())?;
+        let host = build_host(&config, &storage, None, tokio::runtime::Handle::current())?;
         let engine = EngineOptions {
             limits: config.limits.clone(),
             host,
         };
-        let (callers, audit) = governance(&config, &store, &admin_token)?;
+        let (callers, audit) = governance(&config, &storage, &admin_token);
         let scripts = load_scripts(&config, &engine).await?;
         let mut script_hashes = std::collections::BTreeMap::new();
         audit.scripts_loaded(&scripts.get(), &mut script_hashes);
-        let queue = crate::queue::SledQueue::open(
-            store.clone(),
-            Arc::clone(&scripts) as Arc<dyn crate::queue::Dispatch>,
-        )
-        .context("opening the queue")?;
+        let queue = storage.queue(Arc::clone(&scripts) as Arc<dyn crate::queue::Dispatch>)?;
         queue.set_max_pending_events(config.server.max_pending_events);
         queue.set_dedup_window(config.retention.dedup);
         wire_host(&engine.host, &config, &queue, &scripts)?;
-        let runs = SledRunRecords::open(&store);
-        let dead = SledDeadLetters::open(&store);
+        let runs = Arc::clone(&storage.runs);
+        let dead = Arc::clone(&storage.dead);
         let state = Arc::clone(&engine.host.state);
-        let versions = Arc::new(Versions::open(&store)?);
+        let versions = Arc::new(Versions::new(
+            Arc::clone(&storage.sources),
+            Arc::clone(&storage.clock),
+        ));
         let metrics = Arc::new(crate::metrics::Metrics::default());
         versions.remember(&scripts.get())?;
         let tasks = CancellationToken::new();
         let approvals = approvals_of(&config, &engine, &queue);
         let timers = Timers::start(
             on_due(queue.clone(), approvals.clone()),
-            Arc::clone(store.clock()),
+            Arc::clone(&storage.clock),
             tasks.child_token(),
         );
         let parked = queue.waiting_jobs()?;
@@ -309,7 +296,7 @@ impl App {
             &tasks,
         );
         let mut schedules = Schedules::new(queue.clone());
-        schedules.load(&scripts.get(), store.clock().now())?;
+        schedules.load(&scripts.get(), storage.clock.now())?;
         let schedule_view = schedules.view();
         let inflight = Arc::new(tokio::sync::Semaphore::new(
             config.server.max_inflight_requests,
@@ -321,7 +308,6 @@ impl App {
         ));
         let app = Arc::new(Self {
             config,
-            store,
             queue,
             scripts,
             runs,
@@ -460,7 +446,7 @@ impl App {
         if let Some(w) = workers {
             let _ = tokio::task::spawn_blocking(move || w.join()).await;
         }
-        if let Err(e) = self.store.sync().await {
+        if let Err(e) = self.queue.sync().await {
             tracing::error!(error = %e, "Final flush failed.");
         }
     }

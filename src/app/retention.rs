@@ -14,7 +14,8 @@ pub(super) async fn retention_loop(app: Arc<App>) {
             _ = tick.tick() => {}
         }
         let a = Arc::clone(&app);
-        let result = tokio::task::spawn_blocking(move || a.purge_expired(a.store.now_ms())).await;
+        let result =
+            tokio::task::spawn_blocking(move || a.purge_expired(a.queue.clock().now_ms())).await;
         match result {
             Ok(Ok(p)) if p.total() > 0 => tracing::info!(
                 runs = p.runs,

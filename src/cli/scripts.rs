@@ -17,9 +17,9 @@ pub(super) fn check(cfg: &Config, dir: Option<PathBuf>) -> anyhow::Result<ExitCo
         anyhow::bail!("{} is not a directory", dir.display());
     }
     let rt = super::runtime()?;
-    let store = crate::store::Store::temporary()?;
+    let storage = crate::app::Storage::temporary(std::sync::Arc::new(crate::clock::SystemClock))?;
     let recorder = std::sync::Arc::new(crate::connectors::recorder::Recorder::new());
-    let host = crate::app::build_host(cfg, &store, Some(recorder), rt.handle().clone())?;
+    let host = crate::app::build_host(cfg, &storage, Some(recorder), rt.handle().clone())?;
     let opts = crate::script::EngineOptions {
         limits: cfg.limits.clone(),
         host,

@@ -29,7 +29,6 @@ use crate::run::{RunError, RunStatus};
 use crate::script::{
     EngineOptions, Handler, Script, ScriptError, ScriptSet, load_dir, load_sources, read_dir,
 };
-use crate::store::Store;
 use crate::worker::{Outcome, event_args, invoke, outcome_of};
 
 /// A sample event of each type, for `spur run SCRIPT --event track` (as Segment
@@ -154,7 +153,7 @@ pub(crate) struct Local {
     pub set: Arc<ScriptSet>,
     /// Print logs as they happen.
     pub echo: bool,
-    _store: Store,
+    _storage: crate::app::Storage,
     rt: tokio::runtime::Runtime,
 }
 
@@ -182,9 +181,9 @@ impl Local {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        let store = Store::temporary_with(clock).context("creating the in-memory store")?;
+        let storage = crate::app::Storage::temporary(clock)?;
         let recorder = (!live).then(|| Arc::new(Recorder::new()));
-        let host = crate::app::build_host(config, &store, recorder.clone(), rt.handle().clone())?;
+        let host = crate::app::build_host(config, &storage, recorder.clone(), rt.handle().clone())?;
         Ok(Self {
             config: config.clone(),
             recorder,
@@ -194,7 +193,7 @@ impl Local {
             },
             set: Arc::new(ScriptSet::empty()),
             echo,
-            _store: store,
+            _storage: storage,
             rt,
         })
     }

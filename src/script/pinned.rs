@@ -17,36 +17,124 @@ use serde::{Deserialize, Serialize};
 
 use super::loader::{SourceFile, compile_script};
 use super::{Script, ScriptSet};
+use crate::clock::SharedClock;
 use crate::store::{Store, StoreError};
 
 const TREE: &str = "sources";
 
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    name: String,
-    path: PathBuf,
-    text: String,
+/// One stored version of a script.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredSource {
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
+    pub(crate) text: String,
     /// When this version was last part of the loaded scripts.
     #[serde(default)]
-    seen_ms: i64,
+    pub(crate) seen_ms: i64,
 }
 
-/// Stored script versions and their compiled forms.
-pub struct Versions {
+/// Where a backend keeps script sources by content hash (the storage seam). Every
+/// daemon on the backend can read a version any of them stored, so a run pinned to
+/// it continues anywhere.
+pub(crate) trait ScriptSources: Send + Sync + 'static {
+    /// Stores `source` under `hash` unless that hash is stored already.
+    ///
+    /// # Errors
+    /// On store failure.
+    fn put_if_absent(&self, hash: &str, source: &StoredSource) -> Result<(), StoreError>;
+
+    /// Stores `source` under `hash`, replacing what was there.
+    ///
+    /// # Errors
+    /// On store failure.
+    fn put(&self, hash: &str, source: &StoredSource) -> Result<(), StoreError>;
+
+    /// # Errors
+    /// On store failure.
+    fn get(&self, hash: &str) -> Result<Option<StoredSource>, StoreError>;
+
+    /// Every stored version (unreadable entries are skipped).
+    ///
+    /// # Errors
+    /// On store failure.
+    fn all(&self) -> Result<Vec<(String, StoredSource)>, StoreError>;
+
+    /// # Errors
+    /// On store failure.
+    fn remove(&self, hash: &str) -> Result<(), StoreError>;
+}
+
+/// Script sources in the `sources` tree of the sled store, keyed by hash. Writes
+/// are flushed lazily: a version is written when it is loaded, long before a run
+/// pinned to it can be durable.
+pub(crate) struct SledSources {
     tree: sled::Tree,
-    store: Store,
-    cache: Mutex<HashMap<String, Arc<Script>>>,
 }
 
-impl Versions {
+impl SledSources {
     /// # Errors
     /// When the tree cannot be opened.
     pub(crate) fn open(store: &Store) -> Result<Self, StoreError> {
         Ok(Self {
             tree: store.tree(TREE)?,
-            store: store.clone(),
-            cache: Mutex::new(HashMap::new()),
         })
+    }
+}
+
+impl ScriptSources for SledSources {
+    fn put_if_absent(&self, hash: &str, source: &StoredSource) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(source).expect("a source serialises");
+        // A lost race means the same content is stored: either way it is there.
+        let _ = self
+            .tree
+            .compare_and_swap(hash.as_bytes(), None::<&[u8]>, Some(bytes))?;
+        Ok(())
+    }
+
+    fn put(&self, hash: &str, source: &StoredSource) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(source).expect("a source serialises");
+        self.tree.insert(hash.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    fn get(&self, hash: &str) -> Result<Option<StoredSource>, StoreError> {
+        Ok(self
+            .tree
+            .get(hash.as_bytes())?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    fn all(&self) -> Result<Vec<(String, StoredSource)>, StoreError> {
+        let mut out = Vec::new();
+        for item in &self.tree {
+            let (k, v) = item?;
+            if let Ok(stored) = serde_json::from_slice(&v) {
+                out.push((String::from_utf8_lossy(&k).into_owned(), stored));
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove(&self, hash: &str) -> Result<(), StoreError> {
+        self.tree.remove(hash.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// Stored script versions and their compiled forms.
+pub struct Versions {
+    sources: Arc<dyn ScriptSources>,
+    clock: SharedClock,
+    cache: Mutex<HashMap<String, Arc<Script>>>,
+}
+
+impl Versions {
+    pub(crate) fn new(sources: Arc<dyn ScriptSources>, clock: SharedClock) -> Self {
+        Self {
+            sources,
+            clock,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Stores the sources of every script of `set` (once per hash).
@@ -54,20 +142,15 @@ impl Versions {
     /// # Errors
     /// When the store fails.
     pub(crate) fn remember(&self, set: &ScriptSet) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
         for s in &set.scripts {
-            if self.tree.contains_key(s.hash.as_bytes())? {
-                continue;
-            }
-            let v = Stored {
+            let v = StoredSource {
                 name: s.name.clone(),
                 path: s.path.clone(),
                 text: s.source.to_string(),
-                seen_ms: self.store.now_ms(),
+                seen_ms: now,
             };
-            self.tree.insert(
-                s.hash.as_bytes(),
-                serde_json::to_vec(&v).expect("a source serialises"),
-            )?;
+            self.sources.put_if_absent(&s.hash, &v)?;
         }
         Ok(())
     }
@@ -84,26 +167,18 @@ impl Versions {
         pinned: &HashSet<String>,
         cutoff_ms: i64,
     ) -> Result<usize, StoreError> {
-        let now = self.store.now_ms();
+        let now = self.clock.now_ms();
         let loaded: HashSet<&str> = current.scripts.iter().map(|s| s.hash.as_str()).collect();
         let mut n = 0;
-        for item in &self.tree {
-            let (k, v) = item?;
-            let hash = String::from_utf8_lossy(&k).into_owned();
-            let Ok(mut stored) = serde_json::from_slice::<Stored>(&v) else {
-                continue;
-            };
+        for (hash, mut stored) in self.sources.all()? {
             if loaded.contains(hash.as_str()) {
                 // Refreshed now and then, not on every pass.
                 if now - stored.seen_ms > 3_600_000 {
                     stored.seen_ms = now;
-                    self.tree.insert(
-                        &k,
-                        serde_json::to_vec(&stored).expect("a source serialises"),
-                    )?;
+                    self.sources.put(&hash, &stored)?;
                 }
             } else if !pinned.contains(&hash) && stored.seen_ms < cutoff_ms {
-                self.tree.remove(&k)?;
+                self.sources.remove(&hash)?;
                 self.cache.lock().remove(&hash);
                 n += 1;
             }
@@ -113,7 +188,7 @@ impl Versions {
 
     /// The path and source text of version `hash`, if kept.
     pub(crate) fn text(&self, hash: &str) -> Option<(PathBuf, String)> {
-        let stored: Stored = serde_json::from_slice(&self.tree.get(hash.as_bytes()).ok()??).ok()?;
+        let stored = self.sources.get(hash).ok()??;
         Some((stored.path, stored.text))
     }
 
@@ -123,7 +198,7 @@ impl Versions {
         if let Some(s) = self.cache.lock().get(hash) {
             return Some(Arc::clone(s));
         }
-        let stored: Stored = serde_json::from_slice(&self.tree.get(hash.as_bytes()).ok()??).ok()?;
+        let stored = self.sources.get(hash).ok()??;
         let script = match compile_script(
             engine,
             SourceFile {
@@ -174,7 +249,11 @@ mod tests {
     #[test]
     fn retired_versions_go_unless_a_job_is_pinned_to_them() {
         let engine = rhai::Engine::new();
-        let versions = Versions::open(&Store::temporary().unwrap()).unwrap();
+        let store = Store::temporary().unwrap();
+        let versions = Versions::new(
+            Arc::new(SledSources::open(&store).unwrap()),
+            Arc::clone(store.clock()),
+        );
         let (v1, v2, v3) = (
             set_of(&engine, "let a = 1;"),
             set_of(&engine, "let a = 2;"),

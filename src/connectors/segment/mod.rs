@@ -8,7 +8,7 @@
 //! `require_approval` patterns on `segment:public` unless
 //! `segment.require_approval = false`.
 //!
-//! The outbox (tree `segment_outbox`) holds written-back messages until the Tracking
+//! The outbox (`outbox.rs`) holds written-back messages until the Tracking
 //! API accepted them: a message is stored when `segment::track` returns and flushed
 //! to disk before the sender posts it (a run that crashes before that queues it
 //! again with the same messageId), sent in
@@ -17,24 +17,22 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use reqwest::Method;
 use serde_json::{Map, Value, json};
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use super::http::{Body, Destination, Exchange, HttpClient, OutboundRequest, OutboundResponse};
 use super::{CallRecord, ConnectorError, ServiceError};
+
+mod outbox;
 use crate::config::{Auth, ConnectionConfig, Secret, SegmentConfig};
-use crate::store::{Store, StoreError, id_key};
+pub(crate) use outbox::Outbox;
+pub(crate) use outbox::{OutboxStore, SledOutbox};
 
 pub(crate) const TRACKING: &str = "segment:tracking";
 pub(crate) const PROFILES: &str = "segment:profiles";
 pub(crate) const PUBLIC: &str = "segment:public";
-const OUTBOX_TREE: &str = "segment_outbox";
 /// Pages followed at most by one read (a guard against a cursor that never ends).
 const MAX_PAGES: usize = 100;
 
@@ -470,150 +468,6 @@ pub(crate) fn encode_segment(s: &str) -> String {
         }
     }
     out
-}
-
-/// The durable outbox of written-back messages.
-pub struct Outbox {
-    tree: sled::Tree,
-    /// Messages in the tree (counted, so no write scans the tree).
-    pending: std::sync::atomic::AtomicUsize,
-    store: Store,
-    batch_size: usize,
-    interval: Duration,
-    wake: Notify,
-}
-
-impl Outbox {
-    /// # Errors
-    /// When the tree cannot be opened.
-    pub(crate) fn open(store: &Store, cfg: &SegmentConfig) -> Result<Self, StoreError> {
-        let tree = store.tree(OUTBOX_TREE)?;
-        Ok(Self {
-            pending: std::sync::atomic::AtomicUsize::new(tree.len()),
-            tree,
-            store: store.clone(),
-            batch_size: cfg.batch_size,
-            interval: cfg.flush_interval,
-            wake: Notify::new(),
-        })
-    }
-
-    /// Queues `msg` (not flushed here: the sender flushes before it sends, so a
-    /// message leaves only once it — and everything written before it — is
-    /// durable).
-    ///
-    /// # Errors
-    /// When the store fails.
-    pub(crate) fn push(&self, msg: &Value) -> Result<(), StoreError> {
-        let id = self.store.next_id()?;
-        self.tree.insert(
-            id_key(id),
-            serde_json::to_vec(msg).expect("JSON serialises"),
-        )?;
-        let pending = self.pending.fetch_add(1, Ordering::AcqRel) + 1;
-        if pending >= self.batch_size {
-            self.wake.notify_one();
-        }
-        Ok(())
-    }
-
-    /// Messages waiting to be sent.
-    pub(crate) fn len(&self) -> usize {
-        self.pending.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Sends batches until `stop`; keeps messages through failures.
-    pub(crate) async fn run(self: Arc<Self>, http: HttpClient, stop: CancellationToken) {
-        let mut backoff = Duration::ZERO;
-        loop {
-            let wait = if backoff.is_zero() {
-                self.interval
-            } else {
-                backoff
-            };
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(wait) => {}
-            }
-            match self.drain(&http).await {
-                Ok(()) => backoff = Duration::ZERO,
-                Err(e) => {
-                    backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
-                    tracing::warn!(error = %e, pending = self.len(), retry_in = ?backoff, "Segment write-back failed; will retry.");
-                }
-            }
-        }
-    }
-
-    /// Sends everything pending, batch by batch (also used at the end of a
-    /// `--live` local run, where no background task runs).
-    ///
-    /// # Errors
-    /// When a batch cannot be delivered; what was not delivered stays queued.
-    pub(crate) async fn drain(&self, http: &HttpClient) -> Result<(), ConnectorError> {
-        loop {
-            let mut keys = Vec::new();
-            let mut batch = Vec::new();
-            for item in self.tree.iter().take(self.batch_size) {
-                let (k, v) = item.map_err(|e| ConnectorError::Invalid(e.to_string()))?;
-                if let Ok(msg) = serde_json::from_slice::<Value>(&v) {
-                    batch.push(msg);
-                }
-                keys.push(k);
-            }
-            if keys.is_empty() {
-                return Ok(());
-            }
-            // The output-commit rule: these messages, and what their runs wrote
-            // before queuing them (handed to the queue's writer first), are durable
-            // before they leave.
-            self.store
-                .sync_handoffs()
-                .await
-                .map_err(|e| ConnectorError::Invalid(e.to_string()))?;
-            let mut req = OutboundRequest::new(
-                Method::POST,
-                Destination::Connection {
-                    name: TRACKING.into(),
-                    path: "/v1/batch".into(),
-                },
-            );
-            req.body = Body::Json(json!({
-                "batch": batch,
-                "sentAt": crate::event::format_time(chrono::Utc::now()),
-            }));
-            let exchange = http.send(req, None).await;
-            let resp = exchange.result?;
-            if resp.status == 400 {
-                // Validated before queuing, so Segment refusing it will not change.
-                tracing::error!(count = keys.len(), body = %resp.body, "Segment refused a write-back batch; dropping it.");
-            } else if !resp.ok() {
-                return Err(check("segment tracking API", &resp)
-                    .err()
-                    .unwrap_or_else(|| {
-                        ConnectorError::Invalid(format!("unexpected status {}", resp.status))
-                    }));
-            }
-            let mut remove = sled::Batch::default();
-            let sent = keys.len();
-            for k in keys {
-                remove.remove(k);
-            }
-            self.tree
-                .apply_batch(remove)
-                .map_err(|e| ConnectorError::Invalid(e.to_string()))?;
-            let _ = self
-                .pending
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    Some(n.saturating_sub(sent))
-                });
-        }
-    }
 }
 
 /// Merges `[segment]` connections into the user's (a user connection of the same
