@@ -141,6 +141,7 @@ fn run_records_older_than_the_retention_are_purged() {
         r.status = RunStatus::Ok;
         runs.insert(r).unwrap();
     }
+    runs.drain();
     assert_eq!(runs.purge(now_ms() - 60_000).unwrap(), 0);
     assert_eq!(runs.purge(now_ms() + 60_000).unwrap(), 5);
     assert!(

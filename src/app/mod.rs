@@ -446,6 +446,8 @@ impl App {
         if let Some(w) = workers {
             let _ = tokio::task::spawn_blocking(move || w.join()).await;
         }
+        let runs = Arc::clone(&self.runs);
+        let _ = tokio::task::spawn_blocking(move || runs.drain()).await;
         if let Err(e) = self.queue.sync().await {
             tracing::error!(error = %e, "Final flush failed.");
         }

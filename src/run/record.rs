@@ -288,13 +288,14 @@ impl RunFilter {
 
 /// Where run records are kept (a backend's part of the storage seam).
 pub trait RunRecords: Send + Sync + 'static {
-    /// Stores `record` and announces it to subscribers.
+    /// Stores `record` and announces it to subscribers once `list` and `get` see
+    /// it (a backend may store it after this returns).
     ///
     /// # Errors
     /// On store failure.
     fn insert(&self, record: RunRecord) -> Result<(), StoreError>;
 
-    /// Every record as it is stored (tests await runs with this, never sleep).
+    /// Every record once it is stored (tests await runs with this, never sleep).
     fn subscribe(&self) -> broadcast::Receiver<Arc<RunRecord>>;
 
     /// Records matching `filter`, newest first, at most `limit`.
@@ -309,6 +310,10 @@ pub trait RunRecords: Send + Sync + 'static {
     /// On store failure.
     fn get(&self, id: u64) -> Result<Option<RunRecord>, StoreError>;
 
+    /// Returns once every record inserted before is stored (at shutdown, before
+    /// the final flush; benchmarks before they count).
+    fn drain(&self) {}
+
     /// Deletes records stored before `cutoff_ms`; returns how many.
     ///
     /// # Errors
@@ -321,31 +326,83 @@ pub(crate) type RunStore = Arc<dyn RunRecords>;
 
 /// Run records on sled: tree `runs`, key run id (u64 BE), value stored ms (i64 BE)
 /// + the record's JSON. Flushed lazily: a record lost in a crash costs no work.
+///
+/// Workers serialise a record and hand it to one thread, `spur-records`, which
+/// stores it and then announces it. A sled write waits while the queue's writer
+/// applies a batch (sled's batch lock); the records thread waits there instead
+/// of the workers.
 pub struct SledRunRecords {
     tree: sled::Tree,
-    store: Store,
+    clock: crate::clock::SharedClock,
     settled: broadcast::Sender<Arc<RunRecord>>,
+    to_store: std::sync::mpsc::Sender<ToStore>,
+}
+
+/// What workers hand the records thread.
+enum ToStore {
+    /// A record and its stored value.
+    Record(Vec<u8>, Arc<RunRecord>),
+    /// Answered once everything handed over before it is stored.
+    Barrier(std::sync::mpsc::Sender<()>),
 }
 
 impl SledRunRecords {
     pub fn open(store: &Store) -> RunStore {
         let (settled, _) = broadcast::channel(4096);
+        let (to_store, rx) = std::sync::mpsc::channel();
+        let tree = store.runs_tree().clone();
+        let (on, announce) = (tree.clone(), settled.clone());
+        std::thread::Builder::new()
+            .name("spur-records".into())
+            .spawn(move || store_records(&on, &rx, &announce))
+            .expect("spawning the records thread must succeed at start-up");
         Arc::new(Self {
-            tree: store.runs_tree().clone(),
-            store: store.clone(),
+            tree,
+            clock: Arc::clone(store.clock()),
             settled,
+            to_store,
         })
+    }
+}
+
+/// The records thread (until every handle is gone): store, then announce.
+fn store_records(
+    tree: &sled::Tree,
+    rx: &std::sync::mpsc::Receiver<ToStore>,
+    settled: &broadcast::Sender<Arc<RunRecord>>,
+) {
+    while let Ok(item) = rx.recv() {
+        match item {
+            ToStore::Record(value, record) => match tree.insert(id_key(record.id), value) {
+                Ok(_) => {
+                    let _ = settled.send(record);
+                }
+                Err(e) => {
+                    tracing::error!(run = record.id, error = %e, "Storing a run record failed.");
+                }
+            },
+            ToStore::Barrier(done) => {
+                let _ = done.send(());
+            }
+        }
     }
 }
 
 impl RunRecords for SledRunRecords {
     fn insert(&self, record: RunRecord) -> Result<(), StoreError> {
         let mut value = Vec::with_capacity(512);
-        value.extend_from_slice(&self.store.now_ms().to_be_bytes());
+        value.extend_from_slice(&self.clock.now_ms().to_be_bytes());
         serde_json::to_writer(&mut value, &record).expect("a run record always serialises");
-        self.tree.insert(id_key(record.id), value)?;
-        let _ = self.settled.send(Arc::new(record));
+        // The thread ends only once this handle is dropped.
+        let _ = self.to_store.send(ToStore::Record(value, Arc::new(record)));
         Ok(())
+    }
+
+    fn drain(&self) {
+        let (done, stored) = std::sync::mpsc::channel();
+        if self.to_store.send(ToStore::Barrier(done)).is_ok() {
+            let _ = stored.recv();
+        }
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<RunRecord>> {

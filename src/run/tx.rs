@@ -43,6 +43,10 @@ pub(crate) struct RunTx {
     unsynced: bool,
     /// Journal state changes (a run), or not (a change from outside any run).
     journaled: bool,
+    /// The job had no journal in the store when this execution started (its
+    /// first execution, dispatched by this process): until this execution commits
+    /// journal entries, a journal lookup needs no read.
+    fresh: bool,
 }
 
 impl RunTx {
@@ -56,7 +60,15 @@ impl RunTx {
             wrote_journal: false,
             unsynced: false,
             journaled: true,
+            fresh: false,
         }
+    }
+
+    /// A transaction for the first execution of a job that has no journal yet.
+    pub(crate) fn fresh(job: u64, queue: Queue, state: Arc<dyn StateStore>) -> Self {
+        let mut tx = Self::new(job, queue, state);
+        tx.fresh = true;
+        tx
     }
 
     /// A transaction outside any run (the admin API): its state changes are ordered
@@ -75,6 +87,9 @@ impl RunTx {
     pub(crate) fn journal_get(&self, key: &str) -> Result<Option<Value>, TxError> {
         if let Some(v) = self.pending.journal_of(key) {
             return Ok(Some(v.clone()));
+        }
+        if self.fresh && !self.wrote_journal {
+            return Ok(None);
         }
         Ok(self.queue.journal_get(self.job, key)?)
     }
@@ -140,7 +155,11 @@ impl RunTx {
         if !self.locked.contains(&name) {
             self.locked.push(name);
         }
-        let live = self.state_read(ns, key)?;
+        // A `set` does not depend on what it replaces.
+        let live = match op {
+            StateOp::Set { .. } => None,
+            _ => self.state_read(ns, key)?,
+        };
         let (change, result) = op.apply(key, live.as_ref(), self.state.now_ms())?;
         match change {
             Change::Keep => {}

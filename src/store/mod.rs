@@ -64,7 +64,27 @@ struct Inner {
     flusher: Flusher,
     clock: SharedClock,
     staged: Staged,
+    ids: Ids,
 }
+
+/// Ids handed out from blocks: one sled id `g` reserves the block
+/// `[g * ID_BLOCK, (g + 1) * ID_BLOCK)`, and the ids inside it cost an atomic add.
+/// sled's own generator takes the database's shared lock, which waits while the
+/// writer applies a batch; taking it once per block keeps workers from queueing
+/// behind the writer for their run ids. sled's ids increase across restarts (also
+/// after a crash), so every block starts above every id handed out before.
+#[derive(Default)]
+struct Ids {
+    /// The next id and the end of its block, packed as (next, end) under a lock
+    /// only when the block runs out.
+    next: std::sync::atomic::AtomicU64,
+    end: std::sync::atomic::AtomicU64,
+    refill: parking_lot::Mutex<()>,
+}
+
+/// Ids per block (see [`Ids`]): small enough that ids stay far below 2^53, so
+/// JSON readers that use doubles see them exactly.
+const ID_BLOCK: u64 = 1024;
 
 type StagedValue = (u64, Option<Vec<u8>>);
 
@@ -158,6 +178,7 @@ impl Store {
                 flusher,
                 clock,
                 staged: Staged::default(),
+                ids: Ids::default(),
             }),
         })
     }
@@ -201,7 +222,33 @@ impl Store {
     /// # Errors
     /// On sled I/O failure.
     pub fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.db.generate_id()?)
+        use std::sync::atomic::Ordering;
+        let ids = &self.inner.ids;
+        loop {
+            let end = ids.end.load(Ordering::Acquire);
+            let id = ids.next.fetch_add(1, Ordering::AcqRel);
+            if id < end {
+                return Ok(id);
+            }
+            let _refill = ids.refill.lock();
+            if ids.end.load(Ordering::Acquire) != end {
+                continue; // Another thread refilled meanwhile.
+            }
+            let start = self
+                .inner
+                .db
+                .generate_id()?
+                .checked_mul(ID_BLOCK)
+                .ok_or_else(|| StoreError::Corrupt {
+                    key: "id generator".into(),
+                    reason: "ids exhausted".into(),
+                })?;
+            // `end` moves last, so a thread that sees the new end takes from the
+            // new block.
+            ids.next.store(start + 1, Ordering::Release);
+            ids.end.store(start + ID_BLOCK, Ordering::Release);
+            return Ok(start);
+        }
     }
 
     /// Waits until every write made before this call is on disk (shared fsync).

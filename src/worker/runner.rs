@@ -102,7 +102,12 @@ pub(crate) fn execute(deps: &WorkerDeps, lease: &mut Lease) -> Execution {
     if newly_pinned {
         ctx.pin.clone_from(&job.pinned);
     }
-    ctx.journal = Some(JournalRef::Durable(Box::new(RunTx::new(
+    let tx = if is_fresh(lease) {
+        RunTx::fresh
+    } else {
+        RunTx::new
+    };
+    ctx.journal = Some(JournalRef::Durable(Box::new(tx(
         job.id,
         deps.queue.clone(),
         Arc::clone(&deps.engine.host.state),
