@@ -383,3 +383,42 @@ async fn slack_buttons_decide_with_a_valid_signature_only() {
         "{audit}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_ask_and_wait_arguments_fail_the_run_at_once() {
+    let t = TestApp::builder()
+        .script(
+            "bad.rhai",
+            r#"on_track("Typo", |e| { approval::ask(#{ tittle: "Refund?" }); });
+            on_track("No Title", |e| { approval::ask(#{ body: "x" }); });
+            on_track("Bad Email", |e| { approval::ask(#{ title: "t", email: "not an address" }); });
+            on_track("Bad Sleep", |e| { time::sleep("soon"); });"#,
+        )
+        .start()
+        .await;
+    for event in ["Typo", "No Title", "Bad Email", "Bad Sleep"] {
+        t.post("/v1/track", &json!({"userId": event, "event": event}))
+            .await;
+    }
+    let runs = t.wait_run_count(4, 10).await;
+    let message = |event: &str| {
+        let run = runs
+            .iter()
+            .find(|r| r.user.as_deref() == Some(event))
+            .unwrap();
+        assert_eq!(
+            run.status,
+            RunStatus::Failed,
+            "not retried, the same arguments fail again: {run:?}"
+        );
+        run.error.as_ref().unwrap().message.clone()
+    };
+    assert!(message("Typo").contains("unknown option `tittle`"));
+    assert!(message("No Title").contains("`title` is required"));
+    assert!(message("Bad Email").contains("\"not an address\" is not an email address"));
+    assert!(
+        message("Bad Sleep").contains("time::sleep"),
+        "{}",
+        message("Bad Sleep")
+    );
+}

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::convert::{to_dynamic, to_json, to_text};
 use super::ctx::{WaitMode, with_run};
 use super::journal;
-use super::{Host, error, placed};
+use super::{Host, error, permanent, placed};
 use crate::approval::{Approval, Status, slack};
 use crate::event::format_time;
 use crate::queue::{Wait, WaitKind};
@@ -352,9 +352,9 @@ pub(crate) fn require_for_call(
 }
 
 fn duration_of(what: &str, v: &Dynamic) -> Res<Duration> {
-    let d = super::convert::to_duration(v).map_err(|e| error(format!("{what}: {e}")))?;
+    let d = super::convert::to_duration(v).map_err(|e| permanent(format!("{what}: {e}")))?;
     if d > MAX_WAIT {
-        return Err(error(format!(
+        return Err(permanent(format!(
             "{what}: {} is longer than a year",
             crate::duration::format(d)
         )));
@@ -437,7 +437,7 @@ fn parse_ask(host: &Host, spec: &Map) -> Res<Ask> {
     ];
     for k in spec.keys() {
         if !KEYS.contains(&k.as_str()) {
-            return Err(error(format!(
+            return Err(permanent(format!(
                 "approval::ask: unknown option `{k}` (known: {})",
                 KEYS.join(", ")
             )));
@@ -447,7 +447,7 @@ fn parse_ask(host: &Host, spec: &Map) -> Res<Ask> {
         .get("title")
         .map(to_text)
         .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| error("approval::ask: `title` is required"))?;
+        .ok_or_else(|| permanent("approval::ask: `title` is required"))?;
     let approvers = match spec.get("approvers") {
         None => Vec::new(),
         Some(v) if v.is_array() => v
@@ -458,7 +458,7 @@ fn parse_ask(host: &Host, spec: &Map) -> Res<Ask> {
             .collect(),
         Some(v) if v.is_string() => vec![to_text(v)],
         Some(_) => {
-            return Err(error(
+            return Err(permanent(
                 "approval::ask: `approvers` must be an array of names or emails",
             ));
         }
@@ -467,7 +467,7 @@ fn parse_ask(host: &Host, spec: &Map) -> Res<Ask> {
         None | Some("reject") => false,
         Some("approve") => true,
         Some(other) => {
-            return Err(error(format!(
+            return Err(permanent(format!(
                 "approval::ask: `on_expiry` must be \"reject\" or \"approve\", got {other:?}"
             )));
         }
@@ -479,7 +479,7 @@ fn parse_ask(host: &Host, spec: &Map) -> Res<Ask> {
             .get("data")
             .map(to_json)
             .transpose()
-            .map_err(|e| error(format!("approval::ask: data: {e}")))?
+            .map_err(|e| permanent(format!("approval::ask: data: {e}")))?
             .unwrap_or(Value::Null),
         approvers,
         channel: spec.get("channel").map(to_text),
@@ -504,13 +504,13 @@ fn email_list(v: &Dynamic) -> Res<Vec<String>> {
     } else if v.is_string() {
         vec![to_text(v)]
     } else {
-        return Err(error(
+        return Err(permanent(
             "approval::ask: `email` must be an address or an array of addresses",
         ));
     };
     for a in &list {
         if a.parse::<lettre::Address>().is_err() {
-            return Err(error(format!(
+            return Err(permanent(format!(
                 "approval::ask: `email`: {a:?} is not an email address"
             )));
         }
