@@ -81,6 +81,7 @@ impl Storage {
     }
 
     /// The backend's job queue; `dispatch` decides which handlers an event runs.
+    /// Called once per `Storage`: each queue starts its own writer.
     ///
     /// # Errors
     /// When the queue cannot be opened (its parked runs read back).

@@ -386,13 +386,13 @@ pub(crate) fn sleep(host: &Host, v: &Dynamic) -> Res<()> {
 /// matches every key of the filter (dotted keys reach inside), or `()`.
 fn wait_for(host: &Host, filter: &Map, timeout: &Dynamic) -> Res<Dynamic> {
     let d = duration_of("wait_for", timeout)?;
-    let Value::Object(filter) =
-        to_json(&Dynamic::from_map(filter.clone())).map_err(|e| error(format!("wait_for: {e}")))?
+    let Value::Object(filter) = to_json(&Dynamic::from_map(filter.clone()))
+        .map_err(|e| permanent(format!("wait_for: {e}")))?
     else {
         unreachable!("a map converts to a JSON object");
     };
     if filter.is_empty() {
-        return Err(error(
+        return Err(permanent(
             "wait_for: the filter must name at least one field, e.g. #{ event: \"Project Created\", userId: e.userId }",
         ));
     }

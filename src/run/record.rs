@@ -335,8 +335,14 @@ pub struct SledRunRecords {
     tree: sled::Tree,
     clock: crate::clock::SharedClock,
     settled: broadcast::Sender<Arc<RunRecord>>,
-    to_store: std::sync::mpsc::Sender<ToStore>,
+    /// `None` only while dropping (so the thread sees the channel close).
+    to_store: Option<std::sync::mpsc::SyncSender<ToStore>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
+
+/// Records waiting for the records thread at most; a worker that finds the queue
+/// full waits (memory stays bounded if the disk falls behind).
+const RECORDS_QUEUED: usize = 16_384;
 
 /// What workers hand the records thread.
 enum ToStore {
@@ -349,10 +355,10 @@ enum ToStore {
 impl SledRunRecords {
     pub fn open(store: &Store) -> RunStore {
         let (settled, _) = broadcast::channel(4096);
-        let (to_store, rx) = std::sync::mpsc::channel();
+        let (to_store, rx) = std::sync::mpsc::sync_channel(RECORDS_QUEUED);
         let tree = store.runs_tree().clone();
         let (on, announce) = (tree.clone(), settled.clone());
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("spur-records".into())
             .spawn(move || store_records(&on, &rx, &announce))
             .expect("spawning the records thread must succeed at start-up");
@@ -360,8 +366,27 @@ impl SledRunRecords {
             tree,
             clock: Arc::clone(store.clock()),
             settled,
-            to_store,
+            to_store: Some(to_store),
+            thread: Some(thread),
         })
+    }
+
+    fn send(&self, item: ToStore) -> Result<(), StoreError> {
+        self.to_store
+            .as_ref()
+            .and_then(|tx| tx.send(item).ok())
+            .ok_or(StoreError::Closed)
+    }
+}
+
+impl Drop for SledRunRecords {
+    /// Ends the records thread once it stored what it was given, so the store's
+    /// files are free again when the last handle goes.
+    fn drop(&mut self) {
+        drop(self.to_store.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -393,14 +418,12 @@ impl RunRecords for SledRunRecords {
         let mut value = Vec::with_capacity(512);
         value.extend_from_slice(&self.clock.now_ms().to_be_bytes());
         serde_json::to_writer(&mut value, &record).expect("a run record always serialises");
-        // The thread ends only once this handle is dropped.
-        let _ = self.to_store.send(ToStore::Record(value, Arc::new(record)));
-        Ok(())
+        self.send(ToStore::Record(value, Arc::new(record)))
     }
 
     fn drain(&self) {
         let (done, stored) = std::sync::mpsc::channel();
-        if self.to_store.send(ToStore::Barrier(done)).is_ok() {
+        if self.send(ToStore::Barrier(done)).is_ok() {
             let _ = stored.recv();
         }
     }

@@ -81,9 +81,13 @@ impl SledSources {
     }
 }
 
+fn encode(source: &StoredSource) -> Vec<u8> {
+    serde_json::to_vec(source).expect("a source serialises")
+}
+
 impl ScriptSources for SledSources {
     fn put_if_absent(&self, hash: &str, source: &StoredSource) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(source).expect("a source serialises");
+        let bytes = encode(source);
         // A lost race means the same content is stored: either way it is there.
         let _ = self
             .tree
@@ -92,8 +96,7 @@ impl ScriptSources for SledSources {
     }
 
     fn put(&self, hash: &str, source: &StoredSource) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(source).expect("a source serialises");
-        self.tree.insert(hash.as_bytes(), bytes)?;
+        self.tree.insert(hash.as_bytes(), encode(source))?;
         Ok(())
     }
 

@@ -75,8 +75,8 @@ struct Inner {
 /// after a crash), so every block starts above every id handed out before.
 #[derive(Default)]
 struct Ids {
-    /// The next id and the end of its block, packed as (next, end) under a lock
-    /// only when the block runs out.
+    /// The next id of the current block, and the block's end; `refill` is taken
+    /// only when the block has run out.
     next: std::sync::atomic::AtomicU64,
     end: std::sync::atomic::AtomicU64,
     refill: parking_lot::Mutex<()>,

@@ -93,6 +93,11 @@ impl OutboxStore for SledOutbox {
         let mut out = Vec::new();
         for item in self.tree.iter().take(n) {
             let (k, v) = item?;
+            if k.len() != 8 {
+                // Not an id of ours: it could never be removed by id.
+                self.tree.remove(&k)?;
+                continue;
+            }
             out.push((key_id(&k), serde_json::from_slice(&v).ok()));
         }
         Ok(out)
