@@ -302,6 +302,19 @@ async fn approvals_are_decided_as_the_logged_in_client() {
         .collect();
     logs.sort_unstable();
     assert_eq!(logs, ["refund approved by ops", "refund rejected by dana"]);
+    // An approval's card links to its job's runs: the park and the resumed run.
+    let job = pending["approvals"][0]["job_id"].as_u64().unwrap();
+    let (_, of_job) = t.admin_get(&format!("/api/runs?job={job}")).await;
+    let statuses: Vec<&str> = of_job["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["job_id"], job, "{r}");
+            r["status"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(statuses, ["ok", "waiting"], "newest first: {of_job}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -247,6 +247,16 @@ async fn approve(t: &TestApp, b: &Browser) {
     b.go("#/approvals").await;
     b.find(".approval button.approve").await;
     screenshot(b, "approvals").await;
+    let link = b
+        .eval(
+            "return document.querySelector('.approval a.job').getAttribute('href')",
+            json!([]),
+        )
+        .await;
+    assert!(
+        link.as_str().is_some_and(|l| l.starts_with("#/runs?job=")),
+        "the card links to its job's runs: {link}"
+    );
     b.type_into(".approval textarea.comment", "within policy")
         .await;
     b.click(".approval button.approve").await;

@@ -37,6 +37,8 @@ struct RunsQuery {
     since: Option<String>,
     /// Started before: the same forms.
     until: Option<String>,
+    /// The runs of one job (its attempts and executions).
+    job: Option<u64>,
     limit: Option<usize>,
     after: Option<u64>,
     before: Option<u64>,
@@ -106,7 +108,7 @@ async fn list_runs(
         before: q.before,
         since_ms: moment(&st, "since", q.since.as_deref())?,
         until_ms: moment(&st, "until", q.until.as_deref())?,
-        job_id: None,
+        job_id: q.job,
     };
     loop {
         let runs = st.runs.list(&filter, limit)?;

@@ -466,7 +466,7 @@ async function approvals(root) {
         a.expires_at && [h("dt", {}, "Expires"), h("dd", {}, `${when(a.expires_at)} (then ${a.approve_on_expiry ? "approved" : "rejected"})`)],
         a.approvers && [h("dt", {}, "Approvers"), h("dd", {}, a.approvers.join(", "))],
         a.email && [h("dt", {}, "Emailed"), h("dd", {}, a.email.join(", "))],
-        h("dt", {}, "Run"), h("dd", {}, `job ${a.job_id}`)),
+        h("dt", {}, "Run"), h("dd", {}, h("a", { href: `#/runs${qs({ job: a.job_id })}`, class: "job" }, `job ${a.job_id}`))),
       a.data && Object.keys(a.data).length ? json(a.data) : null,
       mayDecide
         ? h("div", { class: "actions" }, comment,
