@@ -30,7 +30,7 @@ pub struct Storage {
     backend: Backend,
 }
 
-/// The backend itself, for what only it can do (open its queue, flush at exit).
+/// The backend itself, for what only it can do (open its queue).
 enum Backend {
     Sled(Store),
 }
