@@ -225,15 +225,27 @@ async fn the_audit_log_records_reloads_and_refuses_foreign_origins() {
         .unwrap();
     assert_eq!(resp.status(), 403, "{}", resp.text().await.unwrap());
 
-    // An edited script is audited with its new hash before it goes live.
+    // An edited script is audited with its new hash before it goes live. It is
+    // saved by rename, so no reload ever sees it half written.
     let mut changed = t.app.scripts.subscribe();
     changed.borrow_and_update();
-    let path = t.dir.path().join("scripts/support.rhai");
-    std::fs::write(&path, SCRIPT.replace("\"pro\"", "\"team\"")).unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(5), changed.changed())
-        .await
-        .expect("reloaded")
-        .unwrap();
+    let edited = SCRIPT.replace("\"pro\"", "\"team\"");
+    let dir = t.dir.path().join("scripts");
+    std::fs::write(dir.join(".support.rhai.tmp"), &edited).unwrap();
+    std::fs::rename(dir.join(".support.rhai.tmp"), dir.join("support.rhai")).unwrap();
+    while !t
+        .app
+        .scripts
+        .get()
+        .scripts
+        .iter()
+        .any(|s| *s.source == edited)
+    {
+        tokio::time::timeout(std::time::Duration::from_secs(5), changed.changed())
+            .await
+            .expect("reloaded")
+            .unwrap();
+    }
     let (_, audit) = t.admin_get("/api/audit?action=script").await;
     let entries = audit["entries"].as_array().unwrap();
     let actions: Vec<&str> = entries

@@ -22,34 +22,45 @@ fn script(version: &str) -> String {
 /// content: what counts is what the reload took.
 async fn save(t: &TestApp, path: &Path, text: &str) -> Duration {
     let file = in_scripts(t, path);
-    save_until(t, path, text, |set| {
-        let failed = set
-            .errors
-            .iter()
-            .any(|e| Path::new(&e.file).ends_with(file));
-        // Modules keep no text: one loaded from this file, without an error, counts.
-        !failed
-            && (set
-                .scripts
-                .iter()
-                .any(|s| s.path.ends_with(file) && &*s.source == text)
-                || set
-                    .module_sources
-                    .iter()
-                    .any(|(_, f)| Path::new(f).ends_with(file)))
-    })
+    reload_until(
+        t,
+        || std::fs::write(path, text).unwrap(),
+        |set| loaded(set, file, text),
+    )
     .await
 }
 
 /// [`save`] of a text that does not compile: waits until its error is listed.
 async fn save_broken(t: &TestApp, path: &Path, text: &str) {
     let file = in_scripts(t, path);
-    save_until(t, path, text, |set| {
-        set.errors
-            .iter()
-            .any(|e| Path::new(&e.file).ends_with(file))
-    })
+    reload_until(
+        t,
+        || std::fs::write(path, text).unwrap(),
+        |set| {
+            set.errors
+                .iter()
+                .any(|e| Path::new(&e.file).ends_with(file))
+        },
+    )
     .await;
+}
+
+/// Whether `set` holds `file` with exactly `text`, and no error for it.
+fn loaded(set: &spur::script::ScriptSet, file: &Path, text: &str) -> bool {
+    let failed = set
+        .errors
+        .iter()
+        .any(|e| Path::new(&e.file).ends_with(file));
+    // Modules keep no text: one loaded from this file, without an error, counts.
+    !failed
+        && (set
+            .scripts
+            .iter()
+            .any(|s| s.path.ends_with(file) && &*s.source == text)
+            || set
+                .module_sources
+                .iter()
+                .any(|(_, f)| Path::new(f).ends_with(file)))
 }
 
 /// `path` from the test's dir on (`scripts/lib/greet.rhai`), so an override is not
@@ -58,24 +69,25 @@ fn in_scripts<'a>(t: &TestApp, path: &'a Path) -> &'a Path {
     path.strip_prefix(t.dir.path()).unwrap()
 }
 
-async fn save_until(
+/// Makes `change` to the scripts directory, then waits (bounded) for a reload whose
+/// set satisfies `took`: a reload left over from an earlier change never counts.
+async fn reload_until(
     t: &TestApp,
-    path: &Path,
-    text: &str,
+    change: impl FnOnce(),
     took: impl Fn(&spur::script::ScriptSet) -> bool,
 ) -> Duration {
     let mut changed = t.app.scripts.subscribe();
     changed.borrow_and_update();
     let saved = Instant::now();
-    std::fs::write(path, text).unwrap();
+    change();
     loop {
+        if took(&t.app.scripts.get()) {
+            return saved.elapsed();
+        }
         tokio::time::timeout(Duration::from_secs(5), changed.changed())
             .await
             .expect("reloaded within 5 s")
             .unwrap();
-        if took(&t.app.scripts.get()) {
-            return saved.elapsed();
-        }
     }
 }
 
@@ -130,14 +142,16 @@ async fn edits_go_live_broken_saves_keep_the_last_good_version() {
     assert_eq!(ping(&t, 4).await, "v4");
 
     // Editor pattern: write a temp file, then rename over the script.
-    let mut changed = t.app.scripts.subscribe();
-    changed.borrow_and_update();
-    std::fs::write(dir.join(".ping.rhai.swp"), script("v5")).unwrap();
-    std::fs::rename(dir.join(".ping.rhai.swp"), &file).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), changed.changed())
-        .await
-        .unwrap()
-        .unwrap();
+    let v5 = script("v5");
+    reload_until(
+        &t,
+        || {
+            std::fs::write(dir.join(".ping.rhai.swp"), &v5).unwrap();
+            std::fs::rename(dir.join(".ping.rhai.swp"), &file).unwrap();
+        },
+        |set| loaded(set, in_scripts(&t, &file), &v5),
+    )
+    .await;
     assert_eq!(ping(&t, 5).await, "v5");
 
     // Truncate, then write in two steps.
@@ -157,13 +171,12 @@ async fn deleting_a_script_removes_its_handlers() {
         .start()
         .await;
     let file = t.dir.path().join("scripts/ping.rhai");
-    let mut changed = t.app.scripts.subscribe();
-    changed.borrow_and_update();
-    std::fs::remove_file(&file).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), changed.changed())
-        .await
-        .unwrap()
-        .unwrap();
+    reload_until(
+        &t,
+        || std::fs::remove_file(&file).unwrap(),
+        |set| !set.scripts.iter().any(|s| s.path.ends_with("ping.rhai")),
+    )
+    .await;
     t.post("/v1/track", &json!({"userId": "u", "event": "Ping"}))
         .await;
     t.post("/v1/track", &json!({"userId": "u", "event": "Sentinel"}))
