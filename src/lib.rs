@@ -36,6 +36,7 @@ pub(crate) mod json;
 pub mod local;
 pub(crate) mod mcp;
 pub mod metrics;
+pub mod nats;
 pub mod queue;
 pub(crate) mod repl;
 pub mod run;

@@ -51,6 +51,14 @@ impl Storage {
                         .context("opening the store")?;
                 Self::sled(store)
             }
+            StoreBackend::Nats => {
+                let cluster = crate::nats::Cluster::connect(&config.nats).await?;
+                anyhow::bail!(
+                    "store.backend = \"nats\": the stream {:?} at {} is ready, but this build keeps jobs and state on sled only (the NATS job queue is not built yet); use store.backend = \"sled\"",
+                    cluster.stream(),
+                    config.nats.servers.join(", ")
+                )
+            }
         }
     }
 

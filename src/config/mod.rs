@@ -32,6 +32,8 @@ pub struct Config {
     pub store: StoreBackend,
     /// `[store] sled_mode`: how the embedded store trades disk for write speed.
     pub sled_mode: SledMode,
+    /// `[nats]`: the JetStream cluster of `store.backend = "nats"`.
+    pub nats: NatsConfig,
     /// Webhook sources' settings (`[sources.NAME]`), by name.
     pub sources: BTreeMap<String, SourceConfig>,
     /// Named outbound connections (`[connections.NAME]`), by name.
@@ -318,6 +320,59 @@ pub enum StoreBackend {
     /// The embedded store in `server.data_dir` (no setup).
     #[default]
     Sled,
+    /// A NATS JetStream cluster (`[nats]`), shared by several daemons.
+    Nats,
+}
+
+/// `[nats]`: how to reach the JetStream cluster and what to call spur's stream in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsConfig {
+    /// Server URLs (`nats://host:4222`, `tls://host:4222`); the client fails over
+    /// between them.
+    pub servers: Vec<String>,
+    /// Copies JetStream keeps of spur's stream (1, 3 or 5; 3 on a cluster).
+    pub replicas: usize,
+    /// Names spur's stream (`SPUR`) and its subjects (`spur.>`), so two deployments
+    /// can share a cluster.
+    pub prefix: String,
+    pub auth: NatsAuth,
+    pub tls: Option<NatsTls>,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            replicas: 1,
+            prefix: "spur".into(),
+            auth: NatsAuth::None,
+            tls: None,
+        }
+    }
+}
+
+/// How spur authenticates to NATS (at most one way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatsAuth {
+    None,
+    /// `creds`: a credentials file (JWT and NKey seed) of a decentralised account.
+    Creds(PathBuf),
+    Token(Secret),
+    UserPassword {
+        user: String,
+        password: Secret,
+    },
+}
+
+/// `[nats.tls]`: TLS to the servers (also turned on by a `tls://` URL).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsTls {
+    /// PEM file of the CA the servers' certificates are checked against (default:
+    /// the system's roots).
+    pub ca: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for servers that verify clients.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 /// `[store] sled_mode`: sled's own trade-off. `low_space` (the default) rewrites
@@ -448,6 +503,7 @@ impl Default for Config {
             },
             store: StoreBackend::Sled,
             sled_mode: SledMode::LowSpace,
+            nats: NatsConfig::default(),
             sources: BTreeMap::new(),
             connections: BTreeMap::new(),
             env_allow: Vec::new(),
@@ -506,6 +562,10 @@ impl Config {
         }
         for client in self.clients.values() {
             push(&client.token);
+        }
+        match &self.nats.auth {
+            NatsAuth::Token(t) | NatsAuth::UserPassword { password: t, .. } => push(t),
+            NatsAuth::None | NatsAuth::Creds(_) => {}
         }
         out.sort();
         out.dedup();

@@ -43,6 +43,7 @@ const SECTIONS: &[(&str, ReadSection)] = &[
     ("retry", sections::retry),
     ("retention", sections::retention),
     ("store", sections::store),
+    ("nats", sections::nats),
     ("env", sections::env),
     ("approvals", sections::approvals),
     ("agents", sections::agents),

@@ -138,6 +138,90 @@ pub(super) fn store(s: &mut Section<'_, '_>, cfg: &mut Config) {
     s.set("sled_mode", &mut cfg.sled_mode, parse_sled_mode);
 }
 
+/// `[nats]`: checked here as far as it can be without a server (URL schemes, the
+/// prefix's characters, one way to authenticate); the cluster itself is checked
+/// when the daemon connects.
+pub(super) fn nats(s: &mut Section<'_, '_>, cfg: &mut Config) {
+    use crate::config::{NatsAuth, NatsTls};
+    let c = &mut cfg.nats;
+    if let Some(servers) = s.get("servers", parse_string_list) {
+        let servers: Vec<String> = servers
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if servers.is_empty() {
+            s.problem("servers", "lists no server");
+        }
+        for url in &servers {
+            if let Some((scheme, _)) = url.split_once("://")
+                && !matches!(scheme, "nats" | "tls")
+            {
+                s.problem(
+                    "servers",
+                    &format!("{url:?}: expected a nats:// or tls:// URL"),
+                );
+            }
+        }
+        c.servers = servers;
+    }
+    if let Some(n) = s.get("replicas", int(1, 5)) {
+        c.replicas = n as usize;
+    }
+    if let Some(prefix) = s.get("prefix", parse_string) {
+        if prefix.is_empty()
+            || prefix.len() > 32
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            s.problem(
+                "prefix",
+                &format!("{prefix:?}: expected 1 to 32 letters, digits, '_' or '-'"),
+            );
+        } else {
+            c.prefix = prefix;
+        }
+    }
+    let mut creds = PathBuf::new();
+    s.path("creds", &mut creds);
+    let token = non_empty(s.get("token", parse_secret));
+    let user = s.get("user", parse_string).filter(|u| !u.is_empty());
+    let password = non_empty(s.get("password", parse_secret));
+    let ways = [
+        !creds.as_os_str().is_empty(),
+        token.is_some(),
+        user.is_some(),
+    ];
+    if ways.into_iter().filter(|w| *w).count() > 1 {
+        s.problem("token", "creds, token and user/password exclude each other");
+    }
+    if user.is_some() != password.is_some() {
+        s.problem("password", "user and password go together");
+    }
+    c.auth = match (token, user, password) {
+        (Some(t), _, _) => NatsAuth::Token(t),
+        (None, Some(user), Some(password)) => NatsAuth::UserPassword { user, password },
+        _ if !creds.as_os_str().is_empty() => NatsAuth::Creds(creds),
+        _ => NatsAuth::None,
+    };
+    if let Some(mut t) = s.table("tls") {
+        let (mut ca, mut cert, mut key) = (PathBuf::new(), PathBuf::new(), PathBuf::new());
+        t.path("ca", &mut ca);
+        t.path("cert", &mut cert);
+        t.path("key", &mut key);
+        if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
+            t.problem("key", "cert and key go together");
+        }
+        let some = |p: PathBuf| Some(p).filter(|p| !p.as_os_str().is_empty());
+        c.tls = Some(NatsTls {
+            ca: some(ca),
+            cert: some(cert),
+            key: some(key),
+        });
+    }
+}
+
 pub(super) fn approvals(s: &mut Section<'_, '_>, cfg: &mut Config) {
     let c = &mut cfg.approvals;
     s.set("slack_connection", &mut c.slack_connection, parse_string);

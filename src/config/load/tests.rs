@@ -143,3 +143,49 @@ fn approval_email_needs_a_sender_and_encryption_beyond_this_machine() {
     .unwrap();
     assert_eq!(c.approvals.email.unwrap().port, 25);
 }
+
+#[test]
+fn nats_settings_are_read_and_checked_before_any_connection() {
+    use crate::config::{NatsAuth, StoreBackend};
+    let c = load_from_str(
+        "[store]\nbackend = \"nats\"\n[nats]\nservers = [\"nats://a:4222\", \"tls://b:4222\"]\nreplicas = 3\nprefix = \"acme-prod\"\nuser = \"spur\"\npassword = \"hunter2\"\n[nats.tls]\nca = \"/etc/ca.pem\"",
+        None,
+        &env(&[]),
+    )
+    .unwrap();
+    assert_eq!(c.store, StoreBackend::Nats);
+    assert_eq!(c.nats.servers, ["nats://a:4222", "tls://b:4222"]);
+    assert_eq!((c.nats.replicas, c.nats.prefix.as_str()), (3, "acme-prod"));
+    assert!(matches!(&c.nats.auth, NatsAuth::UserPassword { user, .. } if user == "spur"));
+    assert_eq!(
+        c.nats.tls.as_ref().unwrap().ca.as_deref(),
+        Some(Path::new("/etc/ca.pem"))
+    );
+    assert!(c.secrets().contains(&"hunter2".to_owned()));
+    // From the environment: the usual comma-separated list.
+    let c = load_from_str(
+        "",
+        None,
+        &env(&[("SPUR_NATS_SERVERS", "nats://a:4222, nats://b:4222")]),
+    )
+    .unwrap();
+    assert_eq!(c.nats.servers, ["nats://a:4222", "nats://b:4222"]);
+
+    let err = load_from_str(
+        "[nats]\nservers = [\"ws://a:80\"]\nreplicas = 7\nprefix = \"a.b\"\ntoken = \"t\"\ncreds = \"x.creds\"\nuser = \"u\"\n[nats.tls]\ncert = \"c.pem\"",
+        None,
+        &env(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    for problem in [
+        "nats.servers: \"ws://a:80\": expected a nats:// or tls:// URL",
+        "nats.replicas: 7 is out of range (1..=5)",
+        "nats.prefix: \"a.b\": expected 1 to 32 letters, digits, '_' or '-'",
+        "nats.token: creds, token and user/password exclude each other",
+        "nats.password: user and password go together",
+        "nats.tls.key: cert and key go together",
+    ] {
+        assert!(err.contains(problem), "{problem} in {err}");
+    }
+}

@@ -64,8 +64,9 @@ pub(super) fn parse_int(v: &Value, min: i64, max: i64) -> Result<i64, String> {
 pub(super) fn parse_backend(v: &Value) -> Result<crate::config::StoreBackend, String> {
     match v.as_str() {
         Some("sled") => Ok(crate::config::StoreBackend::Sled),
+        Some("nats") => Ok(crate::config::StoreBackend::Nats),
         _ => Err(format!(
-            "expected \"sled\" (the embedded store; the only backend of this build), got {}",
+            "expected \"sled\" (the embedded store) or \"nats\" (a JetStream cluster), got {}",
             describe(v)
         )),
     }
