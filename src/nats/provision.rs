@@ -145,7 +145,14 @@ pub(super) async fn stream(js: &jetstream::Context, config: &NatsConfig) -> Resu
     use jetstream::context::CreateStreamErrorKind;
     let want = wanted(config);
     let name = want.name.clone();
-    let busy = |e: &jetstream::Error| e.error_code() == jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE;
+    // JetStream not ready, or a peer not known yet (a cluster forming).
+    let busy = |e: &jetstream::Error| {
+        [
+            jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE,
+            jetstream::ErrorCode::CLUSTER_NO_PEERS,
+        ]
+        .contains(&e.error_code())
+    };
     match js.get_stream(&name).await {
         Ok(s) => {
             let problems = mismatches(&s.cached_info().config, &want);
