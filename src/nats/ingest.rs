@@ -42,7 +42,9 @@ pub struct Retention {
 
 impl Cluster {
     /// Stores `events` (deduplicated by `messageId` across the cluster) and returns
-    /// once JetStream acknowledged them: replicated, on disk on a quorum.
+    /// once JetStream acknowledged them: written to the files of a quorum of
+    /// replicas (fsynced on the servers' own schedule, `sync_interval`; see
+    /// docs/operations.md, "Clusters").
     ///
     /// # Errors
     /// [`NatsError::Unavailable`] when the cluster does not take a batch; the
