@@ -271,6 +271,8 @@ impl App {
         );
         let parked = queue.waiting_jobs()?;
         timers.add_parked(&parked);
+        let parks = timers.clone();
+        queue.watch_parks(Arc::new(move |job| parks.add_parked(&[job])));
         let reconciled = approvals.reconcile().await?;
         if !parked.is_empty() {
             tracing::info!(parked = parked.len(), reconciled, "Parked runs restored.");

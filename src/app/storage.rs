@@ -33,6 +33,14 @@ pub struct Storage {
 /// The backend itself, for what only it can do (open its queue).
 enum Backend {
     Sled(Store),
+    /// Jobs, events and state in the cluster; what stays per node (run records,
+    /// dead letters, audit, the Segment outbox, script sources, approvals) on the
+    /// node's own store.
+    Nats {
+        cluster: crate::nats::Cluster,
+        local: Store,
+        retention: crate::nats::Retention,
+    },
 }
 
 impl Storage {
@@ -53,11 +61,27 @@ impl Storage {
             }
             StoreBackend::Nats => {
                 let cluster = crate::nats::Cluster::connect(&config.nats).await?;
-                anyhow::bail!(
-                    "store.backend = \"nats\": the stream {:?} at {} is ready, but this build keeps jobs and state on sled only (the NATS job queue is not built yet); use store.backend = \"sled\"",
-                    cluster.stream(),
-                    config.nats.servers.join(", ")
-                )
+                let data_dir = config.server.data_dir.clone();
+                let mode = config.sled_mode;
+                let local =
+                    tokio::task::spawn_blocking(move || Store::open_with(&data_dir, clock, mode))
+                        .await?
+                        .context("opening the node's own store")?;
+                let retention = crate::nats::Retention {
+                    dedup: config.retention.dedup,
+                    events: config.retention.events,
+                };
+                let mut storage = Self::sled(local.clone())?;
+                storage.state = Arc::new(crate::nats::NatsState::new(
+                    cluster.clone(),
+                    Arc::clone(local.clock()),
+                ));
+                storage.backend = Backend::Nats {
+                    cluster,
+                    local,
+                    retention,
+                };
+                Ok(storage)
             }
         }
     }
@@ -98,6 +122,12 @@ impl Storage {
             Backend::Sled(store) => {
                 SledQueue::open(store.clone(), dispatch).context("opening the queue")
             }
+            Backend::Nats {
+                cluster,
+                local,
+                retention,
+            } => crate::nats::NatsQueue::open(cluster.clone(), local.clone(), dispatch, *retention)
+                .context("opening the NATS queue"),
         }
     }
 }

@@ -11,14 +11,11 @@
 
 use std::time::Duration;
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::DirectGetErrorKind;
 use base64::Engine as _;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use super::batch::{Batch, Failure};
 use super::{Cluster, NatsError, PARTITIONS};
 use crate::queue::{IngestReceipt, PreparedEvent};
 
@@ -77,18 +74,18 @@ impl Cluster {
             let mut attempt = 0;
             loop {
                 match self.commit_events(events, &chunk, retention).await {
-                    Ok(()) => {
+                    Ok(_) => {
                         receipt.accepted += chunk.len();
                         break;
                     }
-                    Err(Commit::Transient(e)) => {
+                    Err(Failure::Transient(e)) => {
                         if tokio::time::Instant::now() + pause > deadline {
                             return Err(NatsError::Unavailable(e));
                         }
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(Duration::from_secs(1));
                     }
-                    Err(Commit::Taken) if attempt < 2 => {
+                    Err(Failure::Conflict) if attempt < 2 => {
                         attempt += 1;
                         let taken = self.taken(events, &chunk).await?;
                         chunk.retain(|i| !taken.contains(i));
@@ -97,12 +94,12 @@ impl Cluster {
                             break;
                         }
                     }
-                    Err(Commit::Taken) => {
+                    Err(Failure::Conflict) => {
                         return Err(NatsError::Unavailable(
                             "messageIds kept being claimed by concurrent requests".into(),
                         ));
                     }
-                    Err(Commit::Failed(e)) => return Err(NatsError::Unavailable(e)),
+                    Err(Failure::Failed(e)) => return Err(NatsError::Unavailable(e)),
                 }
             }
         }
@@ -117,65 +114,25 @@ impl Cluster {
         events: &[PreparedEvent],
         chunk: &[usize],
         retention: Retention,
-    ) -> Result<(), Commit> {
-        let batch = uuid::Uuid::new_v4().simple().to_string();
-        let dedup_ttl = ttl(retention.dedup);
-        let event_ttl = ttl(retention.events);
-        let total = chunk.len() * 2;
-        let mut n = 0;
+    ) -> Result<u64, Failure> {
+        let mut batch = Batch::default();
         for &i in chunk {
             let e = &events[i];
-            for (subject, payload, is_marker) in [
-                (self.marker_subject(&e.event.message_id), Bytes::new(), true),
-                (
-                    self.event_subject(e.event.user_key().unwrap_or(&e.event.message_id)),
-                    Bytes::copy_from_slice(&e.bytes),
-                    false,
-                ),
-            ] {
-                n += 1;
-                let mut h = HeaderMap::new();
-                h.insert("Nats-Batch-Id", batch.as_str());
-                h.insert("Nats-Batch-Sequence", n.to_string().as_str());
-                if is_marker {
-                    h.insert("Nats-Expected-Last-Subject-Sequence", "0");
-                    h.insert("Nats-TTL", dedup_ttl.as_str());
-                } else {
-                    h.insert("Nats-TTL", event_ttl.as_str());
-                    if let Some(tp) = &e.traceparent {
-                        h.insert("traceparent", tp.as_str());
-                    }
-                }
-                if n < total {
-                    self.client
-                        .publish_with_headers(subject, h, payload)
-                        .await
-                        .map_err(|e| Commit::Failed(e.to_string()))?;
-                    continue;
-                }
-                h.insert("Nats-Batch-Commit", "1");
-                let ack = self
-                    .js
-                    .send_publish(subject, PublishMessage::build().headers(h).payload(payload))
-                    .await
-                    .map_err(|e| Commit::Failed(e.to_string()))?;
-                return match ack.await {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(match e.kind() {
-                        PublishErrorKind::WrongLastSequence => Commit::Taken,
-                        // No stream leader answers (one is being elected), or
-                        // the answer did not come back.
-                        PublishErrorKind::StreamNotFound
-                        | PublishErrorKind::TimedOut
-                        | PublishErrorKind::BrokenPipe => Commit::Transient(format!(
-                            "{e} (is a stream leader being elected, or the cluster out of reach?)"
-                        )),
-                        _ => Commit::Failed(e.to_string()),
-                    }),
-                };
+            batch.claim(
+                self.marker_subject(&e.event.message_id),
+                Bytes::new(),
+                Some(retention.dedup),
+            );
+            let h = batch.append(
+                self.event_subject(e.event.user_key().unwrap_or(&e.event.message_id)),
+                Bytes::copy_from_slice(&e.bytes),
+                Some(retention.events),
+            );
+            if let Some(tp) = &e.traceparent {
+                h.insert("traceparent", tp.as_str());
             }
         }
-        unreachable!("a chunk is never empty")
+        self.commit(batch).await
     }
 
     /// The events of `chunk` whose id has a live marker.
@@ -184,21 +141,9 @@ impl Cluster {
         events: &[PreparedEvent],
         chunk: &[usize],
     ) -> Result<Vec<usize>, NatsError> {
-        let stream = self
-            .js
-            .get_stream_no_info(&self.prefix)
-            .await
-            .map_err(|e| NatsError::Unavailable(e.to_string()))?;
         let lookups = chunk.iter().map(|&i| {
             let subject = self.marker_subject(&events[i].event.message_id);
-            let stream = &stream;
-            async move {
-                match stream.direct_get_last_for_subject(subject).await {
-                    Ok(_) => Ok(Some(i)),
-                    Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(NatsError::Unavailable(e.to_string())),
-                }
-            }
+            async move { Ok::<_, NatsError>(self.last(&subject).await?.map(|_| i)) }
         });
         let found = futures_util::future::try_join_all(lookups).await?;
         Ok(found.into_iter().flatten().collect())
@@ -209,31 +154,17 @@ impl Cluster {
     fn marker_subject(&self, message_id: &str) -> String {
         let digest = Sha256::digest(message_id.as_bytes());
         let h = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]);
-        format!("{}.id.{h}", self.prefix)
+        self.subject("id", &h)
     }
 
     /// `P.ev.N`: the partition of the user.
     fn event_subject(&self, user: &str) -> String {
-        format!("{}.ev.{}", self.prefix, partition(user))
+        self.subject("ev", &partition(user).to_string())
     }
-}
-
-/// Why a batch did not commit.
-enum Commit {
-    /// A marker of the batch is live: an event of it is a duplicate.
-    Taken,
-    /// The cluster could not take it just now.
-    Transient(String),
-    Failed(String),
 }
 
 /// The partition of a user (stable across versions: it orders the user's events).
 pub(crate) fn partition(user: &str) -> u32 {
     let d = Sha256::digest(user.as_bytes());
     u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % PARTITIONS
-}
-
-/// A `Nats-TTL` value: whole seconds, at least one.
-fn ttl(d: Duration) -> String {
-    d.as_secs().max(1).to_string()
 }

@@ -15,14 +15,22 @@
 //! depends on that differs is an error naming it (`provision.rs`), never changed
 //! behind the operator's back.
 
+mod batch;
 mod ingest;
+mod partitions;
 mod provision;
+mod queue;
+mod state;
 
 pub use ingest::Retention;
+pub use queue::NatsQueue;
+pub use state::NatsState;
 
 use std::time::Duration;
 
 use async_nats::jetstream;
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::stream::DirectGetErrorKind;
 
 use crate::config::{NatsAuth, NatsConfig};
 
@@ -57,6 +65,12 @@ pub enum NatsError {
     Unavailable(String),
 }
 
+impl From<NatsError> for crate::store::StoreError {
+    fn from(e: NatsError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
 /// A connection to the cluster, its stream provisioned; cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
@@ -64,6 +78,9 @@ pub struct Cluster {
     js: jetstream::Context,
     /// The stream's name, which is also the first token of its subjects.
     prefix: String,
+    handle: jetstream::stream::Stream<()>,
+    /// The runtime the connection lives on (blocking callers wait on it).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Cluster {
@@ -130,11 +147,87 @@ impl Cluster {
                 Err(provision::Error::Other(reason)) => return Err(server_error(reason)),
             }
         }
+        let handle = js
+            .get_stream_no_info(&config.prefix)
+            .await
+            .map_err(|e| server_error(e.to_string()))?;
         Ok(Self {
             client,
             js,
             prefix: config.prefix.clone(),
+            handle,
+            runtime: tokio::runtime::Handle::current(),
         })
+    }
+
+    /// `P.kind.rest`.
+    pub(crate) fn subject(&self, kind: &str, rest: &str) -> String {
+        format!("{}.{kind}.{rest}", self.prefix)
+    }
+
+    /// The last message of `subject`, if it has one.
+    ///
+    /// # Errors
+    /// When the cluster does not answer.
+    pub(crate) async fn last(&self, subject: &str) -> Result<Option<StreamMessage>, NatsError> {
+        match self.handle.direct_get_last_for_subject(subject).await {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(NatsError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The message with stream sequence `seq`, if it is still stored.
+    ///
+    /// # Errors
+    /// When the cluster does not answer.
+    pub(crate) async fn at(&self, seq: u64) -> Result<Option<StreamMessage>, NatsError> {
+        match self.handle.direct_get(seq).await {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(NatsError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Subjects matching `filter` that hold messages, with their message counts.
+    ///
+    /// # Errors
+    /// When the cluster does not answer.
+    pub(crate) async fn subjects(&self, filter: &str) -> Result<Vec<(String, usize)>, NatsError> {
+        let mut info = self
+            .handle
+            .info_with_subjects(filter)
+            .await
+            .map_err(|e| NatsError::Unavailable(e.to_string()))?;
+        let mut out = Vec::new();
+        while let Some(s) = futures_util::StreamExt::next(&mut info).await {
+            out.push(s.map_err(|e| NatsError::Unavailable(e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    /// The stream's last sequence number.
+    ///
+    /// # Errors
+    /// When the cluster does not answer.
+    pub(crate) async fn last_seq(&self) -> Result<u64, NatsError> {
+        let info = self
+            .handle
+            .get_info()
+            .await
+            .map_err(|e| NatsError::Unavailable(e.to_string()))?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// Runs `f` on the connection's runtime from blocking code (a worker thread, or
+    /// a synchronous call made inside the runtime, which gives its thread up
+    /// meanwhile).
+    pub(crate) fn block<F: std::future::Future>(&self, f: F) -> F::Output {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::task::block_in_place(|| self.runtime.block_on(f))
+        } else {
+            self.runtime.block_on(f)
+        }
     }
 
     /// The stream's name.

@@ -2,7 +2,7 @@
 //! their effect journal, schedule state, and the run order.
 //!
 //! [`JobQueue`] is the storage seam every backend implements (sled: `sled/`; NATS
-//! JetStream for scale-out, DESIGN.md §8, would be another); [`Queue`] is the handle
+//! JetStream for scale-out, DESIGN.md §8: `nats/queue.rs`); [`Queue`] is the handle
 //! the daemon passes around. Backend-independent parts live here: the job model
 //! (`job.rs`), the in-memory run order (`scheduler.rs`: per-user lines, delayed
 //! retries), the index of parked `wait_for`s (`waits.rs`), and a run's uncommitted
@@ -18,7 +18,7 @@
 //! - a run is woken at most once per wait ([`JobQueue::resume`]).
 
 mod job;
-mod scheduler;
+pub(crate) mod scheduler;
 mod sled;
 mod waits;
 mod writes;
@@ -235,6 +235,17 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// Installs the check consulted when a run parks (see [`SettledCheck`]).
     fn set_settled_check(&self, check: SettledCheck);
+
+    /// Tells `f` of runs parked by other processes sharing the backend (for their
+    /// timers); a backend of one process has none.
+    fn watch_parks(&self, f: Arc<dyn Fn(Job) + Send + Sync>) {
+        let _ = f;
+    }
+
+    /// Whether runs can wait for events (`wait_for`) on this backend.
+    fn waits_for_events(&self) -> bool {
+        true
+    }
 
     /// Blocks until a job may run; `None` once the queue is shut down.
     fn lease(&self) -> Option<Lease>;

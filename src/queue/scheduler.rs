@@ -21,7 +21,7 @@ use parking_lot::{Condvar, Mutex};
 use super::job::Lease;
 use crate::clock::SharedClock;
 
-pub(super) struct Scheduler {
+pub(crate) struct Scheduler {
     shared: Arc<Shared>,
     clock: SharedClock,
 }
@@ -53,7 +53,7 @@ pub struct SchedulerStats {
 }
 
 impl Scheduler {
-    pub(super) fn new(clock: SharedClock) -> Self {
+    pub(crate) fn new(clock: SharedClock) -> Self {
         let shared = Arc::new(Shared {
             inner: Mutex::default(),
             wake: Condvar::new(),
@@ -70,7 +70,7 @@ impl Scheduler {
         Self { shared, clock }
     }
 
-    pub(super) fn push_all(&self, leases: impl IntoIterator<Item = Lease>) {
+    pub(crate) fn push_all(&self, leases: impl IntoIterator<Item = Lease>) {
         let now = self.clock.now_ms();
         let mut n = 0;
         {
@@ -91,8 +91,32 @@ impl Scheduler {
         }
     }
 
+    /// Queues `lease` to run next — before its user's queued jobs — on a job whose
+    /// execution has to be repeated (its commit lost to another node's change).
+    /// Called while its user's line is held (by the execution that ends), which
+    /// [`Scheduler::done`] then frees.
+    pub(crate) fn push_front(&self, lease: Lease) {
+        let mut inner = self.shared.inner.lock();
+        match lease.job.user.as_deref() {
+            None => inner.free.push_front(lease),
+            Some(user) => {
+                let key = match inner.lines.get_key_value(user) {
+                    Some((k, _)) => Arc::clone(k),
+                    None => Arc::from(user),
+                };
+                let line = inner.lines.entry(Arc::clone(&key)).or_default();
+                line.push_front(lease);
+                if line.len() == 1 && !inner.running.contains(&key) {
+                    inner.ready.push_back(key);
+                }
+            }
+        }
+        drop(inner);
+        self.shared.wake.notify_one();
+    }
+
     /// Blocks until a job is ready; `None` once shut down.
-    pub(super) fn lease(&self) -> Option<Lease> {
+    pub(crate) fn lease(&self) -> Option<Lease> {
         let mut inner = self.shared.inner.lock();
         loop {
             if inner.shutdown {
@@ -117,7 +141,7 @@ impl Scheduler {
     }
 
     /// Marks a leased job finished, releasing its user's line.
-    pub(super) fn done(&self, user: Option<&str>) {
+    pub(crate) fn done(&self, user: Option<&str>) {
         let mut inner = self.shared.inner.lock();
         inner.in_flight = inner.in_flight.saturating_sub(1);
         if let Some(u) = user
@@ -130,12 +154,12 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         self.shared.inner.lock().shutdown = true;
         self.shared.wake.notify_all();
     }
 
-    pub(super) fn stats(&self) -> SchedulerStats {
+    pub(crate) fn stats(&self) -> SchedulerStats {
         let inner = self.shared.inner.lock();
         SchedulerStats {
             queued: inner.free.len() + inner.lines.values().map(VecDeque::len).sum::<usize>(),

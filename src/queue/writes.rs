@@ -14,6 +14,11 @@ pub struct StateWrite {
     pub ns: String,
     pub key: String,
     pub value: Option<StateValue>,
+    /// The backend's version of the key the change was computed from (`Some(0)`:
+    /// it was absent; `None`: the change does not depend on it, a `set`). A backend
+    /// shared by several processes commits the change only if the key is still at
+    /// that version; one process's locks make it moot (sled).
+    pub expect: Option<u64>,
 }
 
 /// A run's uncommitted writes.
@@ -30,14 +35,22 @@ impl RunWrites {
         self.state.is_empty() && self.journal.is_empty()
     }
 
-    /// Records `key`'s new value (replacing an earlier change of the same key).
-    pub(crate) fn put_state(&mut self, ns: &str, key: &str, value: Option<StateValue>) {
+    /// Records `key`'s new value (replacing an earlier change of the same key, whose
+    /// `expect` stays: it is what the first change was computed from).
+    pub(crate) fn put_state(
+        &mut self,
+        ns: &str,
+        key: &str,
+        value: Option<StateValue>,
+        expect: Option<u64>,
+    ) {
         match self.state.iter_mut().find(|w| w.ns == ns && w.key == key) {
             Some(w) => w.value = value,
             None => self.state.push(StateWrite {
                 ns: ns.to_owned(),
                 key: key.to_owned(),
                 value,
+                expect,
             }),
         }
     }

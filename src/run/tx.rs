@@ -156,15 +156,19 @@ impl RunTx {
             self.locked.push(name);
         }
         // A `set` does not depend on what it replaces.
-        let live = match op {
-            StateOp::Set { .. } => None,
-            _ => self.state_read(ns, key)?,
+        let (live, expect) = match (op, self.pending.state_of(ns, key)) {
+            (StateOp::Set { .. }, _) => (None, None),
+            (_, Some(own)) => (own.cloned().and_then(|v| v.live(self.state.now_ms())), None),
+            (_, None) => {
+                let (v, version) = self.state.read_versioned(ns, key)?;
+                (v, Some(version))
+            }
         };
         let (change, result) = op.apply(key, live.as_ref(), self.state.now_ms())?;
         match change {
             Change::Keep => {}
-            Change::Put(v) => self.pending.put_state(ns, key, Some(v)),
-            Change::Remove => self.pending.put_state(ns, key, None),
+            Change::Put(v) => self.pending.put_state(ns, key, Some(v), expect),
+            Change::Remove => self.pending.put_state(ns, key, None, expect),
         }
         if self.journaled {
             self.pending.put_journal(journal_key, result.clone());

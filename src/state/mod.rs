@@ -11,7 +11,7 @@
 //! take the same lock and apply at once ([`StateStore::apply_now`]).
 //!
 //! Expired entries are never returned; [`StateStore::purge_expired`] removes them.
-//! Backends: sled (`sled.rs`).
+//! Backends: sled (`sled.rs`), NATS JetStream (`nats/state.rs`).
 
 mod sled;
 
@@ -183,6 +183,15 @@ pub trait StateStore: Send + Sync + 'static {
     /// # Errors
     /// On an invalid key or store failure.
     fn read(&self, ns: &str, key: &str) -> Result<Option<StateValue>, StateError>;
+
+    /// [`StateStore::read`], with the backend's version of the key (0 when it has
+    /// none): what a run's change of the key expects to replace (`StateWrite::expect`).
+    ///
+    /// # Errors
+    /// On an invalid key or store failure.
+    fn read_versioned(&self, ns: &str, key: &str) -> Result<(Option<StateValue>, u64), StateError> {
+        Ok((self.read(ns, key)?, 0))
+    }
 
     /// Live entries of `ns` starting with `prefix`, sorted, at most `limit`.
     ///

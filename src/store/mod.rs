@@ -46,6 +46,9 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("the store is shutting down")]
     Closed,
+    /// A clustered store (NATS) did not answer or take a write; a retry may succeed.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A handle to the database; cheap to clone.

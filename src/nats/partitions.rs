@@ -1,0 +1,352 @@
+//! Which node reads which partition.
+//!
+//! Every node publishes a heartbeat (`P.node.<id>`, expiring after [`NODE_TTL`]);
+//! the live nodes are the heartbeats present. A partition's owner is named in
+//! `P.own.N`, replaced only by compare-and-set on its sequence. A node takes a
+//! partition that has no owner or whose owner's heartbeat is gone, up to its fair
+//! share (partitions ÷ live nodes, rounded up), and gives back idle partitions above
+//! it, so partitions spread over the nodes and move when one dies — within
+//! [`NODE_TTL`] plus one round.
+//!
+//! An owner reads its partition in order from the checkpoint (`P.ck.N`: every
+//! message up to it finished), stored each round. What it reads that was already
+//! in the stream when it took the partition is a replay: jobs with an end marker are
+//! skipped (`queue.rs`).
+//!
+//! A node cut off long enough to lose its heartbeat may still run jobs of a
+//! partition another node took meanwhile; the end markers keep each job's commit
+//! (state, journal) to one node, but its outbound effects may then repeat, as after
+//! a crash (docs/operations.md, "Clusters").
+
+use std::collections::HashSet;
+use std::future::IntoFuture as _;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::batch::{Batch, Failure};
+use super::queue::{NatsQueue, Part};
+use super::{NatsError, PARTITIONS};
+use crate::queue::Job;
+
+/// How often a node beats, stores checkpoints and looks at partitions.
+const ROUND: Duration = Duration::from_secs(1);
+
+/// How long a node counts as live after its last heartbeat.
+const NODE_TTL: Duration = Duration::from_secs(5);
+
+/// The owner named in `P.own.N`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Owner {
+    node: String,
+}
+
+/// Keeps this node's share of partitions until the queue stops, then gives them
+/// back (so others take them at once, not after [`NODE_TTL`]).
+pub(super) async fn own(q: NatsQueue) {
+    let mut every = tokio::time::interval(ROUND);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = q.inner.stop.cancelled() => break,
+            _ = every.tick() => {
+                if let Err(e) = round(&q).await {
+                    tracing::warn!(error = %e, "Keeping partitions failed; trying again.");
+                }
+            }
+        }
+    }
+    if let Err(e) = release_all(&q).await {
+        tracing::warn!(error = %e, "Giving partitions back failed; other nodes take them once this node's heartbeat expires.");
+    }
+}
+
+fn unavailable(e: &Failure) -> NatsError {
+    NatsError::Unavailable(e.to_string())
+}
+
+async fn round(q: &NatsQueue) -> Result<(), NatsError> {
+    let c = &q.inner.cluster;
+    let me = q.inner.node.as_str();
+    let mut beat = Batch::default();
+    beat.put(
+        c.subject("node", me),
+        Bytes::from(json!({ "node": me }).to_string()),
+        None,
+        Some(NODE_TTL),
+    );
+    c.commit(beat).await.map_err(|e| unavailable(&e))?;
+    let live: HashSet<String> = c
+        .subjects(&c.subject("node", "*"))
+        .await?
+        .into_iter()
+        .filter_map(|(s, _)| s.rsplit('.').next().map(str::to_owned))
+        .collect();
+    let fair = PARTITIONS.div_ceil(u32::try_from(live.len().max(1)).unwrap_or(1)) as usize;
+    save_checkpoints(q).await?;
+    let mut mine = q.inner.parts.lock().len();
+    for p in 0..PARTITIONS {
+        let subject = c.subject("own", &p.to_string());
+        let lease = c.last(&subject).await?;
+        let (owner, seq) = match &lease {
+            Some(m) => (
+                serde_json::from_slice::<Owner>(&m.payload)
+                    .ok()
+                    .map(|o| o.node),
+                m.sequence,
+            ),
+            None => (None, 0),
+        };
+        let reading = q.inner.parts.lock().contains_key(&p);
+        if owner.as_deref() == Some(me) {
+            if !reading {
+                start(q, p);
+            } else if mine > fair && idle(q, p) {
+                release(q, p, seq).await?;
+                mine -= 1;
+            }
+            continue;
+        }
+        if reading {
+            // Another node took it (this one was thought gone): stop reading it.
+            tracing::warn!(partition = p, "A partition was taken by another node.");
+            stop(q, p);
+            mine -= 1;
+        }
+        let free = owner.as_ref().is_none_or(|o| !live.contains(o));
+        if free && mine < fair {
+            let mut claim = Batch::default();
+            claim.put(
+                subject,
+                Bytes::from(serde_json::to_vec(&Owner { node: me.into() }).expect("JSON")),
+                Some(seq),
+                None,
+            );
+            match c.commit(claim).await {
+                Ok(_) => {
+                    start(q, p);
+                    mine += 1;
+                }
+                // Another node was quicker.
+                Err(Failure::Conflict) => {}
+                Err(e) => return Err(unavailable(&e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn idle(q: &NatsQueue, p: u32) -> bool {
+    q.inner
+        .parts
+        .lock()
+        .get(&p)
+        .is_some_and(|part| part.pending.is_empty())
+}
+
+/// Starts reading partition `p`.
+fn start(q: &NatsQueue, p: u32) {
+    let cancel = q.inner.stop.child_token();
+    q.inner.parts.lock().insert(p, Part::new(0, cancel.clone()));
+    tracing::debug!(partition = p, "Reading a partition.");
+    q.inner.cluster.runtime.spawn(read(q.clone(), p, cancel));
+}
+
+fn stop(q: &NatsQueue, p: u32) {
+    if let Some(part) = q.inner.parts.lock().remove(&p) {
+        part.cancel.cancel();
+    }
+}
+
+/// Stores the checkpoints that moved.
+async fn save_checkpoints(q: &NatsQueue) -> Result<(), NatsError> {
+    let moved: Vec<(u32, u64)> = q
+        .inner
+        .parts
+        .lock()
+        .iter()
+        .filter_map(|(p, part)| {
+            let ck = part.checkpoint();
+            (ck > part.saved).then_some((*p, ck))
+        })
+        .collect();
+    let c = &q.inner.cluster;
+    for (p, ck) in moved {
+        let mut b = Batch::default();
+        b.put(
+            c.subject("ck", &p.to_string()),
+            Bytes::from(ck.to_string()),
+            None,
+            None,
+        );
+        c.commit(b).await.map_err(|e| unavailable(&e))?;
+        if let Some(part) = q.inner.parts.lock().get_mut(&p) {
+            part.saved = part.saved.max(ck);
+        }
+    }
+    Ok(())
+}
+
+/// Gives partition `p` back (its checkpoint stored first).
+async fn release(q: &NatsQueue, p: u32, lease_seq: u64) -> Result<(), NatsError> {
+    save_checkpoints(q).await?;
+    stop(q, p);
+    let c = &q.inner.cluster;
+    let mut b = Batch::default();
+    b.put(
+        c.subject("own", &p.to_string()),
+        Bytes::new(),
+        Some(lease_seq),
+        None,
+    );
+    match c.commit(b).await {
+        Ok(_) | Err(Failure::Conflict) => Ok(()),
+        Err(e) => Err(unavailable(&e)),
+    }
+}
+
+async fn release_all(q: &NatsQueue) -> Result<(), NatsError> {
+    save_checkpoints(q).await?;
+    let c = &q.inner.cluster;
+    let owned: Vec<u32> = q.inner.parts.lock().keys().copied().collect();
+    for p in owned {
+        if let Some(m) = c.last(&c.subject("own", &p.to_string())).await? {
+            release(q, p, m.sequence).await?;
+        }
+    }
+    c.handle
+        .purge()
+        .filter(c.subject("node", &q.inner.node))
+        .into_future()
+        .await
+        .map_err(|e| NatsError::Unavailable(e.to_string()))?;
+    Ok(())
+}
+
+/// Reads partition `p` until it is given back, starting again after an error.
+async fn read(q: NatsQueue, p: u32, cancel: CancellationToken) {
+    let mut first = true;
+    loop {
+        match read_from(&q, p, &cancel, first).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "Reading a partition failed; starting again.");
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(ROUND) => {}
+                }
+            }
+        }
+        first = false;
+    }
+}
+
+async fn read_from(
+    q: &NatsQueue,
+    p: u32,
+    cancel: &CancellationToken,
+    first: bool,
+) -> Result<(), NatsError> {
+    let c = &q.inner.cluster;
+    let failed = |e: &dyn std::fmt::Display| NatsError::Unavailable(e.to_string());
+    if first {
+        let ck = c
+            .last(&c.subject("ck", &p.to_string()))
+            .await?
+            .and_then(|m| std::str::from_utf8(&m.payload).ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        let mut parts = q.inner.parts.lock();
+        let Some(part) = parts.get_mut(&p) else {
+            return Ok(());
+        };
+        part.read = ck;
+        part.saved = ck;
+    }
+    let Some(from) = q.inner.parts.lock().get(&p).map(|part| part.read + 1) else {
+        return Ok(());
+    };
+    // What is already in the stream may have been run (partly) by an earlier owner.
+    let replay_until = c.last_seq().await?;
+    let n = p.to_string();
+    let consumer = c
+        .handle
+        .create_consumer(pull::OrderedConfig {
+            filter_subjects: vec![
+                c.subject("ev", &n),
+                c.subject("job", &n),
+                c.subject("wh", &n),
+            ],
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| failed(&e))?;
+    let mut msgs = consumer.messages().await.map_err(|e| failed(&e))?;
+    loop {
+        while q.full() {
+            // Too much read and not finished: wait for workers (re-checked each
+            // 100 ms, so a missed wake-up costs no more).
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                () = q.inner.drained.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        let m = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            m = msgs.next() => m,
+        };
+        let m = m
+            .ok_or_else(|| NatsError::Unavailable("the partition's consumer ended".into()))?
+            .map_err(|e| failed(&e))?;
+        let seq = m.info().map_err(|e| failed(&e))?.stream_sequence;
+        let leases = q.leases_of(&m, seq, seq <= replay_until).await?;
+        if !q.queue_leases(p, seq, leases) {
+            return Ok(());
+        }
+    }
+}
+
+/// Tells `f` of every parked run in the cluster, then of each new one.
+pub(super) async fn watch_parks(q: NatsQueue, f: std::sync::Arc<dyn Fn(Job) + Send + Sync>) {
+    let c = &q.inner.cluster;
+    loop {
+        let watched = async {
+            let consumer = c
+                .handle
+                .create_consumer(pull::OrderedConfig {
+                    filter_subject: c.subject("pk", "*"),
+                    deliver_policy: DeliverPolicy::LastPerSubject,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut msgs = consumer.messages().await.map_err(|e| e.to_string())?;
+            while let Some(m) = msgs.next().await {
+                let m = m.map_err(|e| e.to_string())?;
+                if let Ok(job) = serde_json::from_slice::<Job>(&m.payload) {
+                    f(job);
+                }
+            }
+            Ok::<(), String>(())
+        };
+        tokio::select! {
+            () = q.inner.stop.cancelled() => return,
+            r = watched => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "Watching parked runs failed; starting again.");
+                }
+            }
+        }
+        tokio::select! {
+            () = q.inner.stop.cancelled() => return,
+            () = tokio::time::sleep(ROUND) => {}
+        }
+    }
+}
