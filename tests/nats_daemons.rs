@@ -19,13 +19,16 @@ const USERS: usize = 10;
 
 /// A node's directory: its own data dir (run records…) and scripts, the shared
 /// cluster in its config.
-fn node(nats: &str, scripts: &[(&str, &str)]) -> tempfile::TempDir {
+fn node(nats: &[String], scripts: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
     for (name, source) in scripts {
         std::fs::write(dir.path().join("scripts").join(name), source).unwrap();
     }
-    let extra = format!("[store]\nbackend = \"nats\"\n\n[nats]\nservers = [{nats:?}]\n");
+    let extra = format!(
+        "[store]\nbackend = \"nats\"\n\n[nats]\nservers = {nats:?}\nreplicas = {}\n",
+        if nats.len() > 1 { 3 } else { 1 }
+    );
     std::fs::write(
         dir.path().join("spur.toml"),
         base_config(dir.path(), &extra),
@@ -43,7 +46,8 @@ async fn post_until_acked(client: &reqwest::Client, bases: &Mutex<Vec<String>>, 
         .map(|(i, id)| json!({"type": "track", "userId": format!("u{}", i % USERS), "event": "Order Completed", "messageId": id}))
         .collect();
     let body = json!({ "batch": batch });
-    for attempt in 0..200 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for attempt in 0.. {
         let targets = bases.lock().clone();
         let base = &targets[attempt % targets.len()];
         let ok = client
@@ -55,18 +59,25 @@ async fn post_until_acked(client: &reqwest::Client, bases: &Mutex<Vec<String>>, 
         if ok {
             return;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no node acknowledged a batch"
+        );
+        // A client's back-off before it tries again (503 while a leader is elected).
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("no node acknowledged a batch");
 }
 
+/// The shared counter and the sum of the per-user counters.
 async fn counters(daemon: &Daemon) -> (i64, i64) {
-    let v = daemon.get("/api/state/count?limit=1000").await;
+    let v = daemon.get("/api/state/count?limit=10000").await;
     let (mut total, mut users) = (0, 0);
     for e in v["entries"].as_array().cloned().unwrap_or_default() {
         let n = e["value"].as_i64().unwrap_or(0);
-        if e["key"] == "total" {
+        let key = e["key"].as_str().unwrap_or("");
+        if key == "total" {
             total = n;
-        } else {
+        } else if key.starts_with("user:") {
             users += n;
         }
     }
@@ -83,30 +94,19 @@ async fn two_daemons_share_the_work_and_a_kill9_loses_and_doubles_nothing() {
         state::incr("total");
     });"#;
     let dirs: Vec<_> = (0..2)
-        .map(|_| node(&nats.url(), &[("count.rhai", script)]))
+        .map(|_| node(&[nats.url()], &[("count.rhai", script)]))
         .collect();
     let a = Daemon::start(dirs[0].path());
     let b = Daemon::start(dirs[1].path());
     let bases = Arc::new(Mutex::new(vec![a.base.clone(), b.base.clone()]));
 
     let sent: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let send = |from: usize, batches: usize| {
-        let (bases, sent) = (Arc::clone(&bases), Arc::clone(&sent));
-        tokio::spawn(async move {
-            let client = common::client();
-            for batch in 0..batches {
-                let ids: Vec<String> = (0..20).map(|i| format!("s{from}-b{batch}-{i}")).collect();
-                post_until_acked(&client, &bases, &ids).await;
-                sent.lock().extend(ids);
-            }
-        })
-    };
-    let first: Vec<_> = (0..4).map(|s| send(s, 15)).collect();
+    let first: Vec<_> = (0..4).map(|s| sender(&bases, &sent, s, 15)).collect();
     for s in first {
         s.await.unwrap();
     }
     // Mid-stream: kill -9 one node while more batches arrive at both.
-    let more: Vec<_> = (4..8).map(|s| send(s, 15)).collect();
+    let more: Vec<_> = (4..8).map(|s| sender(&bases, &sent, s, 15)).collect();
     bases.lock().retain(|base| *base != a.base);
     a.kill9();
     for s in more {
@@ -115,7 +115,7 @@ async fn two_daemons_share_the_work_and_a_kill9_loses_and_doubles_nothing() {
     // The killed node comes back and takes its share again.
     let a = Daemon::start(dirs[0].path());
     bases.lock().push(a.base.clone());
-    let last: Vec<_> = (8..10).map(|s| send(s, 10)).collect();
+    let last: Vec<_> = (8..10).map(|s| sender(&bases, &sent, s, 10)).collect();
     for s in last {
         s.await.unwrap();
     }
@@ -132,10 +132,7 @@ async fn two_daemons_share_the_work_and_a_kill9_loses_and_doubles_nothing() {
             total <= expected && users <= expected,
             "counted twice: total {total}, users {users}, events {expected}"
         );
-        let (ha, hb) = (a.get("/healthz").await, b.get("/healthz").await);
-        let idle = [ha, hb]
-            .iter()
-            .all(|h| h["queued"] == 0 && h["running"] == 0 && h["delayed"] == 0);
+        let idle = all_idle(&[&a, &b]).await;
         if total == expected && users == expected && idle {
             break;
         }
@@ -158,5 +155,159 @@ async fn two_daemons_share_the_work_and_a_kill9_loses_and_doubles_nothing() {
             "{} ran nothing: {runs}",
             d.base
         );
+    }
+}
+
+/// Sends `batches` batches of 20 events from sender `from`, each until acknowledged.
+fn sender(
+    bases: &Arc<Mutex<Vec<String>>>,
+    sent: &Arc<Mutex<HashSet<String>>>,
+    from: usize,
+    batches: usize,
+) -> tokio::task::JoinHandle<()> {
+    let (bases, sent) = (Arc::clone(bases), Arc::clone(sent));
+    tokio::spawn(async move {
+        let client = common::client();
+        for batch in 0..batches {
+            let ids: Vec<String> = (0..20).map(|i| format!("s{from}-b{batch}-{i}")).collect();
+            post_until_acked(&client, &bases, &ids).await;
+            sent.lock().extend(ids);
+        }
+    })
+}
+
+async fn all_idle(daemons: &[&Daemon]) -> bool {
+    for d in daemons {
+        let h = d.get("/healthz").await;
+        if h["queued"] != 0 || h["running"] != 0 || h["delayed"] != 0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// The acceptance test of the cluster: three daemons on a three-server R3 cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_on_three_servers_survive_losing_one_of_each() {
+    let nats_dir = tempfile::tempdir().unwrap();
+    let mut nats = spur::testing::nats::NatsCluster::start(nats_dir.path(), 3);
+    let script = r#"
+        on_track("Order Completed", |e| { state::incr("user:" + e.userId); });
+        every("* * * * * *", |t| { state::incr("tick:" + t.at_ms); });
+        on_track("Refund Requested", |e| {
+            let d = approval::ask(#{ title: "Refund for " + e.userId });
+            state::incr("resumed:" + e.userId);
+            state::set("decision:" + e.userId, d.status);
+        });
+    "#;
+    let dirs: Vec<_> = (0..3)
+        .map(|_| node(&nats.urls(), &[("count.rhai", script)]))
+        .collect();
+    let mut daemons: Vec<Daemon> = dirs.iter().map(|d| Daemon::start(d.path())).collect();
+    let bases = Arc::new(Mutex::new(
+        daemons.iter().map(|d| d.base.clone()).collect::<Vec<_>>(),
+    ));
+    let sent: Arc<Mutex<HashSet<String>>> = Arc::default();
+
+    let first: Vec<_> = (0..3).map(|s| sender(&bases, &sent, s, 8)).collect();
+    for s in first {
+        s.await.unwrap();
+    }
+    // Mid-stream: kill -9 one daemon and one NATS server while batches arrive.
+    let more: Vec<_> = (3..6).map(|s| sender(&bases, &sent, s, 8)).collect();
+    let killed = daemons.remove(0);
+    bases.lock().retain(|b| *b != killed.base);
+    killed.kill9();
+    nats.servers[1].kill();
+    for s in more {
+        s.await.unwrap();
+    }
+    nats.servers[1].restart();
+    daemons.insert(0, Daemon::start(dirs[0].path()));
+    bases.lock().push(daemons[0].base.clone());
+    let last: Vec<_> = (6..8).map(|s| sender(&bases, &sent, s, 5)).collect();
+    for s in last {
+        s.await.unwrap();
+    }
+    let expected = sent.lock().len() as i64;
+    assert_eq!(expected, 20 * (3 * 8 + 3 * 8 + 2 * 5));
+
+    // An approval asked on one node, decided on another, resumes the run once.
+    let client = common::client();
+    let r = client
+        .post(format!("{}/v1/track", daemons[1].base))
+        .json(
+            &json!({"userId": "refund-user", "event": "Refund Requested", "messageId": "refund-1"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (asked_on, approval) = loop {
+        let mut found = None;
+        for (i, d) in daemons.iter().enumerate() {
+            let runs = d.get("/api/runs?limit=50").await;
+            let waiting = runs["runs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["status"] == "waiting");
+            let pending = d.get("/api/approvals?status=pending").await;
+            if waiting && let Some(a) = pending["approvals"].as_array().and_then(|a| a.first()) {
+                found = Some((i, a["id"].as_str().unwrap().to_owned()));
+            }
+        }
+        if let Some(f) = found {
+            break f;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            for d in &daemons {
+                eprintln!("{} runs {}", d.base, d.get("/api/runs?limit=5").await);
+                eprintln!("{} health {}", d.base, d.get("/healthz").await);
+                eprintln!("{} approvals {}", d.base, d.get("/api/approvals").await);
+            }
+            panic!("no run asked for the approval");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let decider = &daemons[(asked_on + 1) % 3];
+    let r = client
+        .post(format!("{}/api/approvals/{approval}/approve", decider.base))
+        .bearer_auth(common::TOKEN)
+        .json(&json!({"comment": "ok"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    // Every acknowledged event handled once; the approval's run resumed once.
+    let refs: Vec<&Daemon> = daemons.iter().collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, users) = counters(refs[2]).await;
+        let resumed = refs[2].get("/api/state/count/resumed:refund-user").await;
+        assert!(users <= expected, "counted twice: {users} of {expected}");
+        if users == expected && resumed["value"] == 1 && all_idle(&refs).await {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all handled: {users} of {expected}, resumed {resumed}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let decision = refs[0].get("/api/state/count/decision:refund-user").await;
+    assert_eq!(decision["value"], "approved");
+
+    // The one-second schedule fired once per tick across the three nodes (and
+    // through the kills): every tick's counter is 1, and there were ticks.
+    let ticks = refs[1]
+        .get("/api/state/count?prefix=tick:&limit=10000")
+        .await;
+    let ticks = ticks["entries"].as_array().cloned().unwrap_or_default();
+    assert!(ticks.len() >= 3, "ticks: {ticks:?}");
+    for t in &ticks {
+        assert_eq!(t["value"], 1, "a tick fired twice: {t}");
     }
 }

@@ -21,8 +21,15 @@ pub(super) fn router() -> Router<AdminState> {
         )
 }
 
+/// The loaded scripts; on a cluster, also every node with the version of each
+/// script it runs (`nodes`, and per script its `versions` by node), so a partial
+/// deploy shows.
 async fn list_scripts(State(st): State<AdminState>) -> Json<Value> {
     let set = st.scripts.get();
+    let nodes = st.queue.nodes().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "Reading the cluster's nodes failed.");
+        Vec::new()
+    });
     let scripts: Vec<Value> = set
         .scripts
         .iter()
@@ -32,13 +39,28 @@ async fn list_scripts(State(st): State<AdminState>) -> Json<Value> {
                 .iter()
                 .map(|h| json!({ "key": h.key, "kind": h.kind, "line": h.line }))
                 .collect();
-            json!({
+            let mut script = json!({
                 "name": s.name,
                 "path": s.path.display().to_string(),
                 "hash": s.hash,
                 "loaded_at": st.scripts.loaded_at(&s.name).map(crate::event::format_time),
                 "handlers": handlers,
-            })
+            });
+            if !nodes.is_empty() {
+                let versions: Vec<Value> = nodes
+                    .iter()
+                    .map(|n| {
+                        json!({
+                            "node": n["node"],
+                            "host": n["host"],
+                            "addr": n["addr"],
+                            "hash": n["scripts"].get(&s.name).cloned().unwrap_or(Value::Null),
+                        })
+                    })
+                    .collect();
+                script["versions"] = Value::Array(versions);
+            }
+            script
         })
         .collect();
     let modules: Vec<Value> = set
@@ -61,12 +83,16 @@ async fn list_scripts(State(st): State<AdminState>) -> Json<Value> {
             }))
         })
         .collect();
-    Json(json!({
+    let mut out = json!({
         "scripts": scripts,
         "sources": sources,
         "errors": set.errors,
         "modules": modules,
-    }))
+    });
+    if !nodes.is_empty() {
+        out["nodes"] = Value::Array(nodes);
+    }
+    Json(out)
 }
 
 #[derive(Deserialize)]

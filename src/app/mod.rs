@@ -273,6 +273,7 @@ impl App {
         timers.add_parked(&parked);
         let parks = timers.clone();
         queue.watch_parks(Arc::new(move |job| parks.add_parked(&[job])));
+        queue.announce(describe_node(&config, &scripts));
         let reconciled = approvals.reconcile().await?;
         if !parked.is_empty() {
             tracing::info!(parked = parked.len(), reconciled, "Parked runs restored.");
@@ -470,6 +471,42 @@ fn report_load(dir: &Path, set: &crate::script::ScriptSet) {
         errors = set.errors.len(),
         "Scripts loaded."
     );
+}
+
+/// What this daemon tells the others sharing its backend: where it listens, since
+/// when, and the version (source hash) of each script it runs.
+fn describe_node(
+    config: &Config,
+    scripts: &Arc<crate::script::Live>,
+) -> Arc<dyn Fn() -> serde_json::Value + Send + Sync> {
+    let scripts = Arc::clone(scripts);
+    let addr = config
+        .approvals
+        .public_url
+        .clone()
+        .unwrap_or_else(|| config.server.listen.to_string());
+    let started = crate::event::format_time(chrono::Utc::now());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let pid = std::process::id();
+    Arc::new(move || {
+        let versions: serde_json::Map<String, serde_json::Value> = scripts
+            .get()
+            .scripts
+            .iter()
+            .map(|s| (s.name.clone(), serde_json::Value::from(s.hash.clone())))
+            .collect();
+        serde_json::json!({
+            "host": host,
+            "pid": pid,
+            "addr": addr,
+            "started_at": started,
+            "scripts": versions,
+        })
+    })
 }
 
 /// Hands the host what only the daemon has: the queue (for `emit` and

@@ -76,6 +76,10 @@ impl Storage {
                     cluster.clone(),
                     Arc::clone(local.clock()),
                 ));
+                storage.approvals = Arc::new(crate::nats::NatsApprovals::new(
+                    cluster.clone(),
+                    Arc::clone(local.clock()),
+                ));
                 storage.backend = Backend::Nats {
                     cluster,
                     local,

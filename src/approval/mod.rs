@@ -151,11 +151,49 @@ pub trait ApprovalRequests: Send + Sync + 'static {
     /// On store failure.
     fn get(&self, id: &str) -> Result<Option<Approval>, StoreError>;
 
+    /// Every request, in no particular order.
+    ///
+    /// # Errors
+    /// On store failure.
+    fn all(&self) -> Result<Vec<Approval>, StoreError>;
+
+    /// Applies `change` to the stored request `id` atomically (read, change, write
+    /// only if unchanged meanwhile, else again); returns the request as written.
+    ///
+    /// # Errors
+    /// `NotFound`, what `change` refuses, or store failure.
+    fn transition(
+        &self,
+        id: &str,
+        change: &dyn Fn(&mut Approval) -> Result<(), DecideError>,
+    ) -> Result<Approval, DecideError>;
+
+    /// Removes the requests `ids`.
+    ///
+    /// # Errors
+    /// On store failure.
+    fn remove(&self, ids: &[String]) -> Result<(), StoreError>;
+
+    /// The time by the store's clock.
+    fn now(&self) -> chrono::DateTime<chrono::Utc>;
+
     /// Requests, newest first, optionally of one status.
     ///
     /// # Errors
     /// On store failure.
-    fn list(&self, status: Option<Status>) -> Result<Vec<Approval>, StoreError>;
+    fn list(&self, status: Option<Status>) -> Result<Vec<Approval>, StoreError> {
+        let mut out: Vec<Approval> = self
+            .all()?
+            .into_iter()
+            .filter(|a| status.is_none_or(|s| s == a.status))
+            .collect();
+        out.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
+        Ok(out)
+    }
 
     /// Decides a pending request once.
     ///
@@ -167,13 +205,42 @@ pub trait ApprovalRequests: Send + Sync + 'static {
         approve: bool,
         by: &str,
         comment: Option<&str>,
-    ) -> Result<Approval, DecideError>;
+    ) -> Result<Approval, DecideError> {
+        let now = self.now();
+        self.transition(id, &|a| {
+            pending(a)?;
+            if !a.allows(by) {
+                return Err(DecideError::NotAllowed {
+                    id: a.id.clone(),
+                    who: by.to_owned(),
+                    approvers: a.approvers.join(", "),
+                });
+            }
+            a.status = if approve {
+                Status::Approved
+            } else {
+                Status::Rejected
+            };
+            a.decided_by = Some(by.trim().to_owned());
+            a.decided_at = Some(crate::event::format_time(now));
+            a.comment = comment.filter(|c| !c.trim().is_empty()).map(str::to_owned);
+            Ok(())
+        })
+    }
 
     /// Expires a pending request.
     ///
     /// # Errors
-    /// As [`ApprovalStore::decide`].
-    fn expire(&self, id: &str) -> Result<Approval, DecideError>;
+    /// As [`ApprovalRequests::decide`].
+    fn expire(&self, id: &str) -> Result<Approval, DecideError> {
+        let now = self.now();
+        self.transition(id, &|a| {
+            pending(a)?;
+            a.status = Status::Expired;
+            a.decided_at = Some(crate::event::format_time(now));
+            Ok(())
+        })
+    }
 
     /// Removes decided requests (approved, rejected, expired) decided before
     /// `cutoff_ms`; pending ones stay until they are decided or expire. Returns how
@@ -181,13 +248,53 @@ pub trait ApprovalRequests: Send + Sync + 'static {
     ///
     /// # Errors
     /// On store failure.
-    fn purge(&self, cutoff_ms: i64) -> Result<usize, StoreError>;
+    fn purge(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
+        let old: Vec<String> = self
+            .all()?
+            .into_iter()
+            .filter(|a| {
+                let decided_ms = a
+                    .decided_at
+                    .as_deref()
+                    .and_then(crate::event::parse_time)
+                    .map(|t| t.timestamp_millis());
+                a.status != Status::Pending && decided_ms.is_some_and(|ms| ms < cutoff_ms)
+            })
+            .map(|a| a.id)
+            .collect();
+        self.remove(&old)?;
+        Ok(old.len())
+    }
 
     /// Remembers the Slack message of a request.
     ///
     /// # Errors
     /// On store failure.
-    fn set_slack(&self, id: &str, msg: SlackMessage) -> Result<(), StoreError>;
+    fn set_slack(&self, id: &str, msg: SlackMessage) -> Result<(), StoreError> {
+        match self.transition(id, &|a| {
+            a.slack = Some(msg.clone());
+            Ok(())
+        }) {
+            Ok(_) | Err(DecideError::NotFound(_)) => Ok(()),
+            Err(DecideError::Store(e)) => Err(e),
+            Err(e) => Err(StoreError::Corrupt {
+                key: format!("approval {id}"),
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Refuses a change of a request that is no longer pending.
+fn pending(a: &Approval) -> Result<(), DecideError> {
+    if a.status == Status::Pending {
+        Ok(())
+    } else {
+        Err(DecideError::AlreadyDecided {
+            id: a.id.clone(),
+            status: a.status,
+        })
+    }
 }
 
 /// The approval requests a daemon holds; cheap to clone.
@@ -207,37 +314,6 @@ impl SledApprovals {
             tree: store.tree(TREE)?,
             clock: std::sync::Arc::clone(store.clock()),
         }))
-    }
-
-    /// Applies `change` to a pending request atomically.
-    fn transition(
-        &self,
-        id: &str,
-        change: impl Fn(&mut Approval) -> Result<(), DecideError>,
-    ) -> Result<Approval, DecideError> {
-        loop {
-            let current = self.tree.get(id.as_bytes()).map_err(StoreError::from)?;
-            let Some(bytes) = current.clone() else {
-                return Err(DecideError::NotFound(id.to_owned()));
-            };
-            let mut a = decode(id, &bytes)?;
-            if a.status != Status::Pending {
-                return Err(DecideError::AlreadyDecided {
-                    id: id.to_owned(),
-                    status: a.status,
-                });
-            }
-            change(&mut a)?;
-            let next = serde_json::to_vec(&a).expect("an approval serialises");
-            if self
-                .tree
-                .compare_and_swap(id.as_bytes(), current, Some(next))
-                .map_err(StoreError::from)?
-                .is_ok()
-            {
-                return Ok(a);
-            }
-        }
     }
 }
 
@@ -263,93 +339,53 @@ impl ApprovalRequests for SledApprovals {
             .transpose()
     }
 
-    fn list(&self, status: Option<Status>) -> Result<Vec<Approval>, StoreError> {
+    fn all(&self) -> Result<Vec<Approval>, StoreError> {
         let mut out = Vec::new();
         for item in &self.tree {
             let (k, v) = item?;
-            let a = decode(&String::from_utf8_lossy(&k), &v)?;
-            if status.is_none_or(|s| s == a.status) {
-                out.push(a);
-            }
+            out.push(decode(&String::from_utf8_lossy(&k), &v)?);
         }
-        out.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then_with(|| b.id.cmp(&a.id))
-        });
         Ok(out)
     }
 
-    fn decide(
+    fn transition(
         &self,
         id: &str,
-        approve: bool,
-        by: &str,
-        comment: Option<&str>,
+        change: &dyn Fn(&mut Approval) -> Result<(), DecideError>,
     ) -> Result<Approval, DecideError> {
-        let now = self.clock.now();
-        self.transition(id, |a| {
-            if !a.allows(by) {
-                return Err(DecideError::NotAllowed {
-                    id: a.id.clone(),
-                    who: by.to_owned(),
-                    approvers: a.approvers.join(", "),
-                });
-            }
-            a.status = if approve {
-                Status::Approved
-            } else {
-                Status::Rejected
+        loop {
+            let current = self.tree.get(id.as_bytes()).map_err(StoreError::from)?;
+            let Some(bytes) = current.clone() else {
+                return Err(DecideError::NotFound(id.to_owned()));
             };
-            a.decided_by = Some(by.trim().to_owned());
-            a.decided_at = Some(crate::event::format_time(now));
-            a.comment = comment.filter(|c| !c.trim().is_empty()).map(str::to_owned);
-            Ok(())
-        })
-    }
-
-    fn expire(&self, id: &str) -> Result<Approval, DecideError> {
-        let now = self.clock.now();
-        self.transition(id, |a| {
-            a.status = Status::Expired;
-            a.decided_at = Some(crate::event::format_time(now));
-            Ok(())
-        })
-    }
-
-    fn purge(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for item in &self.tree {
-            let (k, v) = item?;
-            let Ok(a) = decode(&String::from_utf8_lossy(&k), &v) else {
-                continue;
-            };
-            let decided_ms = a
-                .decided_at
-                .as_deref()
-                .and_then(crate::event::parse_time)
-                .map(|t| t.timestamp_millis());
-            if a.status != Status::Pending && decided_ms.is_some_and(|ms| ms < cutoff_ms) {
-                batch.remove(k);
-                n += 1;
+            let mut a = decode(id, &bytes)?;
+            change(&mut a)?;
+            let next = serde_json::to_vec(&a).expect("an approval serialises");
+            if self
+                .tree
+                .compare_and_swap(id.as_bytes(), current, Some(next))
+                .map_err(StoreError::from)?
+                .is_ok()
+            {
+                return Ok(a);
             }
         }
-        self.tree.apply_batch(batch)?;
-        Ok(n)
     }
 
-    fn set_slack(&self, id: &str, msg: SlackMessage) -> Result<(), StoreError> {
-        self.tree.update_and_fetch(id.as_bytes(), |old| {
-            let mut a: Approval = serde_json::from_slice(old?).ok()?;
-            a.slack = Some(msg.clone());
-            serde_json::to_vec(&a).ok()
-        })?;
-        Ok(())
+    fn remove(&self, ids: &[String]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for id in ids {
+            batch.remove(id.as_bytes());
+        }
+        Ok(self.tree.apply_batch(batch)?)
+    }
+
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
     }
 }
 
-fn decode(id: &str, v: &[u8]) -> Result<Approval, StoreError> {
+pub(crate) fn decode(id: &str, v: &[u8]) -> Result<Approval, StoreError> {
     serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
         key: format!("approval {id}"),
         reason: e.to_string(),

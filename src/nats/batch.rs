@@ -137,6 +137,9 @@ impl Cluster {
                 Ok(ack) => Ok(ack.sequence),
                 Err(e) => Err(match e.kind() {
                     PublishErrorKind::WrongLastSequence => Failure::Conflict,
+                    // The server's other code for it (10164, "wrong last sequence"),
+                    // which the client does not tell apart.
+                    _ if e.to_string().contains("wrong last sequence") => Failure::Conflict,
                     // No stream leader answers (one is being elected), or the
                     // answer did not come back.
                     PublishErrorKind::StreamNotFound

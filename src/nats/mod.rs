@@ -15,6 +15,7 @@
 //! depends on that differs is an error naming it (`provision.rs`), never changed
 //! behind the operator's back.
 
+mod approvals;
 mod batch;
 mod ingest;
 mod partitions;
@@ -22,6 +23,7 @@ mod provision;
 mod queue;
 mod state;
 
+pub use approvals::NatsApprovals;
 pub use ingest::Retention;
 pub use queue::NatsQueue;
 pub use state::NatsState;

@@ -72,10 +72,15 @@ fn unavailable(e: &Failure) -> NatsError {
 async fn round(q: &NatsQueue) -> Result<(), NatsError> {
     let c = &q.inner.cluster;
     let me = q.inner.node.as_str();
+    let describe = q.inner.describe.lock().clone();
+    let mut about = describe.map_or_else(|| json!({}), |d| d());
+    if let Some(o) = about.as_object_mut() {
+        o.insert("node".into(), json!(me));
+    }
     let mut beat = Batch::default();
     beat.put(
         c.subject("node", me),
-        Bytes::from(json!({ "node": me }).to_string()),
+        Bytes::from(about.to_string()),
         None,
         Some(NODE_TTL),
     );

@@ -85,12 +85,17 @@ pub(super) struct Inner {
     retention: Mutex<Retention>,
     /// Where each job read from a partition came from, until it finishes.
     slots: Mutex<HashMap<u64, Slot>>,
+    /// The journals of jobs this node runs, as stored (read once per execution at
+    /// most; a fresh job's is empty).
+    journals: Mutex<HashMap<u64, Map<String, Value>>>,
     /// The partitions this node reads.
     pub(super) parts: Mutex<HashMap<u32, Part>>,
     /// Jobs read and not finished; the readers wait past [`MAX_BUFFERED`].
     pub(super) buffered: AtomicUsize,
     pub(super) drained: tokio::sync::Notify,
     settled_waits: Mutex<Option<SettledCheck>>,
+    /// What this node says of itself in its heartbeat.
+    pub(super) describe: Mutex<Option<Arc<dyn Fn() -> Value + Send + Sync>>>,
     pub(super) stop: CancellationToken,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -152,10 +157,12 @@ impl NatsQueue {
             dispatch,
             retention: Mutex::new(retention),
             slots: Mutex::default(),
+            journals: Mutex::default(),
             parts: Mutex::default(),
             buffered: AtomicUsize::new(0),
             drained: tokio::sync::Notify::new(),
             settled_waits: Mutex::new(None),
+            describe: Mutex::new(None),
             stop: CancellationToken::new(),
             tasks: Mutex::default(),
         });
@@ -173,33 +180,62 @@ impl NatsQueue {
         self.inner.cluster.block(f)
     }
 
-    /// A batch of a job's run writes: state changes, then journal entries.
-    fn batch_of(&self, job: u64, writes: &RunWrites, journal: bool) -> Result<Batch, QueueError> {
+    /// A batch of a job's run writes: its state changes, then (with `journal`) its
+    /// journal with the run's new entries and `extra` — the whole journal, one
+    /// message. Returns the journal as it will be stored.
+    fn batch_of(
+        &self,
+        job: u64,
+        writes: &RunWrites,
+        journal: bool,
+        extra: Option<(&str, Value)>,
+    ) -> Result<(Batch, Option<Map<String, Value>>), QueueError> {
         let mut batch = Batch::default();
-        let batch_ref = &mut batch;
         let now = self.inner.local.now_ms();
         for w in &writes.state {
             let subject = super::state::subject(&self.inner.cluster, &w.ns, &w.key)
                 .map_err(|e| QueueError::Write(e.to_string()))?;
-            super::state::put(batch_ref, subject, w.value.as_ref(), w.expect, now);
+            super::state::put(&mut batch, subject, w.value.as_ref(), w.expect, now);
         }
-        if journal {
-            for (k, v) in &writes.journal {
-                batch_ref.put(
-                    self.journal_subject(job, k),
-                    journal_entry(k, v),
-                    None,
-                    None,
-                );
-            }
+        if !journal {
+            return Ok((batch, None));
         }
-        Ok(batch)
+        let mut entries = self.journal_map(job)?;
+        for (k, v) in &writes.journal {
+            entries.insert(k.clone(), v.clone());
+        }
+        if let Some((k, v)) = extra {
+            entries.insert(k.to_owned(), v);
+        }
+        let bytes = serde_json::to_vec(&entries).expect("a JSON map serialises");
+        batch.put(self.journal_subject(job), Bytes::from(bytes), None, None);
+        Ok((batch, Some(entries)))
     }
 
-    fn journal_subject(&self, job: u64, key: &str) -> String {
-        let d = Sha256::digest(key.as_bytes());
-        let h = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&d[..16]);
-        self.inner.cluster.subject("jr", &format!("{job}.{h}"))
+    /// `P.jr.<job>`: the job's journal, every entry in one message (rolled up).
+    fn journal_subject(&self, job: u64) -> String {
+        self.inner.cluster.subject("jr", &job.to_string())
+    }
+
+    /// The job's journal: this node's copy, else the stored one (then kept).
+    fn journal_map(&self, job: u64) -> Result<Map<String, Value>, QueueError> {
+        if let Some(j) = self.inner.journals.lock().get(&job) {
+            return Ok(j.clone());
+        }
+        let stored = self.block(self.stored_journal(job))?;
+        self.inner.journals.lock().insert(job, stored.clone());
+        Ok(stored)
+    }
+
+    async fn stored_journal(&self, job: u64) -> Result<Map<String, Value>, QueueError> {
+        let m = self
+            .inner
+            .cluster
+            .last(&self.journal_subject(job))
+            .await
+            .map_err(StoreError::from)?;
+        Ok(m.and_then(|m| serde_json::from_slice(&m.payload).ok())
+            .unwrap_or_default())
     }
 
     fn done_subject(&self, job: u64) -> String {
@@ -282,6 +318,7 @@ impl NatsQueue {
     /// Runs `lease` again at once, before its user's next job: its last execution's
     /// commit lost to another node's change of a state key.
     fn run_again(&self, lease: &Lease) {
+        self.inner.journals.lock().remove(&lease.job.id);
         tracing::debug!(
             job = lease.job.id,
             "A state key changed on another node; the run is executed again."
@@ -290,17 +327,6 @@ impl NatsQueue {
             job: lease.job.clone(),
             // Its earlier commits (journal entries) are in the cluster: not fresh.
             event: None,
-        });
-    }
-
-    /// Purges `job`'s journal in the background (a finished run's).
-    fn clear_journal(&self, job: u64) {
-        let cluster = self.inner.cluster.clone();
-        let filter = cluster.subject("jr", &format!("{job}.>"));
-        cluster.runtime.clone().spawn(async move {
-            if let Err(e) = cluster.handle.purge().filter(filter).await {
-                tracing::debug!(job, error = %e, "Clearing a finished run's journal failed (it stays until purged).");
-            }
         });
     }
 
@@ -442,16 +468,15 @@ impl NatsQueue {
                 if ended {
                     continue;
                 }
-                if let Some(m) = self
-                    .inner
-                    .cluster
-                    .last(&self.journal_subject(job.id, RETRY_KEY))
-                    .await?
-                    && let Some(r) = journal_value(&m.payload)
-                {
+                let journal = self
+                    .stored_journal(job.id)
+                    .await
+                    .map_err(|e| NatsError::Unavailable(e.to_string()))?;
+                if let Some(r) = journal.get(RETRY_KEY) {
                     job.attempt = r.get("attempt").and_then(Value::as_u64).unwrap_or(0) as u32;
                     job.not_before_ms = r.get("at_ms").and_then(Value::as_i64).unwrap_or(0);
                 }
+                self.inner.journals.lock().insert(job.id, journal);
                 lease.event = None;
                 kept.push(lease);
             }
@@ -521,15 +546,6 @@ fn unavailable(e: &impl std::fmt::Display) -> QueueError {
     QueueError::Store(StoreError::Unavailable(format!(
         "the NATS cluster did not take the write: {e}"
     )))
-}
-
-fn journal_entry(key: &str, value: &Value) -> Bytes {
-    Bytes::from(serde_json::to_vec(&json!({"k": key, "v": value})).expect("JSON serialises"))
-}
-
-fn journal_value(payload: &[u8]) -> Option<Value> {
-    let mut v: Value = serde_json::from_slice(payload).ok()?;
-    v.get_mut("v").map(Value::take)
 }
 
 /// Ids of an event's jobs: `seq << 12 | slot`, the slot from the handler's name
@@ -838,6 +854,36 @@ impl JobQueue for NatsQueue {
         self.inner.tasks.lock().push(task);
     }
 
+    fn announce(&self, describe: Arc<dyn Fn() -> Value + Send + Sync>) {
+        *self.inner.describe.lock() = Some(describe);
+    }
+
+    fn nodes(&self) -> Result<Vec<Value>, QueueError> {
+        let filter = self.inner.cluster.subject("node", "*");
+        self.block(async {
+            let mut out = Vec::new();
+            for (subject, _) in self
+                .inner
+                .cluster
+                .subjects(&filter)
+                .await
+                .map_err(StoreError::from)?
+            {
+                if let Some(m) = self
+                    .inner
+                    .cluster
+                    .last(&subject)
+                    .await
+                    .map_err(StoreError::from)?
+                    && let Ok(v) = serde_json::from_slice::<Value>(&m.payload)
+                {
+                    out.push(v);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// `wait_for` needs every node to see every event and park at once: not built
     /// on the cluster yet.
     fn waits_for_events(&self) -> bool {
@@ -845,7 +891,13 @@ impl JobQueue for NatsQueue {
     }
 
     fn lease(&self) -> Option<Lease> {
-        self.inner.sched.lease()
+        let lease = self.inner.sched.lease()?;
+        let j = &lease.job;
+        if lease.event.is_some() && j.attempt == 0 && j.wakeups == 0 {
+            // Dispatched here and never run: it has no journal to read.
+            self.inner.journals.lock().entry(j.id).or_default();
+        }
+        Some(lease)
     }
 
     fn settle(
@@ -853,26 +905,38 @@ impl JobQueue for NatsQueue {
         lease: &Lease,
         settle: Settle,
         writes: RunWrites,
-        journal_on_disk: bool,
+        _journal_on_disk: bool,
     ) -> Result<(), QueueError> {
         let job = &lease.job;
-        let user = job.user.as_deref();
         let events_ttl = self.retention().events;
         let result = match settle {
             Settle::Done { keep_journal } => {
                 let marker = self.done_subject(job.id);
-                let ended = self
-                    .batch_of(job.id, &writes, keep_journal)
-                    .and_then(|mut b| {
-                        b.claim(marker.clone(), Bytes::new(), Some(events_ttl));
-                        self.commit_end(&marker, b)
-                    });
+                let ended =
+                    self.batch_of(job.id, &writes, keep_journal, None)
+                        .and_then(|(mut b, _)| {
+                            let stored_journal = self
+                                .inner
+                                .journals
+                                .lock()
+                                .get(&job.id)
+                                .is_none_or(|j| !j.is_empty());
+                            if !keep_journal && stored_journal {
+                                // Nothing replays a finished run: its journal goes with it.
+                                b.put(
+                                    self.journal_subject(job.id),
+                                    Bytes::new(),
+                                    None,
+                                    Some(GONE_TTL),
+                                );
+                            }
+                            b.claim(marker.clone(), Bytes::new(), Some(events_ttl));
+                            self.commit_end(&marker, b)
+                        });
                 match ended {
                     Ok(End::Stored | End::AlreadyEnded) => {
+                        self.inner.journals.lock().remove(&job.id);
                         self.finish(job.id);
-                        if journal_on_disk && !keep_journal {
-                            self.clear_journal(job.id);
-                        }
                         Ok(())
                     }
                     Ok(End::Conflict) => {
@@ -884,12 +948,12 @@ impl JobQueue for NatsQueue {
             }
             Settle::Retry { at_ms } => {
                 let attempt = job.attempt + 1;
-                let retry = journal_entry(RETRY_KEY, &json!({"attempt": attempt, "at_ms": at_ms}));
-                let retry_subject = self.journal_subject(job.id, RETRY_KEY);
-                let stored = self.batch_of(job.id, &writes, true).map(|mut b| {
-                    b.put(retry_subject, retry, None, None);
-                    self.block(self.inner.cluster.commit_retrying(RIDE_OUT, b))
-                });
+                let retry = json!({"attempt": attempt, "at_ms": at_ms});
+                let stored = self
+                    .batch_of(job.id, &writes, true, Some((RETRY_KEY, retry)))
+                    .map(|(b, _)| self.block(self.inner.cluster.commit_retrying(RIDE_OUT, b)));
+                // The next attempt reads its journal again (it may run elsewhere).
+                self.inner.journals.lock().remove(&job.id);
                 match stored? {
                     Ok(_) => {
                         let mut next = job.clone();
@@ -897,7 +961,7 @@ impl JobQueue for NatsQueue {
                         next.not_before_ms = at_ms;
                         self.inner.sched.push_all([Lease {
                             job: next,
-                            event: lease.event.clone(),
+                            event: None,
                         }]);
                         Ok(())
                     }
@@ -913,27 +977,36 @@ impl JobQueue for NatsQueue {
             // Not stored: it runs again (its partition keeps it pending).
             self.run_again(lease);
         }
-        self.inner.sched.done(user);
+        self.inner.sched.done(job.user.as_deref());
         result
     }
 
+    /// Every commit waits for the cluster's acknowledgement: "durable" or not.
     fn commit(&self, job: u64, writes: RunWrites, _durable: bool) -> Result<(), QueueError> {
         if writes.is_empty() {
             return Ok(());
         }
-        let batch = self.batch_of(job, &writes, true)?;
-        // Acknowledged means stored on the cluster: every commit is "durable".
+        let (batch, journal) = self.batch_of(job, &writes, !writes.journal.is_empty(), None)?;
         match self.block(self.inner.cluster.commit_retrying(RIDE_OUT, batch)) {
-            Ok(_) => Ok(()),
-            Err(Failure::Conflict) => Err(QueueError::Write(
-                "a state key the run changed was changed on another node meanwhile; the run is retried".into(),
-            )),
-            Err(e) => Err(unavailable(&e)),
+            Ok(_) => {
+                if let Some(j) = journal {
+                    self.inner.journals.lock().insert(job, j);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.inner.journals.lock().remove(&job);
+                Err(match e {
+                    Failure::Conflict => QueueError::Write(
+                        "a state key the run changed was changed on another node meanwhile; the run is retried".into(),
+                    ),
+                    e => unavailable(&e),
+                })
+            }
         }
     }
 
     fn park(&self, lease: &Lease, job: Job, writes: RunWrites) -> Result<(), QueueError> {
-        let user = lease.job.user.clone();
         let result = (|| {
             let Some(wait) = job.waiting.clone() else {
                 return Err(QueueError::Write("parking needs a wait".into()));
@@ -944,13 +1017,14 @@ impl JobQueue for NatsQueue {
                 ));
             }
             let marker = self.moved_subject(job.id, lease.job.wakeups);
-            let park = self.park_subject(job.id);
             let bytes = Bytes::from(serde_json::to_vec(&job).expect("JSON serialises"));
             let ttl = self.retention().events;
-            let mut b = self.batch_of(job.id, &writes, true)?;
-            b.put(park, bytes, None, None);
+            let (mut b, _) = self.batch_of(job.id, &writes, true, None)?;
+            b.put(self.park_subject(job.id), bytes, None, None);
             b.claim(marker.clone(), Bytes::new(), Some(ttl));
-            match self.commit_end(&marker, b)? {
+            let ended = self.commit_end(&marker, b);
+            self.inner.journals.lock().remove(&job.id);
+            match ended? {
                 End::Stored | End::AlreadyEnded => {
                     self.finish(job.id);
                     let settled = self.inner.settled_waits.lock().clone();
@@ -966,7 +1040,7 @@ impl JobQueue for NatsQueue {
                 }
             }
         })();
-        self.inner.sched.done(user.as_deref());
+        self.inner.sched.done(lease.job.user.as_deref());
         result
     }
 
@@ -998,22 +1072,19 @@ impl JobQueue for NatsQueue {
             })
             .expect("JSON serialises"),
         );
-        let subject = self.job_subject("job", &job);
-        let journal = self.journal_subject(job_id, key);
-        let entry = journal_entry(key, &result);
-        let ttl = self.retention().events;
-        match self
-            .inner
-            .cluster
-            .commit_retrying(RIDE_OUT, {
-                let mut b = Batch::default();
-                b.put(park.clone(), Bytes::new(), Some(m.sequence), Some(GONE_TTL));
-                b.put(journal.clone(), entry.clone(), None, None);
-                b.append(subject.clone(), queued.clone(), Some(ttl));
-                b
-            })
-            .await
-        {
+        let mut journal = self.stored_journal(job_id).await?;
+        journal.insert(key.to_owned(), result);
+        let journal = Bytes::from(serde_json::to_vec(&journal).expect("JSON serialises"));
+        let mut b = Batch::default();
+        // Only if still parked as read: a run is woken once.
+        b.put(park, Bytes::new(), Some(m.sequence), Some(GONE_TTL));
+        b.put(self.journal_subject(job_id), journal, None, None);
+        b.append(
+            self.job_subject("job", &job),
+            queued,
+            Some(self.retention().events),
+        );
+        match self.inner.cluster.commit_retrying(RIDE_OUT, b).await {
             Ok(_) => Ok(true),
             // Woken by someone else meanwhile.
             Err(Failure::Conflict) => Ok(false),
@@ -1048,64 +1119,40 @@ impl JobQueue for NatsQueue {
     }
 
     fn journal_get(&self, job: u64, key: &str) -> Result<Option<Value>, QueueError> {
-        let subject = self.journal_subject(job, key);
-        let m = self
-            .block(self.inner.cluster.last(&subject))
-            .map_err(StoreError::from)?;
-        Ok(m.and_then(|m| journal_value(&m.payload)))
+        if let Some(j) = self.inner.journals.lock().get(&job) {
+            return Ok(j.get(key).cloned());
+        }
+        Ok(self.journal_map(job)?.remove(key))
     }
 
     fn journal(&self, job: u64) -> Result<Vec<(String, Value)>, QueueError> {
-        let filter = self.inner.cluster.subject("jr", &format!("{job}.*"));
-        self.block(async {
-            let mut out = Vec::new();
-            for (subject, _) in self
-                .inner
-                .cluster
-                .subjects(&filter)
-                .await
-                .map_err(StoreError::from)?
-            {
-                if let Some(m) = self
-                    .inner
-                    .cluster
-                    .last(&subject)
-                    .await
-                    .map_err(StoreError::from)?
-                    && let Ok(Value::Object(mut e)) = serde_json::from_slice::<Value>(&m.payload)
-                    && let Some(Value::String(k)) = e.remove("k")
-                {
-                    out.push((k, e.remove("v").unwrap_or(Value::Null)));
-                }
-            }
-            out.sort_by(|a, b| a.0.cmp(&b.0));
-            Ok(out)
-        })
+        Ok(self.block(self.stored_journal(job))?.into_iter().collect())
     }
 
     fn journal_forget(&self, job: u64, key: &str) -> Result<(), QueueError> {
-        let subject = self.journal_subject(job, key);
-        self.block(
-            self.inner
-                .cluster
-                .handle
-                .purge()
-                .filter(subject)
-                .into_future(),
-        )
-        .map(|_| ())
-        .map_err(|e| unavailable(&e))
+        let mut journal = self.block(self.stored_journal(job))?;
+        if journal.remove(key).is_none() {
+            return Ok(());
+        }
+        self.inner.journals.lock().remove(&job);
+        let mut b = Batch::default();
+        let bytes = serde_json::to_vec(&journal).expect("JSON serialises");
+        b.put(self.journal_subject(job), Bytes::from(bytes), None, None);
+        self.block(self.inner.cluster.commit_retrying(RIDE_OUT, b))
+            .map(|_| ())
+            .map_err(|e| unavailable(&e))
     }
 
     fn forget_journals(&self, jobs: &[u64]) -> Result<(), QueueError> {
         for &job in jobs {
-            let filter = self.inner.cluster.subject("jr", &format!("{job}.>"));
+            self.inner.journals.lock().remove(&job);
+            let subject = self.journal_subject(job);
             self.block(
                 self.inner
                     .cluster
                     .handle
                     .purge()
-                    .filter(filter)
+                    .filter(subject)
                     .into_future(),
             )
             .map_err(|e| unavailable(&e))?;

@@ -242,6 +242,22 @@ pub trait JobQueue: Send + Sync + 'static {
         let _ = f;
     }
 
+    /// Describes this process to the others sharing the backend: `describe` is
+    /// asked each time it announces itself (its scripts' versions, for
+    /// `/api/scripts`). A backend of one process ignores it.
+    fn announce(&self, describe: Arc<dyn Fn() -> Value + Send + Sync>) {
+        let _ = describe;
+    }
+
+    /// The processes sharing the backend, as they last described themselves
+    /// (empty: a backend of one process).
+    ///
+    /// # Errors
+    /// When the backend cannot be read.
+    fn nodes(&self) -> Result<Vec<Value>, QueueError> {
+        Ok(Vec::new())
+    }
+
     /// Whether runs can wait for events (`wait_for`) on this backend.
     fn waits_for_events(&self) -> bool {
         true
