@@ -186,6 +186,42 @@ async fn all_idle(daemons: &[&Daemon]) -> bool {
     true
 }
 
+/// The node whose run asked for an approval, and the approval's id.
+async fn asked(daemons: &[Daemon]) -> (usize, String) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut found = None;
+        for (i, d) in daemons.iter().enumerate() {
+            let runs = d.get("/api/runs?status=waiting&limit=5").await;
+            let waiting = runs["runs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["status"] == "waiting");
+            let pending = d.get("/api/approvals?status=pending").await;
+            if waiting && let Some(a) = pending["approvals"].as_array().and_then(|a| a.first()) {
+                found = Some((i, a["id"].as_str().unwrap().to_owned()));
+            }
+        }
+        if let Some(f) = found {
+            return f;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            for d in daemons {
+                eprintln!(
+                    "{} runs {}",
+                    d.base,
+                    d.get("/api/runs?trigger=event&limit=3").await
+                );
+                eprintln!("{} health {}", d.base, d.get("/healthz").await);
+                eprintln!("{} approvals {}", d.base, d.get("/api/approvals").await);
+            }
+            panic!("no run asked for the approval");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The acceptance test of the cluster: three daemons on a three-server R3 cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_daemons_on_three_servers_survive_losing_one_of_each() {
@@ -243,34 +279,7 @@ async fn three_daemons_on_three_servers_survive_losing_one_of_each() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let (asked_on, approval) = loop {
-        let mut found = None;
-        for (i, d) in daemons.iter().enumerate() {
-            let runs = d.get("/api/runs?limit=50").await;
-            let waiting = runs["runs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|r| r["status"] == "waiting");
-            let pending = d.get("/api/approvals?status=pending").await;
-            if waiting && let Some(a) = pending["approvals"].as_array().and_then(|a| a.first()) {
-                found = Some((i, a["id"].as_str().unwrap().to_owned()));
-            }
-        }
-        if let Some(f) = found {
-            break f;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            for d in &daemons {
-                eprintln!("{} runs {}", d.base, d.get("/api/runs?limit=5").await);
-                eprintln!("{} health {}", d.base, d.get("/healthz").await);
-                eprintln!("{} approvals {}", d.base, d.get("/api/approvals").await);
-            }
-            panic!("no run asked for the approval");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (asked_on, approval) = asked(&daemons).await;
     let decider = &daemons[(asked_on + 1) % 3];
     let r = client
         .post(format!("{}/api/approvals/{approval}/approve", decider.base))

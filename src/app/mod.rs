@@ -271,9 +271,7 @@ impl App {
         );
         let parked = queue.waiting_jobs()?;
         timers.add_parked(&parked);
-        let parks = timers.clone();
-        queue.watch_parks(Arc::new(move |job| parks.add_parked(&[job])));
-        queue.announce(describe_node(&config, &scripts));
+        share_with_nodes(&queue, &timers, &config, &scripts);
         let reconciled = approvals.reconcile().await?;
         if !parked.is_empty() {
             tracing::info!(parked = parked.len(), reconciled, "Parked runs restored.");
@@ -471,6 +469,19 @@ fn report_load(dir: &Path, set: &crate::script::ScriptSet) {
         errors = set.errors.len(),
         "Scripts loaded."
     );
+}
+
+/// On a backend shared by several daemons: timers for the runs others park, and
+/// this daemon's description for them.
+fn share_with_nodes(
+    queue: &crate::queue::Queue,
+    timers: &Timers,
+    config: &Config,
+    scripts: &Arc<crate::script::Live>,
+) {
+    let parks = timers.clone();
+    queue.watch_parks(Arc::new(move |job| parks.add_parked(&[job])));
+    queue.announce(describe_node(config, scripts));
 }
 
 /// What this daemon tells the others sharing its backend: where it listens, since

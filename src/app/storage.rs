@@ -36,11 +36,13 @@ enum Backend {
     /// Jobs, events and state in the cluster; what stays per node (run records,
     /// dead letters, audit, the Segment outbox, script sources, approvals) on the
     /// node's own store.
-    Nats {
-        cluster: crate::nats::Cluster,
-        local: Store,
-        retention: crate::nats::Retention,
-    },
+    Nats(Box<Nats>),
+}
+
+struct Nats {
+    cluster: crate::nats::Cluster,
+    local: Store,
+    retention: crate::nats::Retention,
 }
 
 impl Storage {
@@ -76,15 +78,16 @@ impl Storage {
                     cluster.clone(),
                     Arc::clone(local.clock()),
                 ));
+                storage.sources = Arc::new(crate::nats::NatsSources::new(cluster.clone()));
                 storage.approvals = Arc::new(crate::nats::NatsApprovals::new(
                     cluster.clone(),
                     Arc::clone(local.clock()),
                 ));
-                storage.backend = Backend::Nats {
+                storage.backend = Backend::Nats(Box::new(Nats {
                     cluster,
                     local,
                     retention,
-                };
+                }));
                 Ok(storage)
             }
         }
@@ -126,12 +129,13 @@ impl Storage {
             Backend::Sled(store) => {
                 SledQueue::open(store.clone(), dispatch).context("opening the queue")
             }
-            Backend::Nats {
-                cluster,
-                local,
-                retention,
-            } => crate::nats::NatsQueue::open(cluster.clone(), local.clone(), dispatch, *retention)
-                .context("opening the NATS queue"),
+            Backend::Nats(n) => crate::nats::NatsQueue::open(
+                n.cluster.clone(),
+                n.local.clone(),
+                dispatch,
+                n.retention,
+            )
+            .context("opening the NATS queue"),
         }
     }
 }

@@ -63,19 +63,17 @@ impl ApprovalRequests for NatsApprovals {
     fn create_if_absent(&self, a: &Approval) -> Result<(Approval, bool), StoreError> {
         self.cluster.block(async {
             loop {
-                match self.read(&a.id).await? {
-                    Some((current, _)) => return Ok((current, false)),
-                    None => {
-                        // An empty (removed) request's subject has a sequence too.
-                        let seq = self
-                            .cluster
-                            .last(&self.subject(&a.id))
-                            .await?
-                            .map_or(0, |m| m.sequence);
-                        if self.write(a, seq).await? {
-                            return Ok((a.clone(), true));
-                        }
-                    }
+                if let Some((current, _)) = self.read(&a.id).await? {
+                    return Ok((current, false));
+                }
+                // An empty (removed) request's subject has a sequence too.
+                let seq = self
+                    .cluster
+                    .last(&self.subject(&a.id))
+                    .await?
+                    .map_or(0, |m| m.sequence);
+                if self.write(a, seq).await? {
+                    return Ok((a.clone(), true));
                 }
             }
         })

@@ -21,11 +21,13 @@ mod ingest;
 mod partitions;
 mod provision;
 mod queue;
+mod sources;
 mod state;
 
 pub use approvals::NatsApprovals;
 pub use ingest::Retention;
 pub use queue::NatsQueue;
+pub(crate) use sources::NatsSources;
 pub use state::NatsState;
 
 use std::time::Duration;

@@ -369,7 +369,7 @@ impl NatsQueue {
         let mut out = std::collections::VecDeque::new();
         while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(2), msgs.next()).await {
             let m = m.map_err(|e| unavailable(&e))?;
-            let pending = m.info().map(|i| i.pending).unwrap_or(0);
+            let pending = m.info().map_or(0, |i| i.pending);
             if out.len() == limit {
                 out.pop_front();
             }
@@ -656,7 +656,7 @@ impl JobQueue for NatsQueue {
     ) -> Result<(), QueueError> {
         let filter = self.inner.cluster.subject("wh", ">");
         for m in self.block(self.scan(filter, since_ms, limit))? {
-            let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let seq = m.info().map_or(0, |i| i.stream_sequence);
             if let Some(r) = request_of(seq, &m.payload)
                 && !visit(r)
             {
@@ -1227,7 +1227,7 @@ impl JobQueue for NatsQueue {
     ) -> Result<(), QueueError> {
         let filter = self.inner.cluster.subject("ev", ">");
         for m in self.block(self.scan(filter, since_ms, limit))? {
-            let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let seq = m.info().map_or(0, |i| i.stream_sequence);
             if let Some(e) = decode_event(seq, &m.payload)
                 && !visit(e)
             {
@@ -1254,8 +1254,7 @@ impl JobQueue for NatsQueue {
 
     fn size_on_disk(&self) -> u64 {
         self.block(self.inner.cluster.handle.get_info())
-            .map(|i| i.state.bytes)
-            .unwrap_or(0)
+            .map_or(0, |i| i.state.bytes)
     }
 
     fn usage(&self) -> Result<Vec<crate::store::Usage>, QueueError> {

@@ -1,6 +1,7 @@
 //! Script versions by content hash, so a run keeps the version it started on.
 //!
-//! Every loaded script's source is stored under its sha256 (tree `sources`). A run
+//! Every loaded script's source is stored under its sha256 (sled: tree `sources`;
+//! NATS: `nats/sources.rs`, shared by every node). A run
 //! records the hash on its first execution; a later execution (a retry, a wake-up)
 //! whose script has since changed compiles that stored version instead — an edit
 //! never changes a run halfway. Compiled versions are cached.
