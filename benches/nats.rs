@@ -5,17 +5,25 @@
 //! nodes (connections, one per server); and the resident memory of the server per
 //! million remembered ids. The servers, the nodes and the load share the machine.
 //!
-//! Run with: `cargo bench --bench nats` (add `-- --events 200000`).
+//! Then runs/s from a backlog (`--runs`, 20,000 by default; one handler per event,
+//! one `state::incr` on a per-user key each): sled with one daemon, and the R3
+//! cluster with one, two and three daemons (in this process, `--workers` each, 32 by
+//! default: a run waits on round trips to the cluster, so many run at once), timed
+//! from the moment the workers start until every run is finished.
+//!
+//! Run with: `cargo bench --bench nats` (add `-- --events 200000 --runs 50000`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use spur::app::App;
 use spur::config::NatsConfig;
 use spur::event::{BatchDefaults, Origin, normalize};
 use spur::nats::{Cluster, Retention};
 use spur::queue::PreparedEvent;
+use spur::run::RunStatus;
 use spur::testing::nats::{NatsCluster, NatsServer};
 
 const BATCH: u64 = 100;
@@ -135,6 +143,107 @@ async fn main() {
         );
     }
     drop(nodes);
+
+    let runs = arg("--runs", 20_000);
+    let rate = backlog(&dir.join("sled"), None, 1, runs).await;
+    println!(
+        "runs from a backlog, sled, 1 daemon:    {rate:>8.0} runs/s ({runs} runs, state::incr per user)"
+    );
+    for n in 1..=3 {
+        let rate = backlog(&dir.join(format!("runs{n}")), Some((&urls, n)), n, runs).await;
+        println!(
+            "runs from a backlog, NATS R3, {n} daemon{}: {rate:>8.0} runs/s",
+            if n == 1 { " " } else { "s" }
+        );
+    }
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+const RUN_SCRIPT: &str = r#"on_track("Order Completed", |e| { state::incr("n:" + e.userId); });"#;
+
+/// `daemons` daemons on sled (`nats` None: one) or on the cluster (its servers, and
+/// a stream of its own named by `tag`); `total` events queued with the workers
+/// off, then the workers started: runs/s until every run finished.
+async fn backlog(
+    dir: &std::path::Path,
+    nats: Option<(&[String], usize)>,
+    daemons: usize,
+    total: u64,
+) -> f64 {
+    let mut apps = Vec::new();
+    for d in 0..daemons {
+        let home = dir.join(format!("node{d}"));
+        std::fs::create_dir_all(home.join("scripts")).unwrap();
+        std::fs::write(home.join("scripts/count.rhai"), RUN_SCRIPT).unwrap();
+        let store = match nats {
+            Some((urls, n)) => format!(
+                "[store]\nbackend = \"nats\"\n[nats]\nservers = {urls:?}\nreplicas = 3\nprefix = \"runs{n}\"\n"
+            ),
+            None => String::new(),
+        };
+        let text = format!(
+            "[server]\ndata_dir = {:?}\nscripts_dir = {:?}\nworkers = {}\n[admin]\ntoken = \"bench\"\n{store}",
+            home.join("data").display().to_string(),
+            home.join("scripts").display().to_string(),
+            arg("--workers", 32),
+        );
+        let cfg = spur::config::load_from_str(&text, None, &std::collections::BTreeMap::default()).unwrap();
+        apps.push(App::open(cfg).await.unwrap());
+    }
+    if nats.is_some() {
+        // Until the partitions are spread over the daemons (each its fair share).
+        let fair = 64_u64.div_ceil(daemons as u64);
+        loop {
+            let nodes = apps[0].queue.nodes().unwrap();
+            let owned: Vec<u64> = nodes
+                .iter()
+                .filter_map(|n| n["partitions"].as_u64())
+                .collect();
+            if owned.len() == daemons
+                && owned.iter().sum::<u64>() == 64
+                && owned.iter().all(|&p| p <= fair)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..CALLERS {
+        let app = Arc::clone(&apps[c as usize % apps.len()]);
+        let next = Arc::clone(&next);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let first = next.fetch_add(BATCH, Ordering::Relaxed);
+                if first >= total {
+                    return;
+                }
+                app.queue.ingest(batch("run", first)).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let started = Instant::now();
+    for app in &apps {
+        app.start_workers();
+    }
+    loop {
+        let done: u64 = apps
+            .iter()
+            .map(|a| a.metrics.runs_finished(RunStatus::Ok))
+            .sum();
+        if done >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    for app in &apps {
+        app.shutdown().await;
+    }
+    rate
 }

@@ -26,7 +26,7 @@ pub(crate) struct Batch {
 }
 
 /// Why a batch was not stored.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Failure {
     /// An expectation failed (a claimed subject was taken, a value changed since it
     /// was read): nothing of the batch is stored.
@@ -176,6 +176,77 @@ impl Cluster {
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
                 other => return other,
+            }
+        }
+    }
+}
+
+/// Group commit for runs: the batches handed in while one is being committed are
+/// committed next as one atomic batch, so many runs share one round trip and one
+/// batch's overhead on the stream leader. When the merged batch fails an
+/// expectation, its parts are committed one by one (in order), so each run learns
+/// whether its own writes conflicted.
+pub(crate) struct Combiner {
+    tx: tokio::sync::mpsc::UnboundedSender<(Batch, Reply)>,
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<u64, Failure>>;
+
+impl Combiner {
+    pub(crate) fn start(cluster: Cluster, ride_out: Duration) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Batch, Reply)>();
+        cluster.runtime.clone().spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut size = first.0.msgs.len();
+                let mut group = vec![first];
+                while let Ok(next) = rx.try_recv() {
+                    if size + next.0.msgs.len() > MAX_MESSAGES {
+                        commit_group(&cluster, ride_out, std::mem::take(&mut group)).await;
+                        size = 0;
+                    }
+                    size += next.0.msgs.len();
+                    group.push(next);
+                }
+                commit_group(&cluster, ride_out, group).await;
+            }
+        });
+        Self { tx }
+    }
+
+    /// Commits `batch` with whatever other batches are waiting (see [`Combiner`]).
+    ///
+    /// # Errors
+    /// As [`Cluster::commit_retrying`].
+    pub(crate) async fn commit(&self, batch: Batch) -> Result<u64, Failure> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((batch, tx))
+            .map_err(|_| Failure::Failed("the queue is shut down".into()))?;
+        rx.await
+            .map_err(|_| Failure::Failed("the queue is shut down".into()))?
+    }
+}
+
+async fn commit_group(cluster: &Cluster, ride_out: Duration, mut group: Vec<(Batch, Reply)>) {
+    if group.len() <= 1 {
+        if let Some((b, reply)) = group.pop() {
+            let _ = reply.send(cluster.commit_retrying(ride_out, b).await);
+        }
+        return;
+    }
+    let mut merged = Batch::default();
+    for (b, _) in &group {
+        merged.msgs.extend(b.msgs.iter().cloned());
+    }
+    match cluster.commit_retrying(ride_out, merged).await {
+        Err(Failure::Conflict) => {
+            for (b, reply) in group {
+                let _ = reply.send(cluster.commit_retrying(ride_out, b).await);
+            }
+        }
+        result => {
+            for (_, reply) in group {
+                let _ = reply.send(result.clone());
             }
         }
     }

@@ -76,6 +76,7 @@ async fn round(q: &NatsQueue) -> Result<(), NatsError> {
     let mut about = describe.map_or_else(|| json!({}), |d| d());
     if let Some(o) = about.as_object_mut() {
         o.insert("node".into(), json!(me));
+        o.insert("partitions".into(), json!(q.inner.parts.lock().len()));
     }
     let mut beat = Batch::default();
     beat.put(

@@ -96,6 +96,8 @@ pub(super) struct Inner {
     settled_waits: Mutex<Option<SettledCheck>>,
     /// What this node says of itself in its heartbeat.
     pub(super) describe: Mutex<Option<Arc<dyn Fn() -> Value + Send + Sync>>>,
+    /// Commits runs' batches together (group commit).
+    combiner: super::batch::Combiner,
     pub(super) stop: CancellationToken,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -163,6 +165,7 @@ impl NatsQueue {
             drained: tokio::sync::Notify::new(),
             settled_waits: Mutex::new(None),
             describe: Mutex::new(None),
+            combiner: super::batch::Combiner::start(cluster.clone(), RIDE_OUT),
             stop: CancellationToken::new(),
             tasks: Mutex::default(),
         });
@@ -275,7 +278,7 @@ impl NatsQueue {
     /// job while its partition moved).
     fn commit_end(&self, marker: &str, batch: Batch) -> Result<End, QueueError> {
         self.block(async {
-            match self.inner.cluster.commit_retrying(RIDE_OUT, batch).await {
+            match self.inner.combiner.commit(batch).await {
                 Ok(_) => Ok(End::Stored),
                 Err(Failure::Conflict) => {
                     match self
@@ -951,7 +954,7 @@ impl JobQueue for NatsQueue {
                 let retry = json!({"attempt": attempt, "at_ms": at_ms});
                 let stored = self
                     .batch_of(job.id, &writes, true, Some((RETRY_KEY, retry)))
-                    .map(|(b, _)| self.block(self.inner.cluster.commit_retrying(RIDE_OUT, b)));
+                    .map(|(b, _)| self.block(self.inner.combiner.commit(b)));
                 // The next attempt reads its journal again (it may run elsewhere).
                 self.inner.journals.lock().remove(&job.id);
                 match stored? {
@@ -987,7 +990,7 @@ impl JobQueue for NatsQueue {
             return Ok(());
         }
         let (batch, journal) = self.batch_of(job, &writes, !writes.journal.is_empty(), None)?;
-        match self.block(self.inner.cluster.commit_retrying(RIDE_OUT, batch)) {
+        match self.block(self.inner.combiner.commit(batch)) {
             Ok(_) => {
                 if let Some(j) = journal {
                     self.inner.journals.lock().insert(job, j);
