@@ -188,7 +188,8 @@ async fn backlog(
             home.join("scripts").display().to_string(),
             arg("--workers", 32),
         );
-        let cfg = spur::config::load_from_str(&text, None, &std::collections::BTreeMap::default()).unwrap();
+        let cfg = spur::config::load_from_str(&text, None, &std::collections::BTreeMap::default())
+            .unwrap();
         apps.push(App::open(cfg).await.unwrap());
     }
     if nats.is_some() {

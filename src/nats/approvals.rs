@@ -84,21 +84,13 @@ impl ApprovalRequests for NatsApprovals {
     }
 
     fn all(&self) -> Result<Vec<Approval>, StoreError> {
-        self.cluster.block(async {
-            let mut out = Vec::new();
-            for (subject, _) in self
-                .cluster
-                .subjects(&self.cluster.subject("ap", "*"))
-                .await?
-            {
-                if let Some(m) = self.cluster.last(&subject).await?
-                    && !m.payload.is_empty()
-                {
-                    out.push(decode(&subject, &m.payload)?);
-                }
-            }
-            Ok(out)
-        })
+        let msgs = self
+            .cluster
+            .block(self.cluster.lasts(&self.cluster.subject("ap", "*")))?;
+        msgs.iter()
+            .filter(|m| !m.payload.is_empty())
+            .map(|m| decode(m.subject.as_str(), &m.payload))
+            .collect()
     }
 
     fn transition(

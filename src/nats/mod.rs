@@ -210,6 +210,19 @@ impl Cluster {
         Ok(out)
     }
 
+    /// The last message of each subject matching `filter` (a scan of the stream's
+    /// subject index and a direct get per subject: for listings, not hot paths).
+    ///
+    /// # Errors
+    /// When the cluster does not answer.
+    pub(crate) async fn lasts(&self, filter: &str) -> Result<Vec<StreamMessage>, NatsError> {
+        let mut out = Vec::new();
+        for (subject, _) in self.subjects(filter).await? {
+            out.extend(self.last(&subject).await?);
+        }
+        Ok(out)
+    }
+
     /// The stream's last sequence number.
     ///
     /// # Errors

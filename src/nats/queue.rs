@@ -770,37 +770,22 @@ impl JobQueue for NatsQueue {
 
     fn schedule_states(&self) -> Result<HashMap<(String, String), ScheduleState>, QueueError> {
         let filter = self.inner.cluster.subject("sch", "*.*");
-        self.block(async {
-            let mut out = HashMap::new();
-            for (subject, _) in self
-                .inner
-                .cluster
-                .subjects(&filter)
-                .await
-                .map_err(StoreError::from)?
+        let msgs = self
+            .block(self.inner.cluster.lasts(&filter))
+            .map_err(StoreError::from)?;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut out = HashMap::new();
+        for m in msgs {
+            let mut names = m.subject.as_str().rsplit('.').take(2).map(|t| {
+                String::from_utf8(b64.decode(t.strip_prefix('_').unwrap_or(t)).ok()?).ok()
+            });
+            if let (Some(Some(handler)), Some(Some(script))) = (names.next(), names.next())
+                && let Ok(state) = serde_json::from_slice(&m.payload)
             {
-                let mut parts = subject.rsplit('.').take(2).map(|t| {
-                    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .decode(t.strip_prefix('_').unwrap_or(t))
-                        .ok()?;
-                    String::from_utf8(b).ok()
-                });
-                let (Some(Some(handler)), Some(Some(script))) = (parts.next(), parts.next()) else {
-                    continue;
-                };
-                if let Some(m) = self
-                    .inner
-                    .cluster
-                    .last(&subject)
-                    .await
-                    .map_err(StoreError::from)?
-                    && let Ok(state) = serde_json::from_slice(&m.payload)
-                {
-                    out.insert((script, handler), state);
-                }
+                out.insert((script, handler), state);
             }
-            Ok(out)
-        })
+        }
+        Ok(out)
     }
 
     fn put_schedule_state(
@@ -863,28 +848,13 @@ impl JobQueue for NatsQueue {
 
     fn nodes(&self) -> Result<Vec<Value>, QueueError> {
         let filter = self.inner.cluster.subject("node", "*");
-        self.block(async {
-            let mut out = Vec::new();
-            for (subject, _) in self
-                .inner
-                .cluster
-                .subjects(&filter)
-                .await
-                .map_err(StoreError::from)?
-            {
-                if let Some(m) = self
-                    .inner
-                    .cluster
-                    .last(&subject)
-                    .await
-                    .map_err(StoreError::from)?
-                    && let Ok(v) = serde_json::from_slice::<Value>(&m.payload)
-                {
-                    out.push(v);
-                }
-            }
-            Ok(out)
-        })
+        let msgs = self
+            .block(self.inner.cluster.lasts(&filter))
+            .map_err(StoreError::from)?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| serde_json::from_slice(&m.payload).ok())
+            .collect())
     }
 
     /// `wait_for` needs every node to see every event and park at once: not built
@@ -1097,28 +1067,14 @@ impl JobQueue for NatsQueue {
 
     fn waiting_jobs(&self) -> Result<Vec<Job>, QueueError> {
         let filter = self.inner.cluster.subject("pk", "*");
-        self.block(async {
-            let mut out = Vec::new();
-            for (subject, _) in self
-                .inner
-                .cluster
-                .subjects(&filter)
-                .await
-                .map_err(StoreError::from)?
-            {
-                if let Some(m) = self
-                    .inner
-                    .cluster
-                    .last(&subject)
-                    .await
-                    .map_err(StoreError::from)?
-                    && let Ok(job) = serde_json::from_slice::<Job>(&m.payload)
-                {
-                    out.push(job);
-                }
-            }
-            Ok(out)
-        })
+        let msgs = self
+            .block(self.inner.cluster.lasts(&filter))
+            .map_err(StoreError::from)?;
+        // A woken run's park is an empty message until it expires.
+        Ok(msgs
+            .iter()
+            .filter_map(|m| serde_json::from_slice(&m.payload).ok())
+            .collect())
     }
 
     fn journal_get(&self, job: u64, key: &str) -> Result<Option<Value>, QueueError> {

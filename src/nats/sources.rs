@@ -62,18 +62,14 @@ impl ScriptSources for NatsSources {
     }
 
     fn all(&self) -> Result<Vec<(String, StoredSource)>, StoreError> {
-        self.cluster.block(async {
-            let mut out = Vec::new();
-            for (subject, _) in self.cluster.subjects(&self.subject("*")).await? {
-                let hash = subject.rsplit('.').next().unwrap_or_default().to_owned();
-                if let Some(m) = self.cluster.last(&subject).await?
-                    && let Ok(stored) = serde_json::from_slice(&m.payload)
-                {
-                    out.push((hash, stored));
-                }
-            }
-            Ok(out)
-        })
+        let msgs = self.cluster.block(self.cluster.lasts(&self.subject("*")))?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| {
+                let hash = m.subject.as_str().rsplit('.').next()?.to_owned();
+                Some((hash, serde_json::from_slice(&m.payload).ok()?))
+            })
+            .collect())
     }
 
     fn remove(&self, hash: &str) -> Result<(), StoreError> {
