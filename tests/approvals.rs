@@ -8,11 +8,19 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::sink::{counting, path, step};
-use common::{Daemon, TOKEN, TestApp, base_config};
+use common::{Backend, Daemon, TOKEN, TestApp, write_daemon_dir};
 use hmac::Mac as _;
 use serde_json::json;
 use spur::run::{RunRecord, RunStatus};
 use spur::testing::FakeHttp;
+
+common::on_both_backends!(
+    approve_after_kill9_resumes_once_without_repeating_the_first_post,
+    reject_expiry_and_approvers,
+    connection_policy_holds_a_delete_until_approved,
+    slack_buttons_decide_with_a_valid_signature_only,
+    bad_ask_and_wait_arguments_fail_the_run_at_once,
+);
 
 fn waiting(runs: &[RunRecord]) -> bool {
     runs.iter().any(|r| r.status == RunStatus::Waiting)
@@ -39,21 +47,13 @@ fn approval_config(fake: &str, extra: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn approve_after_kill9_resumes_once_without_repeating_the_first_post() {
+async fn approve_after_kill9_resumes_once_without_repeating_the_first_post(backend: Backend) {
     let (mut fake, counts) = counting(&[]).await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
-    std::fs::write(
-        dir.path().join("scripts/privacy.rhai"),
-        APPROVAL_SCRIPT.replace("${SINK}", &fake.base_url),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("spur.toml"),
-        base_config(dir.path(), &approval_config(&fake.base_url, "")),
-    )
-    .unwrap();
+    let store = backend.start(dir.path());
+    let script = APPROVAL_SCRIPT.replace("${SINK}", &fake.base_url);
+    let config = approval_config(&fake.base_url, &store.config);
+    write_daemon_dir(dir.path(), &[("privacy.rhai", &script)], &config);
     let daemon = Daemon::start(dir.path());
     let client = common::client();
     let r = client
@@ -146,8 +146,9 @@ async fn approve_after_kill9_resumes_once_without_repeating_the_first_post() {
 }
 
 /// The approval script on an in-process daemon, its calls going to `fake`.
-async fn approval_app(fake: &FakeHttp) -> TestApp {
+async fn approval_app(fake: &FakeHttp, backend: Backend) -> TestApp {
     TestApp::builder()
+        .backend(backend)
         .script(
             "privacy.rhai",
             &APPROVAL_SCRIPT.replace("${SINK}", &fake.base_url),
@@ -157,10 +158,9 @@ async fn approval_app(fake: &FakeHttp) -> TestApp {
         .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reject_expiry_and_approvers() {
+async fn reject_expiry_and_approvers(backend: Backend) {
     let (mut fake, _) = counting(&[]).await;
-    let t = approval_app(&fake).await;
+    let t = approval_app(&fake, backend).await;
     // Rejected, with a comment; only a named approver may decide.
     t.post(
         "/v1/track",
@@ -215,10 +215,10 @@ async fn reject_expiry_and_approvers() {
     assert_eq!(expired["approvals"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_policy_holds_a_delete_until_approved() {
+async fn connection_policy_holds_a_delete_until_approved(backend: Backend) {
     let (mut fake, counts) = counting(&[]).await;
     let t = TestApp::builder()
+        .backend(backend)
         .script(
             "cleanup.rhai",
             r#"on_track("Cleanup", |e| {
@@ -310,10 +310,9 @@ fn slack_sign(secret: &str, ts: &str, body: &str) -> String {
     format!("v0={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slack_buttons_decide_with_a_valid_signature_only() {
+async fn slack_buttons_decide_with_a_valid_signature_only(backend: Backend) {
     let (mut fake, _) = counting(&[]).await;
-    let t = approval_app(&fake).await;
+    let t = approval_app(&fake, backend).await;
     t.post(
         "/v1/track",
         &json!({"userId": "s1", "event": "Deletion Requested"}),
@@ -384,9 +383,9 @@ async fn slack_buttons_decide_with_a_valid_signature_only() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_ask_and_wait_arguments_fail_the_run_at_once() {
+async fn bad_ask_and_wait_arguments_fail_the_run_at_once(backend: Backend) {
     let t = TestApp::builder()
+        .backend(backend)
         .script(
             "bad.rhai",
             r#"on_track("Typo", |e| { approval::ask(#{ tittle: "Refund?" }); });

@@ -8,9 +8,16 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::sink::{counting, step};
-use common::{Daemon, TestApp, base_config};
+use common::{Backend, Daemon, TestApp, base_config};
 use serde_json::{Value, json};
 use spur::run::{RunRecord, RunStatus};
+
+common::on_both_backends!(
+    a_retry_after_a_failing_third_call_does_not_repeat_the_first_two,
+    sleep_and_wait_for_survive_kill9_and_fire_on_time,
+    a_run_keeps_its_script_version_across_a_restart_with_an_edited_script,
+    parked_runs_hold_no_worker,
+);
 
 /// Long-polls until `n` runs are parked on `what` (`sleep`, `event`, `approval`).
 async fn parked_on(daemon: &Daemon, what: &str, n: usize) {
@@ -44,8 +51,7 @@ async fn parked_on(daemon: &Daemon, what: &str, n: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retry_after_a_failing_third_call_does_not_repeat_the_first_two() {
+async fn a_retry_after_a_failing_third_call_does_not_repeat_the_first_two(backend: Backend) {
     // A POST that got a 500 may have acted: it is not re-sent within the call; the
     // run is retried, and that retry sends only /c again.
     let (fake, counts) = counting(&[("/c", 1)]).await;
@@ -62,6 +68,7 @@ async fn a_retry_after_a_failing_third_call_does_not_repeat_the_first_two() {
         b = fake.base_url
     );
     let t = TestApp::builder()
+        .backend(backend)
         .script("sync.rhai", &script)
         .config("[retry]\nbase_ms = 20")
         .start()
@@ -111,10 +118,10 @@ async fn a_retry_after_a_failing_third_call_does_not_repeat_the_first_two() {
     assert!(keys[0].starts_with("spur-"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sleep_and_wait_for_survive_kill9_and_fire_on_time() {
+async fn sleep_and_wait_for_survive_kill9_and_fire_on_time(backend: Backend) {
     let (mut fake, counts) = counting(&[]).await;
     let dir = tempfile::tempdir().unwrap();
+    let store = backend.start(dir.path());
     std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
     let script = format!(
         r#"on_identify(|e| {{
@@ -126,7 +133,11 @@ async fn sleep_and_wait_for_survive_kill9_and_fire_on_time() {
         b = fake.base_url
     );
     std::fs::write(dir.path().join("scripts/onboarding.rhai"), script).unwrap();
-    std::fs::write(dir.path().join("spur.toml"), base_config(dir.path(), "")).unwrap();
+    std::fs::write(
+        dir.path().join("spur.toml"),
+        base_config(dir.path(), &store.config_with("")),
+    )
+    .unwrap();
     let daemon = Daemon::start(dir.path());
     let client = common::client();
     let started = Instant::now();
@@ -181,10 +192,10 @@ async fn sleep_and_wait_for_survive_kill9_and_fire_on_time() {
     drop(daemon);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_keeps_its_script_version_across_a_restart_with_an_edited_script() {
+async fn a_run_keeps_its_script_version_across_a_restart_with_an_edited_script(backend: Backend) {
     let (mut fake, _) = counting(&[]).await;
     let dir = tempfile::tempdir().unwrap();
+    let store = backend.start(dir.path());
     std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
     let b = fake.base_url.clone();
     let version = |v: &str| {
@@ -197,7 +208,11 @@ async fn a_run_keeps_its_script_version_across_a_restart_with_an_edited_script()
         )
     };
     std::fs::write(dir.path().join("scripts/flow.rhai"), version("v1")).unwrap();
-    std::fs::write(dir.path().join("spur.toml"), base_config(dir.path(), "")).unwrap();
+    std::fs::write(
+        dir.path().join("spur.toml"),
+        base_config(dir.path(), &store.config_with("")),
+    )
+    .unwrap();
     let daemon = Daemon::start(dir.path());
     let client = common::client();
     client
@@ -229,9 +244,9 @@ async fn a_run_keeps_its_script_version_across_a_restart_with_an_edited_script()
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parked_runs_hold_no_worker() {
+async fn parked_runs_hold_no_worker(backend: Backend) {
     let t = TestApp::builder()
+        .backend(backend)
         .script(
             "park.rhai",
             r#"

@@ -8,14 +8,30 @@ mod common;
 use std::io::Write as _;
 
 use base64::Engine as _;
-use common::{TestApp, fixture, fixture_json};
+use common::{Backend, TestApp, fixture, fixture_json};
 use serde_json::{Value, json};
+
+common::on_both_backends!(
+    every_endpoint_and_short_form_accepts_its_type,
+    write_key_by_body_or_basic_auth_with_or_without_colon,
+    invalid_bodies_are_refused_naming_the_problem_and_never_handled,
+    batch_limits_size_and_item_count,
+    batch_is_normalised_like_segment,
+    gzip_and_text_plain_bodies_are_accepted,
+    duplicate_message_ids_are_acknowledged_and_handled_once,
+    numeric_ids_and_unknown_fields_are_kept,
+    webhook_signatures_are_verified,
+    a_webhook_token_authenticates_whole_batches,
+    webhooks_are_refused_without_a_configured_secret,
+    delivered_fixtures_of_every_kind_are_accepted_by_webhook,
+);
 
 /// Logs each event it sees as JSON, so tests can read what was stored.
 const ECHO: &str = r#"on_event(|e| { log::info(json::stringify(e)); });"#;
 
-async fn echo_app(extra_config: &str) -> TestApp {
+async fn echo_app(extra_config: &str, backend: Backend) -> TestApp {
     TestApp::builder()
+        .backend(backend)
         .script("echo.rhai", ECHO)
         .config(extra_config)
         .start()
@@ -41,9 +57,8 @@ fn basic(user_pass: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_endpoint_and_short_form_accepts_its_type() {
-    let t = echo_app("").await;
+async fn every_endpoint_and_short_form_accepts_its_type(backend: Backend) {
+    let t = echo_app("", backend).await;
     let cases = [
         ("track", "t", json!({"userId": "u1", "event": "Signed Up"})),
         (
@@ -87,9 +102,8 @@ async fn every_endpoint_and_short_form_accepts_its_type() {
     t.wait_run_count(15, 10).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn write_key_by_body_or_basic_auth_with_or_without_colon() {
-    let t = echo_app("[segment]\nwrite_keys = [\"KEY\"]").await;
+async fn write_key_by_body_or_basic_auth_with_or_without_colon(backend: Backend) {
+    let t = echo_app("[segment]\nwrite_keys = [\"KEY\"]", backend).await;
     let ev = json!({"userId": "u1", "event": "A"});
     let mut with_key = ev.clone();
     with_key["writeKey"] = json!("KEY");
@@ -134,9 +148,8 @@ async fn write_key_by_body_or_basic_auth_with_or_without_colon() {
     assert!(handled(&runs).iter().all(|e| e.get("writeKey").is_none()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_bodies_are_refused_naming_the_problem_and_never_handled() {
-    let t = echo_app("").await;
+async fn invalid_bodies_are_refused_naming_the_problem_and_never_handled(backend: Backend) {
+    let t = echo_app("", backend).await;
     let cases: [(&str, &str, &str, Option<&str>); 8] = [
         (
             "01-identify-no-user-or-anonymous-id.json",
@@ -234,9 +247,8 @@ async fn invalid_bodies_are_refused_naming_the_problem_and_never_handled() {
     assert_eq!(stored.len(), 2, "nothing of the invalid bodies was stored");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_limits_size_and_item_count() {
-    let t = echo_app("").await;
+async fn batch_limits_size_and_item_count(backend: Backend) {
+    let t = echo_app("", backend).await;
     let big = "x".repeat(400);
     let items: Vec<Value> = (0..1500)
         .map(|i| json!({"type": "track", "userId": format!("u{i}"), "event": "E", "properties": {"pad": big}}))
@@ -266,9 +278,8 @@ async fn batch_limits_size_and_item_count() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_is_normalised_like_segment() {
-    let t = echo_app("").await;
+async fn batch_is_normalised_like_segment(backend: Backend) {
+    let t = echo_app("", backend).await;
     let (status, body) = t
         .post_raw("/v1/batch", fixture("batch-mixed.json"), &[])
         .await;
@@ -320,9 +331,8 @@ async fn batch_is_normalised_like_segment() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gzip_and_text_plain_bodies_are_accepted() {
-    let t = echo_app("").await;
+async fn gzip_and_text_plain_bodies_are_accepted(backend: Backend) {
+    let t = echo_app("", backend).await;
     let body =
         json!({"batch": [{"type": "identify", "userId": "gz", "traits": {"a": 1}}]}).to_string();
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -369,9 +379,8 @@ async fn gzip_and_text_plain_bodies_are_accepted() {
     assert!(users.contains(&"gz".to_owned()) && users.contains(&"browser".to_owned()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_message_ids_are_acknowledged_and_handled_once() {
-    let t = echo_app("").await;
+async fn duplicate_message_ids_are_acknowledged_and_handled_once(backend: Backend) {
+    let t = echo_app("", backend).await;
     let ev = json!({"userId": "u1", "event": "Paid", "messageId": "m-1"});
     assert_eq!(
         t.post("/v1/track", &ev).await,
@@ -415,9 +424,8 @@ async fn duplicate_message_ids_are_acknowledged_and_handled_once() {
     assert_eq!(ids.iter().filter(|m| *m == "m-2").count(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn numeric_ids_and_unknown_fields_are_kept() {
-    let t = echo_app("").await;
+async fn numeric_ids_and_unknown_fields_are_kept(backend: Backend) {
+    let t = echo_app("", backend).await;
     let (status, _) = t
         .post("/v1/identify", &json!({"userId": 90210, "traits": {}, "_metadata": {"bundled": ["x"]}, "timestamp": "2025-03-25T17:02:11.482123+00:00"}))
         .await;
@@ -434,9 +442,8 @@ const SINGLE_SIG: &str = "6b9f752f02c1b63262045399e6939745dd944e15";
 const BATCH_SIG: &str = "07c7a5ddefa748feeaf4b42d9fce7e7d0c4df07b";
 const BATCH_WHOLE_SIG: &str = "05296dcde0073da93ecad7d4be24d627d98d092d";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_signatures_are_verified() {
-    let t = echo_app("[segment]\nwebhook_secret = \"test-secret\"").await;
+async fn webhook_signatures_are_verified(backend: Backend) {
+    let t = echo_app("[segment]\nwebhook_secret = \"test-secret\"", backend).await;
     let (single_sig, batch_sig, whole_sig) = (SINGLE_SIG, BATCH_SIG, BATCH_WHOLE_SIG);
     assert!(fixture("webhook-signatures.txt").contains(SINGLE_SIG));
     let single = fixture("webhook-single.json");
@@ -528,11 +535,12 @@ async fn webhook_signatures_are_verified() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_webhook_token_authenticates_whole_batches() {
-    let t =
-        echo_app("[segment]\nwebhook_secret = \"test-secret\"\nwebhook_token = \"mapping-token\"")
-            .await;
+async fn a_webhook_token_authenticates_whole_batches(backend: Backend) {
+    let t = echo_app(
+        "[segment]\nwebhook_secret = \"test-secret\"\nwebhook_token = \"mapping-token\"",
+        backend,
+    )
+    .await;
     let batch = fixture("webhook-batch.json");
     // Someone holding one signed delivery appends an event of their own.
     let mut items: Vec<Value> = serde_json::from_str(&batch).unwrap();
@@ -571,9 +579,8 @@ async fn a_webhook_token_authenticates_whole_batches() {
     assert!(events.iter().all(|e| e["messageId"] != "forged-1"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhooks_are_refused_without_a_configured_secret() {
-    let t = echo_app("").await;
+async fn webhooks_are_refused_without_a_configured_secret(backend: Backend) {
+    let t = echo_app("", backend).await;
     let (status, body) = t
         .post_raw(
             "/webhooks/segment",
@@ -585,10 +592,9 @@ async fn webhooks_are_refused_without_a_configured_secret() {
     assert!(body["error"].as_str().unwrap().contains("webhook_secret"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delivered_fixtures_of_every_kind_are_accepted_by_webhook() {
+async fn delivered_fixtures_of_every_kind_are_accepted_by_webhook(backend: Backend) {
     use hmac::Mac as _;
-    let t = echo_app("[segment]\nwebhook_secret = \"s3cret\"").await;
+    let t = echo_app("[segment]\nwebhook_secret = \"s3cret\"", backend).await;
     let files = [
         "track-product-viewed.json",
         "identify-anonymous.json",

@@ -1,6 +1,7 @@
 //! Several spur daemons (the real binary) on one NATS JetStream: jobs spread over
 //! the nodes by partition, state shared with compare-and-set, a killed node's
-//! partitions taken over with nothing lost or doubled, schedule ticks fired once.
+//! partitions taken over with nothing lost or doubled (`wait_for`s included),
+//! schedule ticks fired once.
 //! nats-server is installed by the tests from the Python registry.
 //! Run with: cargo nextest run --test nats_daemons
 
@@ -10,7 +11,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Daemon, base_config};
+use common::{Daemon, write_daemon_dir};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use spur::testing::nats::NatsServer;
@@ -21,19 +22,11 @@ const USERS: usize = 10;
 /// cluster in its config.
 fn node(nats: &[String], scripts: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
-    for (name, source) in scripts {
-        std::fs::write(dir.path().join("scripts").join(name), source).unwrap();
-    }
     let extra = format!(
         "[store]\nbackend = \"nats\"\n\n[nats]\nservers = {nats:?}\nreplicas = {}\n",
         if nats.len() > 1 { 3 } else { 1 }
     );
-    std::fs::write(
-        dir.path().join("spur.toml"),
-        base_config(dir.path(), &extra),
-    )
-    .unwrap();
+    write_daemon_dir(dir.path(), scripts, &extra);
     dir
 }
 
@@ -88,31 +81,58 @@ async fn counters(daemon: &Daemon) -> (i64, i64) {
 async fn two_daemons_share_the_work_and_a_kill9_loses_and_doubles_nothing() {
     let nats_dir = tempfile::tempdir().unwrap();
     let nats = NatsServer::start(nats_dir.path());
-    // Per-user counters, and one key every run on every node increments.
-    let script = r#"on_track("Order Completed", |e| {
-        state::incr("user:" + e.userId);
-        state::incr("total");
-    });"#;
+    // Per-user counters, and one key every run on every node increments; runs
+    // waiting for an event of their user.
+    let script = r#"
+        on_track("Order Completed", |e| {
+            state::incr("user:" + e.userId);
+            state::incr("total");
+        });
+        on_track("Signed Up", |e| {
+            let p = wait_for(#{ event: "Project Created", userId: e.userId }, "10m");
+            state::incr("waited:" + e.userId);
+            state::set("project:" + e.userId, p?.properties?.name);
+        });
+    "#;
     let dirs: Vec<_> = (0..2)
         .map(|_| node(&[nats.url()], &[("count.rhai", script)]))
         .collect();
     let a = Daemon::start(dirs[0].path());
     let b = Daemon::start(dirs[1].path());
     let bases = Arc::new(Mutex::new(vec![a.base.clone(), b.base.clone()]));
+    let waiters: Vec<String> = (0..USERS).map(|i| format!("w{i}")).collect();
+    for (i, w) in waiters.iter().enumerate() {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        track(base, json!({"userId": w, "event": "Signed Up"})).await;
+    }
+    parked_on_events(&[&a, &b], USERS).await;
+    holds(&b, 32).await;
 
     let sent: Arc<Mutex<HashSet<String>>> = Arc::default();
     let first: Vec<_> = (0..4).map(|s| sender(&bases, &sent, s, 8)).collect();
     for s in first {
         s.await.unwrap();
     }
-    // Mid-stream: kill -9 one node while more batches arrive at both.
+    // Mid-stream: kill -9 one node while more batches arrive at both; then the
+    // events the parked runs wait for, which the killed node's partitions' next
+    // owner must match.
     let more: Vec<_> = (4..8).map(|s| sender(&bases, &sent, s, 8)).collect();
     bases.lock().retain(|base| *base != a.base);
     a.kill9();
+    for w in &waiters {
+        let name = format!("p-{w}");
+        track(
+            &b.base,
+            json!({"userId": w, "event": "Project Created", "properties": {"name": name}}),
+        )
+        .await;
+    }
     for s in more {
         s.await.unwrap();
     }
-    // The killed node comes back and takes its share again.
+    // Its partitions move to the other node (which builds their waits from the
+    // cluster); then the killed node comes back and takes its share again.
+    holds(&b, 64).await;
     let a = Daemon::start(dirs[0].path());
     bases.lock().push(a.base.clone());
     let last: Vec<_> = (8..10).map(|s| sender(&bases, &sent, s, 5)).collect();
@@ -147,6 +167,9 @@ async fn two_daemons_share_the_work_and_a_kill9_loses_and_doubles_nothing() {
         (expected, expected),
         "both nodes read the same state"
     );
+    for w in &waiters {
+        woke_once(&a, w).await;
+    }
     // Both nodes ran jobs (the partitions were spread).
     for d in [&a, &b] {
         let runs = d.get("/api/runs?limit=1").await;
@@ -155,6 +178,85 @@ async fn two_daemons_share_the_work_and_a_kill9_loses_and_doubles_nothing() {
             "{} ran nothing: {runs}",
             d.base
         );
+    }
+}
+
+/// Sends one event to `base`, which must acknowledge it.
+async fn track(base: &str, event: Value) {
+    let r = common::client()
+        .post(format!("{base}/v1/track"))
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Polls until the run parked for `user` woke with its own user's event; it woke
+/// once.
+async fn woke_once(daemon: &Daemon, user: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let project = daemon
+            .get(&format!("/api/state/count/project:{user}"))
+            .await;
+        if project["value"] == json!(format!("p-{user}")) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{user} never woke: {project}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let waited = daemon.get(&format!("/api/state/count/waited:{user}")).await;
+    assert_eq!(waited["value"], 1, "{user} woke once");
+}
+
+/// Polls until `node` reads `n` partitions.
+async fn holds(node: &Daemon, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let nodes = node.get("/api/scripts").await["nodes"].clone();
+        let held = nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| d["pid"] == node.pid())
+            .and_then(|d| d["partitions"].as_u64());
+        if held == Some(n) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never read {n} partitions: {nodes}",
+            node.base
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls until `n` runs wait for an event, over `daemons`' run records.
+async fn parked_on_events(daemons: &[&Daemon], n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut parked = 0;
+        for d in daemons {
+            let runs = d.get("/api/runs?status=waiting&limit=1000").await;
+            parked += runs["runs"].as_array().map_or(0, |r| {
+                r.iter()
+                    .filter(|r| r["waiting_for"]["for"] == "event")
+                    .count()
+            });
+        }
+        if parked >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{parked} of {n} runs parked"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

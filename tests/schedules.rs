@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use common::{Daemon, base_config};
+use common::{Backend, Daemon, base_config};
 use serde_json::Value;
 use spur::app::Storage;
 use spur::queue::Queue;
@@ -16,6 +16,8 @@ use spur::schedule::Schedules;
 use spur::script::{EngineOptions, Live, SourceFile, load_sources};
 use spur::store::Store;
 use spur::testing::FakeHttp;
+
+common::on_both_backends!(a_one_second_schedule_fires_in_real_time_through_the_binary,);
 
 fn t(s: &str) -> DateTime<Utc> {
     spur::event::parse_time(s).unwrap()
@@ -249,10 +251,10 @@ async fn bad_expressions_are_load_errors_with_line_and_column() {
     assert!(e.message.contains("hour 25 is out of range 0-23"), "{e}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_one_second_schedule_fires_in_real_time_through_the_binary() {
+async fn a_one_second_schedule_fires_in_real_time_through_the_binary(backend: Backend) {
     let mut sink = FakeHttp::ok().await;
     let dir = tempfile::tempdir().unwrap();
+    let store = backend.start(dir.path());
     std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
     std::fs::write(
         dir.path().join("scripts/heartbeat.rhai"),
@@ -262,7 +264,11 @@ async fn a_one_second_schedule_fires_in_real_time_through_the_binary() {
         ),
     )
     .unwrap();
-    std::fs::write(dir.path().join("spur.toml"), base_config(dir.path(), "")).unwrap();
+    std::fs::write(
+        dir.path().join("spur.toml"),
+        base_config(dir.path(), &store.config_with("")),
+    )
+    .unwrap();
     let daemon = Daemon::start(dir.path());
     // The measurement itself is a real-time window (DESIGN: fire on time).
     tokio::time::sleep(Duration::from_millis(5500)).await;

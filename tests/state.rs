@@ -6,12 +6,18 @@ mod common;
 
 use std::process::Command;
 
-use common::{Daemon, TestApp, base_config};
+use common::{Backend, Daemon, TestApp, base_config};
 use serde_json::{Value, json};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_increments_from_many_runs_lose_no_update() {
+common::on_both_backends!(
+    concurrent_increments_from_many_runs_lose_no_update,
+    ttl_cas_keys_and_typed_values,
+    state_persists_across_kill9_and_the_cli_reads_and_writes_it,
+);
+
+async fn concurrent_increments_from_many_runs_lose_no_update(backend: Backend) {
     let t = TestApp::builder()
+        .backend(backend)
         .script(
             "count.rhai",
             r#"on_track("Hit", |e| {
@@ -32,9 +38,9 @@ async fn concurrent_increments_from_many_runs_lose_no_update() {
     assert_eq!(one["value"], 20);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ttl_cas_keys_and_typed_values() {
+async fn ttl_cas_keys_and_typed_values(backend: Backend) {
     let t = TestApp::builder()
+        .backend(backend)
         .script(
             "s.rhai",
             r#"on_track(|e) {
@@ -78,9 +84,9 @@ fn spur(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn state_persists_across_kill9_and_the_cli_reads_and_writes_it() {
+async fn state_persists_across_kill9_and_the_cli_reads_and_writes_it(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
+    let store = backend.start(dir.path());
     std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
     std::fs::write(
         dir.path().join("scripts/tally.rhai"),
@@ -93,7 +99,7 @@ async fn state_persists_across_kill9_and_the_cli_reads_and_writes_it() {
         .local_addr()
         .unwrap()
         .port();
-    let cfg = base_config(dir.path(), "").replace(
+    let cfg = base_config(dir.path(), &store.config_with("")).replace(
         "listen = \"127.0.0.1:0\"",
         &format!("listen = \"127.0.0.1:{port}\""),
     );

@@ -4,9 +4,18 @@
 
 mod common;
 
-use common::{TOKEN, TestApp};
+use common::{Backend, TOKEN, TestApp};
 use serde_json::json;
 use spur::run::{RunRecord, RunStatus};
+
+common::on_both_backends!(
+    runs_of_one_user_start_in_order_and_never_overlap,
+    retries_with_backoff_and_never_reruns_succeeded_handlers,
+    skip_fail_and_dead_letters_with_replay,
+    admin_api_needs_the_token_and_filters_runs,
+    a_caught_fail_does_not_decide_a_later_error,
+    outcomes_follow_the_type_of_the_error_not_its_text,
+);
 
 fn of<'a>(runs: &'a [RunRecord], handler: &str) -> Vec<&'a RunRecord> {
     let mut v: Vec<&RunRecord> = runs.iter().filter(|r| r.handler == handler).collect();
@@ -14,9 +23,9 @@ fn of<'a>(runs: &'a [RunRecord], handler: &str) -> Vec<&'a RunRecord> {
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_of_one_user_start_in_order_and_never_overlap() {
+async fn runs_of_one_user_start_in_order_and_never_overlap(backend: Backend) {
     let t = TestApp::builder()
+        .backend(backend)
         .script(
             "slow.rhai",
             r#"on_track(|e| { let stop = time::unix_ms() + 15; while time::unix_ms() < stop { } });"#,
@@ -71,10 +80,10 @@ async fn ready_after(n: usize) -> spur::testing::FakeHttp {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_with_backoff_and_never_reruns_succeeded_handlers() {
+async fn retries_with_backoff_and_never_reruns_succeeded_handlers(backend: Backend) {
     let fake = ready_after(2).await;
     let t = TestApp::builder()
+        .backend(backend)
         .script(
             "flaky.rhai",
             &format!(
@@ -127,10 +136,10 @@ async fn retries_with_backoff_and_never_reruns_succeeded_handlers() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn skip_fail_and_dead_letters_with_replay() {
+async fn skip_fail_and_dead_letters_with_replay(backend: Backend) {
     let fake = ready_after(2).await;
     let t = TestApp::builder()
+        .backend(backend)
         .script(
             "outcomes.rhai",
             &format!(
@@ -205,9 +214,9 @@ async fn skip_fail_and_dead_letters_with_replay() {
     assert_eq!(dead["dead_letters"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_api_needs_the_token_and_filters_runs() {
+async fn admin_api_needs_the_token_and_filters_runs(backend: Backend) {
     let t = TestApp::builder()
+        .backend(backend)
         .script(
             "good.rhai",
             r#"on_track("A", |e| { print("a"); }); on_track("B", |e| { skip("b"); });"#,
@@ -305,9 +314,9 @@ async fn admin_api_needs_the_token_and_filters_runs() {
     assert_eq!((status, later["runs"].as_array().unwrap().len()), (200, 0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_caught_fail_does_not_decide_a_later_error() {
+async fn a_caught_fail_does_not_decide_a_later_error(backend: Backend) {
     let t = TestApp::builder()
+        .backend(backend)
         .script(
             "caught.rhai",
             r#"on_track(|e| {
@@ -333,9 +342,9 @@ async fn a_caught_fail_does_not_decide_a_later_error() {
 /// The worker decides by the error's type, not its text: a caught `fail("x")`
 /// followed by `throw "x"` (the same words) is a script error and retried; a caught
 /// fault thrown again keeps its kind.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outcomes_follow_the_type_of_the_error_not_its_text() {
+async fn outcomes_follow_the_type_of_the_error_not_its_text(backend: Backend) {
     let t = TestApp::builder()
+        .backend(backend)
         .script(
             "typed.rhai",
             r#"

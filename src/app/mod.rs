@@ -497,12 +497,6 @@ fn describe_node(
         .clone()
         .unwrap_or_else(|| config.server.listen.to_string());
     let started = crate::event::format_time(chrono::Utc::now());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
-    let pid = std::process::id();
     Arc::new(move || {
         let versions: serde_json::Map<String, serde_json::Value> = scripts
             .get()
@@ -511,8 +505,6 @@ fn describe_node(
             .map(|s| (s.name.clone(), serde_json::Value::from(s.hash.clone())))
             .collect();
         serde_json::json!({
-            "host": host,
-            "pid": pid,
             "addr": addr,
             "started_at": started,
             "scripts": versions,

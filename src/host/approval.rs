@@ -399,11 +399,6 @@ fn wait_for(host: &Host, filter: &Map, timeout: &Dynamic) -> Res<Dynamic> {
     if !super::in_run() {
         return Err(error("wait_for is only allowed inside a handler"));
     }
-    if host.events.get().is_some_and(|q| !q.waits_for_events()) {
-        return Err(permanent(
-            "wait_for is not available with store.backend = \"nats\" yet (time::sleep and approvals are)",
-        ));
-    }
     let key = journal::next_key(
         "wait_for",
         &json!({ "filter": filter, "timeout_ms": crate::duration::as_ms(d) }),

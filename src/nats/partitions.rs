@@ -6,7 +6,8 @@
 //! partition that has no owner or whose owner's heartbeat is gone, up to its fair
 //! share (partitions ÷ live nodes, rounded up), and gives back idle partitions above
 //! it, so partitions spread over the nodes and move when one dies — within
-//! [`NODE_TTL`] plus one round.
+//! [`NODE_TTL`] plus one round. A node restarted on its data directory keeps its id
+//! ([`node_id`]) and so reads its partitions again at once.
 //!
 //! An owner reads its partition in order from the checkpoint (`P.ck.N`: every
 //! message up to it finished), stored each round. What it reads that was already
@@ -30,8 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::batch::{Batch, Failure};
 use super::queue::{NatsQueue, Part};
-use super::{NatsError, PARTITIONS};
+use super::{Cluster, NatsError, PARTITIONS};
 use crate::queue::Job;
+use crate::store::Store;
 
 /// How often a node beats, stores checkpoints and looks at partitions.
 const ROUND: Duration = Duration::from_secs(1);
@@ -65,6 +67,59 @@ pub(super) async fn own(q: NatsQueue) {
     }
 }
 
+/// Where the local store keeps the node's id.
+const NODE_ID_KEY: &[u8] = b"nats.node";
+
+/// This node's id: the one it had on this data directory before, so that after a
+/// crash it takes its partitions back at once rather than after [`NODE_TTL`] —
+/// unless another live process beats under that id (a copied data directory: a
+/// heartbeat from another host, or from a running process here), then a new one.
+pub(super) async fn node_id(c: &Cluster, local: &Store) -> String {
+    let meta = local.meta_tree();
+    let kept = meta
+        .get(NODE_ID_KEY)
+        .ok()
+        .flatten()
+        .and_then(|v| String::from_utf8(v.to_vec()).ok());
+    if let Some(id) = kept {
+        let about: Option<serde_json::Value> = c
+            .last(&c.subject("node", &id))
+            .await
+            .ok()
+            .flatten()
+            .map(|m| serde_json::from_slice(&m.payload).unwrap_or_default());
+        let alive_elsewhere = about.as_ref().is_some_and(|about| {
+            let here = about["host"].as_str() == Some(host_name().as_str());
+            let running = about["pid"].as_u64().is_some_and(|pid| {
+                pid != u64::from(std::process::id())
+                    && std::path::Path::new(&format!("/proc/{pid}")).exists()
+            });
+            !here || running
+        });
+        if !alive_elsewhere {
+            return id;
+        }
+        let about = about.unwrap_or_default();
+        tracing::warn!(node = %id, host = %about["host"], pid = %about["pid"], "Another live process announces this node's id (a copied data directory?); taking a new one.");
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    // Not flushed here: lost in a crash before the next flush, the next start only
+    // takes another id.
+    if let Err(e) = meta.insert(NODE_ID_KEY, id.as_bytes()) {
+        tracing::warn!(error = %e, "Keeping the node's id failed; the next start takes a new one.");
+    }
+    id
+}
+
+/// This machine's name (empty when unknown), in the heartbeat.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
 fn unavailable(e: &Failure) -> NatsError {
     NatsError::Unavailable(e.to_string())
 }
@@ -76,6 +131,8 @@ async fn round(q: &NatsQueue) -> Result<(), NatsError> {
     let mut about = describe.map_or_else(|| json!({}), |d| d());
     if let Some(o) = about.as_object_mut() {
         o.insert("node".into(), json!(me));
+        o.insert("host".into(), json!(host_name()));
+        o.insert("pid".into(), json!(std::process::id()));
         o.insert("partitions".into(), json!(q.inner.parts.lock().len()));
     }
     let mut beat = Batch::default();
@@ -87,10 +144,10 @@ async fn round(q: &NatsQueue) -> Result<(), NatsError> {
     );
     c.commit(beat).await.map_err(|e| unavailable(&e))?;
     let live: HashSet<String> = c
-        .subjects(&c.subject("node", "*"))
+        .lasts(&c.subject("node", "*"))
         .await?
         .into_iter()
-        .filter_map(|(s, _)| s.rsplit('.').next().map(str::to_owned))
+        .filter_map(|m| m.subject.rsplit('.').next().map(str::to_owned))
         .collect();
     let fair = PARTITIONS.div_ceil(u32::try_from(live.len().max(1)).unwrap_or(1)) as usize;
     save_checkpoints(q).await?;
@@ -265,12 +322,14 @@ async fn read_from(
             .await?
             .and_then(|m| std::str::from_utf8(&m.payload).ok()?.parse::<u64>().ok())
             .unwrap_or(0);
+        let waits = q.parked_waits(p).await?;
         let mut parts = q.inner.parts.lock();
         let Some(part) = parts.get_mut(&p) else {
             return Ok(());
         };
         part.read = ck;
         part.saved = ck;
+        part.waits = waits;
     }
     let Some(from) = q.inner.parts.lock().get(&p).map(|part| part.read + 1) else {
         return Ok(());
@@ -285,6 +344,7 @@ async fn read_from(
                 c.subject("ev", &n),
                 c.subject("job", &n),
                 c.subject("wh", &n),
+                c.subject("wt", &n),
             ],
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: from,
@@ -312,7 +372,7 @@ async fn read_from(
             .ok_or_else(|| NatsError::Unavailable("the partition's consumer ended".into()))?
             .map_err(|e| failed(&e))?;
         let seq = m.info().map_err(|e| failed(&e))?.stream_sequence;
-        let leases = q.leases_of(&m, seq, seq <= replay_until).await?;
+        let leases = q.leases_of(p, &m, seq, seq <= replay_until).await?;
         if !q.queue_leases(p, seq, leases) {
             return Ok(());
         }
@@ -338,6 +398,11 @@ pub(super) async fn watch_parks(q: NatsQueue, f: std::sync::Arc<dyn Fn(Job) + Se
                 let m = m.map_err(|e| e.to_string())?;
                 if let Ok(job) = serde_json::from_slice::<Job>(&m.payload) {
                     f(job);
+                } else if let Some(job) =
+                    m.subject.rsplit('.').next().and_then(|id| id.parse().ok())
+                {
+                    // Woken (an empty park): no event may wake it any more.
+                    q.forget_wait(job);
                 }
             }
             Ok::<(), String>(())

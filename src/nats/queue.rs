@@ -45,6 +45,7 @@ use super::{Cluster, NatsError, PARTITIONS, Retention};
 use crate::clock::SharedClock;
 use crate::event::{Event, EventType};
 use crate::queue::scheduler::Scheduler;
+use crate::queue::waits::WaitIndex;
 use crate::queue::{
     Dispatch, IngestReceipt, Job, JobQueue, Lease, PreparedEvent, Queue, QueueError, RunWrites,
     ScheduleState, SchedulerStats, Settle, SettledCheck, StoredEvent, StoredRequest, Trigger,
@@ -76,7 +77,7 @@ pub struct NatsQueue {
 
 pub(super) struct Inner {
     pub(super) cluster: Cluster,
-    /// This daemon's id in the cluster (fresh each start).
+    /// This daemon's id in the cluster (kept across restarts, `partitions::node_id`).
     pub(super) node: String,
     /// The node's own store: run ids and what stays per node.
     local: Store,
@@ -118,6 +119,8 @@ pub(super) struct Part {
     /// The checkpoint last stored.
     pub(super) saved: u64,
     pub(super) cancel: CancellationToken,
+    /// The `wait_for`s its events may end.
+    pub(super) waits: WaitIndex,
 }
 
 impl Part {
@@ -127,6 +130,7 @@ impl Part {
             read: checkpoint,
             saved: checkpoint,
             cancel,
+            waits: WaitIndex::default(),
         }
     }
 
@@ -152,7 +156,7 @@ impl NatsQueue {
     ) -> Result<Queue, QueueError> {
         let clock = Arc::clone(local.clock());
         let inner = Arc::new(Inner {
-            node: uuid::Uuid::new_v4().simple().to_string(),
+            node: cluster.block(super::partitions::node_id(&cluster, &local)),
             sched: Scheduler::new(Arc::clone(&clock)),
             cluster: cluster.clone(),
             local,
@@ -343,21 +347,11 @@ impl NatsQueue {
     ) -> Result<Vec<async_nats::jetstream::Message>, QueueError> {
         use async_nats::jetstream::consumer::{DeliverPolicy, pull};
         use futures_util::StreamExt as _;
-        if self
-            .inner
-            .cluster
-            .subjects(&filter)
-            .await
-            .map_err(StoreError::from)?
-            .is_empty()
-        {
-            return Ok(Vec::new());
-        }
         let start = time::OffsetDateTime::from_unix_timestamp_nanos(
             i128::from(since_ms.max(0)) * 1_000_000,
         )
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        let consumer = self
+        let mut consumer = self
             .inner
             .cluster
             .handle
@@ -368,6 +362,15 @@ impl NatsQueue {
             })
             .await
             .map_err(|e| unavailable(&e))?;
+        if consumer
+            .info()
+            .await
+            .map_err(|e| unavailable(&e))?
+            .num_pending
+            == 0
+        {
+            return Ok(Vec::new());
+        }
         let mut msgs = consumer.messages().await.map_err(|e| unavailable(&e))?;
         let mut out = std::collections::VecDeque::new();
         while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(2), msgs.next()).await {
@@ -386,22 +389,34 @@ impl NatsQueue {
         Ok(out.into())
     }
 
-    /// The leases of a partition message: an event's jobs (one per handler it
-    /// matches here), or a queued job. With `replay` (read before, maybe by another
-    /// node), jobs that ended are skipped and retries resume their attempt count.
+    /// The leases of a message of partition `p`: an event's jobs (one per handler it
+    /// matches here; it first wakes the `wait_for`s it ends), or a queued job; a
+    /// `wait_for`'s registration joins the partition's waits. With `replay` (read
+    /// before, maybe by another node), jobs that ended are skipped and retries
+    /// resume their attempt count.
     pub(super) async fn leases_of(
         &self,
+        p: u32,
         msg: &async_nats::jetstream::Message,
         seq: u64,
         replay: bool,
     ) -> Result<Vec<Lease>, NatsError> {
         let kind = msg.subject.as_str().split('.').nth(1).unwrap_or("");
         let mut leases = match kind {
+            "wt" => {
+                if let Ok(job) = serde_json::from_slice::<Job>(&msg.payload)
+                    && let Some(part) = self.inner.parts.lock().get_mut(&p)
+                {
+                    index_wait(&mut part.waits, p, &job, seq);
+                }
+                Vec::new()
+            }
             "ev" => {
                 let Some(stored) = decode_event(seq, &msg.payload) else {
                     tracing::error!(seq, "An event in the cluster is unreadable; skipped.");
                     return Ok(Vec::new());
                 };
+                self.wake_waits(p, &stored.body, seq).await?;
                 let Some(event) = event_of(&stored) else {
                     return Ok(Vec::new());
                 };
@@ -453,39 +468,89 @@ impl NatsQueue {
             _ => Vec::new(),
         };
         if replay {
-            let mut kept = Vec::with_capacity(leases.len());
-            for mut lease in leases {
-                let job = &mut lease.job;
-                let ended = self
-                    .inner
-                    .cluster
-                    .last(&self.done_subject(job.id))
-                    .await?
-                    .is_some()
-                    || self
-                        .inner
-                        .cluster
-                        .last(&self.moved_subject(job.id, job.wakeups))
-                        .await?
-                        .is_some();
-                if ended {
-                    continue;
-                }
-                let journal = self
-                    .stored_journal(job.id)
-                    .await
-                    .map_err(|e| NatsError::Unavailable(e.to_string()))?;
-                if let Some(r) = journal.get(RETRY_KEY) {
-                    job.attempt = r.get("attempt").and_then(Value::as_u64).unwrap_or(0) as u32;
-                    job.not_before_ms = r.get("at_ms").and_then(Value::as_i64).unwrap_or(0);
-                }
-                self.inner.journals.lock().insert(job.id, journal);
-                lease.event = None;
-                kept.push(lease);
-            }
-            leases = kept;
+            leases = self.unended(leases).await?;
         }
         Ok(leases)
+    }
+
+    /// The replayed `leases` whose jobs did not end (a done or moved marker), each
+    /// with its journal and its retry's attempt count.
+    async fn unended(&self, leases: Vec<Lease>) -> Result<Vec<Lease>, NatsError> {
+        let mut kept = Vec::with_capacity(leases.len());
+        for mut lease in leases {
+            let job = &mut lease.job;
+            let ended = self
+                .inner
+                .cluster
+                .last(&self.done_subject(job.id))
+                .await?
+                .is_some()
+                || self
+                    .inner
+                    .cluster
+                    .last(&self.moved_subject(job.id, job.wakeups))
+                    .await?
+                    .is_some();
+            if ended {
+                continue;
+            }
+            let journal = self
+                .stored_journal(job.id)
+                .await
+                .map_err(|e| NatsError::Unavailable(e.to_string()))?;
+            if let Some(r) = journal.get(RETRY_KEY) {
+                job.attempt = r.get("attempt").and_then(Value::as_u64).unwrap_or(0) as u32;
+                job.not_before_ms = r.get("at_ms").and_then(Value::as_i64).unwrap_or(0);
+            }
+            self.inner.journals.lock().insert(job.id, journal);
+            lease.event = None;
+            kept.push(lease);
+        }
+        Ok(kept)
+    }
+
+    /// Wakes the runs parked in a `wait_for` that event `body` (sequence `seq`) of
+    /// partition `p` ends. Done before the event counts as read: the checkpoint
+    /// never passes an event whose wake-ups are not stored.
+    async fn wake_waits(
+        &self,
+        p: u32,
+        body: &Map<String, Value>,
+        seq: u64,
+    ) -> Result<(), NatsError> {
+        let matched = match self.inner.parts.lock().get(&p) {
+            Some(part) => part.waits.matching(body, seq),
+            None => return Ok(()),
+        };
+        for (job, key) in matched {
+            JobQueue::resume(self, job, &key, Value::Object(body.clone()))
+                .await
+                .map_err(|e| NatsError::Unavailable(e.to_string()))?;
+            // Woken now, or before by something else: the wait is over either way.
+            self.forget_wait(job);
+        }
+        Ok(())
+    }
+
+    /// Drops `job` from the partitions' waits (it is no longer parked).
+    pub(super) fn forget_wait(&self, job: u64) {
+        for part in self.inner.parts.lock().values_mut() {
+            part.waits.remove(job);
+        }
+    }
+
+    /// The `wait_for`s parked in the cluster that events of partition `p` may end:
+    /// what a new owner of `p` starts from (the registrations it reads add the
+    /// rest).
+    pub(super) async fn parked_waits(&self, p: u32) -> Result<WaitIndex, NatsError> {
+        let c = &self.inner.cluster;
+        let mut waits = WaitIndex::default();
+        for m in c.lasts(&c.subject("pk", "*")).await? {
+            if let Ok(job) = serde_json::from_slice::<Job>(&m.payload) {
+                index_wait(&mut waits, p, &job, m.sequence);
+            }
+        }
+        Ok(waits)
     }
 
     /// Hands a partition message's leases to the scheduler.
@@ -543,6 +608,27 @@ struct QueuedJob {
     request: Option<Value>,
     #[serde(default)]
     received_ms: i64,
+}
+
+/// The partitions whose events may end a `wait_for` on `filter`: its user's, or all
+/// of them when it names no `userId` (an event is in the partition of its `userId`,
+/// else of its `anonymousId`).
+fn wait_partitions(filter: &Map<String, Value>) -> Vec<u32> {
+    match filter.get("userId").and_then(Value::as_str) {
+        Some(u) => vec![partition(u)],
+        None => (0..PARTITIONS).collect(),
+    }
+}
+
+/// Adds `job`'s `wait_for`, if it has one for partition `p`, to `waits`: events
+/// after `since` (its park's or its registration's sequence) match it.
+fn index_wait(waits: &mut WaitIndex, p: u32, job: &Job, since: u64) {
+    if let Some(w) = &job.waiting
+        && let WaitKind::Event { filter, .. } = &w.kind
+        && wait_partitions(filter).contains(&p)
+    {
+        waits.insert(job.id, w.key.clone(), filter.clone(), since);
+    }
 }
 
 fn unavailable(e: &impl std::fmt::Display) -> QueueError {
@@ -857,12 +943,6 @@ impl JobQueue for NatsQueue {
             .collect())
     }
 
-    /// `wait_for` needs every node to see every event and park at once: not built
-    /// on the cluster yet.
-    fn waits_for_events(&self) -> bool {
-        false
-    }
-
     fn lease(&self) -> Option<Lease> {
         let lease = self.inner.sched.lease()?;
         let j = &lease.job;
@@ -984,15 +1064,18 @@ impl JobQueue for NatsQueue {
             let Some(wait) = job.waiting.clone() else {
                 return Err(QueueError::Write("parking needs a wait".into()));
             };
-            if matches!(wait.kind, WaitKind::Event { .. }) {
-                return Err(QueueError::Write(
-                    "wait_for is not available with store.backend = \"nats\" yet".into(),
-                ));
-            }
             let marker = self.moved_subject(job.id, lease.job.wakeups);
             let bytes = Bytes::from(serde_json::to_vec(&job).expect("JSON serialises"));
             let ttl = self.retention().events;
             let (mut b, _) = self.batch_of(job.id, &writes, true, None)?;
+            if let WaitKind::Event { filter, .. } = &wait.kind {
+                // Registered in the partitions whose events may match, in order with
+                // them: their owners match every event stored after it.
+                for p in wait_partitions(filter) {
+                    let subject = self.inner.cluster.subject("wt", &p.to_string());
+                    b.append(subject, bytes.clone(), Some(ttl));
+                }
+            }
             b.put(self.park_subject(job.id), bytes, None, None);
             b.claim(marker.clone(), Bytes::new(), Some(ttl));
             let ended = self.commit_end(&marker, b);

@@ -128,30 +128,20 @@ impl StateStore for NatsState {
             .cluster
             .subject("st", &format!("_{}.*", b64.encode(ns)));
         let now = self.clock.now_ms();
-        self.cluster.block(async {
-            let mut keys: Vec<String> = self
-                .cluster
-                .subjects(&filter)
-                .await
-                .map_err(StoreError::from)?
-                .into_iter()
-                .filter_map(|(s, _)| key_of(&s))
-                .filter(|k| k.starts_with(prefix))
-                .collect();
-            keys.sort();
-            let mut out = Vec::new();
-            for key in keys {
-                if out.len() >= limit {
-                    break;
-                }
-                if let (Some(v), _) = self.fetch(ns, &key).await?
-                    && let Some(v) = v.live(now)
-                {
-                    out.push(StateEntry::new(key, v));
-                }
-            }
-            Ok(out)
-        })
+        let msgs = self
+            .cluster
+            .block(self.cluster.lasts(&filter))
+            .map_err(StoreError::from)?;
+        let mut entries: Vec<StateEntry> = msgs
+            .iter()
+            .filter_map(|m| {
+                let key = key_of(&m.subject).filter(|k| k.starts_with(prefix))?;
+                Some(StateEntry::new(key, decode(&m.payload)?.live(now)?))
+            })
+            .collect();
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        entries.truncate(limit);
+        Ok(entries)
     }
 
     /// Compare-and-set on the key's version, again on a conflict with another node.

@@ -20,7 +20,7 @@
 mod job;
 pub(crate) mod scheduler;
 mod sled;
-mod waits;
+pub(crate) mod waits;
 mod writes;
 
 use std::sync::Arc;
@@ -256,11 +256,6 @@ pub trait JobQueue: Send + Sync + 'static {
     /// When the backend cannot be read.
     fn nodes(&self) -> Result<Vec<Value>, QueueError> {
         Ok(Vec::new())
-    }
-
-    /// Whether runs can wait for events (`wait_for`) on this backend.
-    fn waits_for_events(&self) -> bool {
-        true
     }
 
     /// Blocks until a job may run; `None` once the queue is shut down.

@@ -18,14 +18,14 @@ struct Entry {
 
 /// Parked `wait_for`s by job id, indexed by the `userId` they filter on.
 #[derive(Debug, Default)]
-pub(super) struct WaitIndex {
+pub(crate) struct WaitIndex {
     entries: HashMap<u64, Entry>,
     by_user: HashMap<String, Vec<u64>>,
     any: Vec<u64>,
 }
 
 impl WaitIndex {
-    pub(super) fn insert(
+    pub(crate) fn insert(
         &mut self,
         job: u64,
         key: String,
@@ -47,7 +47,7 @@ impl WaitIndex {
         );
     }
 
-    pub(super) fn remove(&mut self, job: u64) {
+    pub(crate) fn remove(&mut self, job: u64) {
         let Some(e) = self.entries.remove(&job) else {
             return;
         };
@@ -65,7 +65,7 @@ impl WaitIndex {
     }
 
     /// Jobs (with the journal key) whose wait `body` (sequence `seq`) satisfies.
-    pub(super) fn matching(&self, body: &Map<String, Value>, seq: u64) -> Vec<(u64, String)> {
+    pub(crate) fn matching(&self, body: &Map<String, Value>, seq: u64) -> Vec<(u64, String)> {
         if self.entries.is_empty() {
             return Vec::new();
         }

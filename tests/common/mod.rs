@@ -2,6 +2,9 @@
 //! dir (fast; tests await run records through a subscription, never sleep);
 //! `Daemon` runs the real binary as a child process (for crash tests);
 //! `fakes` and `connector` serve the stdlib connector tests (`tests/connector_*.rs`).
+//! A behaviour test that holds on every store takes a [`Backend`] and is listed in
+//! [`on_both_backends!`], which runs it once on sled and once on a NATS server of
+//! its own.
 #![allow(dead_code, unreachable_pub)]
 
 pub mod browser;
@@ -24,6 +27,77 @@ use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "test-admin-token";
+
+/// The store a test runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    #[default]
+    Sled,
+    Nats,
+}
+
+/// A test's store: the config that selects it and, on NATS, the server started for
+/// the test (killed when dropped).
+pub struct TestStore {
+    /// `[store]` and `[nats]` sections (empty for sled, the default).
+    pub config: String,
+    pub server: Option<spur::testing::nats::NatsServer>,
+}
+
+impl TestStore {
+    /// `extra` config followed by the store's.
+    pub fn config_with(&self, extra: &str) -> String {
+        format!("{extra}\n{}", self.config)
+    }
+}
+
+impl Backend {
+    /// Starts the store's service, if it has one, under `dir`.
+    pub fn start(self, dir: &Path) -> TestStore {
+        match self {
+            Self::Sled => TestStore {
+                config: String::new(),
+                server: None,
+            },
+            Self::Nats => {
+                let server = spur::testing::nats::NatsServer::start(&dir.join("nats"));
+                TestStore {
+                    config: format!(
+                        "[store]\nbackend = \"nats\"\n\n[nats]\nservers = [{:?}]\n",
+                        server.url()
+                    ),
+                    server: Some(server),
+                }
+            }
+        }
+    }
+}
+
+/// Runs each listed `async fn NAME(backend: Backend)` as two tests, `sled::NAME` and
+/// `nats::NAME`.
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sled {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::common::Backend::Sled).await;
+                }
+            )+
+        }
+        mod nats {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::common::Backend::Nats).await;
+                }
+            )+
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_backends;
 
 /// An HTTP client for tests (TLS provider installed).
 pub fn client() -> reqwest::Client {
@@ -50,6 +124,7 @@ pub struct TestAppBuilder {
     config: String,
     server: String,
     clock: Option<Arc<spur::clock::ManualClock>>,
+    backend: Backend,
 }
 
 impl TestAppBuilder {
@@ -72,6 +147,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// Runs on `backend` (sled by default).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
     /// Extra TOML appended to the generated config.
     pub fn config(mut self, toml: &str) -> Self {
         self.config.push_str(toml);
@@ -86,7 +167,8 @@ impl TestAppBuilder {
         for (file, src) in &self.scripts {
             std::fs::write(scripts.join(file), src).unwrap();
         }
-        let text = config_text(dir.path(), &self.server, &self.config);
+        let store = self.backend.start(dir.path());
+        let text = config_text(dir.path(), &self.server, &store.config_with(&self.config));
         let cfg = spur::config::load_from_str(&text, None, &BTreeMap::new())
             .unwrap_or_else(|e| panic!("test config: {e}"));
         let app = match self.clock {
@@ -107,12 +189,23 @@ impl TestAppBuilder {
         });
         TestApp {
             dir,
+            store,
             base,
             app,
             stop,
             client: client(),
         }
     }
+}
+
+/// Writes `scripts` into `dir/scripts` and `dir/spur.toml` (the base config, then
+/// `extra`), for [`Daemon::start`].
+pub fn write_daemon_dir(dir: &Path, scripts: &[(&str, &str)], extra: &str) {
+    std::fs::create_dir_all(dir.join("scripts")).unwrap();
+    for (name, source) in scripts {
+        std::fs::write(dir.join("scripts").join(name), source).unwrap();
+    }
+    std::fs::write(dir.join("spur.toml"), base_config(dir, extra)).unwrap();
 }
 
 /// Config pointing at `dir` with the test admin token.
@@ -131,11 +224,13 @@ fn config_text(dir: &Path, server: &str, extra: &str) -> String {
 
 /// The daemon in-process.
 pub struct TestApp {
-    pub dir: TempDir,
     pub base: String,
     pub app: Arc<App>,
     stop: CancellationToken,
     pub client: reqwest::Client,
+    // Dropped last: the app's store, then its directory.
+    pub store: TestStore,
+    pub dir: TempDir,
 }
 
 impl TestApp {
