@@ -15,6 +15,7 @@ common::on_both_backends!(
     admin_api_needs_the_token_and_filters_runs,
     a_caught_fail_does_not_decide_a_later_error,
     outcomes_follow_the_type_of_the_error_not_its_text,
+    answers_of_what_a_node_keeps_name_the_node,
 );
 
 fn of<'a>(runs: &'a [RunRecord], handler: &str) -> Vec<&'a RunRecord> {
@@ -384,4 +385,44 @@ async fn outcomes_follow_the_type_of_the_error_not_its_text(backend: Backend) {
         RunStatus::Failed,
         "an unknown connection is not retried"
     );
+}
+
+/// Run records, dead letters, audit and most metrics are each node's own: on a
+/// cluster their answers name the node; parked runs are the cluster's.
+async fn answers_of_what_a_node_keeps_name_the_node(backend: Backend) {
+    let t = TestApp::builder()
+        .backend(backend)
+        .script("s.rhai", r#"on_track(|e| { });"#)
+        .start()
+        .await;
+    t.post("/v1/track", &json!({"userId": "u", "event": "A"}))
+        .await;
+    t.wait_run_count(1, 10).await;
+    let (_, scripts) = t.admin_get("/api/scripts").await;
+    let node = scripts["nodes"][0]["node"].clone();
+    assert_eq!(node.is_string(), backend == Backend::Nats, "{scripts}");
+    for path in ["/api/runs", "/api/dead-letters", "/api/audit"] {
+        let (status, answer) = t.admin_get(path).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        assert_eq!(answer["node"], node, "{path}: {answer}");
+    }
+    let (_, waiting) = t.admin_get("/api/runs?status=waiting").await;
+    assert!(waiting.get("node").is_none(), "{waiting}");
+    let (_, metrics) = answer_text(&t, "/metrics").await;
+    let info = format!("spur_node_info{{node={node}}} 1");
+    assert_eq!(
+        metrics.contains(&info),
+        backend == Backend::Nats,
+        "{metrics}"
+    );
+}
+
+async fn answer_text(t: &TestApp, path: &str) -> (u16, String) {
+    let r = common::client()
+        .get(t.url(path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
 }

@@ -124,8 +124,22 @@ async fn gauges(st: &AdminState) -> Result<crate::metrics::Gauges, ApiError> {
 }
 
 async fn metrics_text(State(st): State<AdminState>) -> Result<impl IntoResponse, ApiError> {
-    let body = st.metrics.render(&gauges(&st).await?);
+    let mut body = st.metrics.render(&gauges(&st).await?);
+    if let Some(node) = st.queue.node_id() {
+        body.push_str(&format!(
+            "# HELP spur_node_info This daemon's id in its cluster: the series above are this node's, except spur_runs_parked (the cluster's).\n# TYPE spur_node_info gauge\nspur_node_info{{node=\"{node}\"}} 1\n"
+        ));
+    }
     Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], body))
+}
+
+/// A list answer of what each node keeps for itself (run records, dead letters,
+/// audit): on a cluster it names the node it covers (`"node"`).
+pub(crate) fn per_node(st: &AdminState, mut answer: Value) -> Json<Value> {
+    if let (Some(node), Some(o)) = (st.queue.node_id(), answer.as_object_mut()) {
+        o.insert("node".into(), Value::from(node));
+    }
+    Json(answer)
 }
 
 /// `GET /api/metrics/history`: the last hour for the console's charts (see
@@ -166,5 +180,5 @@ async fn audit_log(
     let entries = tokio::task::spawn_blocking(move || audit.list(&filter, limit))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(json!({ "entries": entries })))
+    Ok(per_node(&st, json!({ "entries": entries })))
 }

@@ -80,6 +80,7 @@ async fn list_runs(
         loop {
             let runs = waiting(&st, q.script.as_deref(), q.after, limit)?;
             if !runs.is_empty() || !next_run(&mut settled, deadline).await {
+                // Parked runs are the backend's: on a cluster, every node's.
                 return Ok(Json(json!({ "runs": runs })));
             }
         }
@@ -113,7 +114,7 @@ async fn list_runs(
     loop {
         let runs = st.runs.list(&filter, limit)?;
         if !runs.is_empty() || !next_run(&mut settled, deadline).await {
-            return Ok(Json(json!({ "runs": runs })));
+            return Ok(super::per_node(&st, json!({ "runs": runs })));
         }
     }
 }
@@ -169,10 +170,12 @@ fn waiting(
         if after.is_some_and(|a| w.run_id <= a) {
             continue;
         }
-        // The record may be lost in a crash (records are flushed lazily); the job is not.
+        // The record may be lost in a crash (records are flushed lazily), or be on
+        // the node that parked the run (run ids are per node); the job is not.
         let mut r = st
             .runs
             .get(w.run_id)?
+            .filter(|r| r.job_id == job.id)
             .unwrap_or_else(|| RunRecord::parked(&job));
         r.status = RunStatus::Waiting;
         r.waiting_for = Some(serde_json::to_value(w).expect("a wait serialises"));
@@ -395,7 +398,7 @@ async fn list_dead(
     Query(q): Query<LimitQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let items = st.dead.list(q.limit.unwrap_or(100).clamp(1, 1000))?;
-    Ok(Json(json!({ "dead_letters": items })))
+    Ok(super::per_node(&st, json!({ "dead_letters": items })))
 }
 
 async fn replay_dead(

@@ -932,6 +932,10 @@ impl JobQueue for NatsQueue {
         *self.inner.describe.lock() = Some(describe);
     }
 
+    fn node_id(&self) -> Option<String> {
+        Some(self.inner.node.clone())
+    }
+
     fn nodes(&self) -> Result<Vec<Value>, QueueError> {
         let filter = self.inner.cluster.subject("node", "*");
         let msgs = self

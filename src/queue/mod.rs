@@ -249,6 +249,12 @@ pub trait JobQueue: Send + Sync + 'static {
         let _ = describe;
     }
 
+    /// This process's id among those sharing the backend (`None`: a backend of one
+    /// process).
+    fn node_id(&self) -> Option<String> {
+        None
+    }
+
     /// The processes sharing the backend, as they last described themselves
     /// (empty: a backend of one process).
     ///
