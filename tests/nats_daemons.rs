@@ -421,6 +421,72 @@ async fn three_daemons_on_three_servers_survive_losing_one_of_each() {
     }
 }
 
+/// A run whose state change loses to another node's is not stored: it is executed
+/// again at once on the new value, its outbound call replayed (not sent again), and
+/// its first execution's record says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_loses_a_state_key_to_another_node_runs_again_on_the_new_value() {
+    let nats_dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(nats_dir.path());
+    let (mut fake, counts) = common::sink::counting(&[]).await;
+    let script = format!(
+        r#"on_track("Bump", |e| {{
+            http::post("{b}/notify", #{{ step: "started" }});
+            let n = state::incr("k");
+            let stop = time::unix_ms() + 400;
+            while time::unix_ms() < stop {{ }}
+            state::set("seen", n);
+        }});"#,
+        b = fake.base_url
+    );
+    let dir = node(&[nats.url()], &[("bump.rhai", &script)]);
+    let daemon = Daemon::start(dir.path());
+    // Another node: its own connection and state store on the same cluster.
+    let other = spur::nats::Cluster::connect(&spur::config::NatsConfig {
+        servers: vec![nats.url()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let clock = spur::clock::ManualClock::at(chrono::Utc::now());
+    let other = spur::nats::NatsState::new(other, clock);
+    track(&daemon.base, json!({"userId": "u", "event": "Bump"})).await;
+    common::sink::step(&mut fake, "started", 0).await;
+    // The other node sets `k` again and again until the run has lost to it once
+    // (a write can only land between the run's last outbound call and its end).
+    let set = spur::state::StateOp::Set {
+        value: json!(100),
+        ttl_ms: None,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let lost = loop {
+        spur::state::StateStore::apply_now(&other, "bump", "k", &set).unwrap();
+        let runs = daemon.get("/api/runs?status=retrying").await;
+        if let Some(r) = runs["runs"].as_array().and_then(|r| r.first()) {
+            break r.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the run never lost");
+    };
+    assert_eq!(lost["error"]["kind"], "conflict", "{lost}");
+    let seen = loop {
+        let seen = daemon.get("/api/state/bump/seen").await;
+        if !seen["value"].is_null() {
+            break seen;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(seen["value"], 101, "incremented on the other node's value");
+    assert_eq!(
+        counts.lock()["/notify"],
+        1,
+        "the call before was not repeated"
+    );
+    let ok = daemon.get("/api/runs?status=ok").await;
+    assert_eq!(ok["runs"].as_array().unwrap().len(), 1, "{ok}");
+    assert_eq!(ok["runs"][0]["job_id"], lost["job_id"]);
+}
+
 /// NATS out of reach: ingest answers 503 with `Retry-After`, nothing acknowledged is
 /// lost, and the daemon carries on once the server is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

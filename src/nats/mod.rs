@@ -193,52 +193,37 @@ impl Cluster {
         }
     }
 
-    /// The last message of each subject matching `filter`, by subject, read in one
-    /// pass of an ordered consumer (for listings, not hot paths). Not from the
-    /// stream's subject list: that is paged by offset, and a page shifts when
-    /// subjects come or go meanwhile, listing one twice or missing one.
+    /// The subjects matching `filter` that hold messages, each once. (async-nats
+    /// asks for a further page of the stream's subject list while its total grew
+    /// meanwhile, and the server's next page can repeat subjects: they are merged.)
+    ///
+    /// # Errors
+    /// When the cluster does not answer.
+    pub(crate) async fn subjects(&self, filter: &str) -> Result<Vec<String>, NatsError> {
+        let mut info = self
+            .handle
+            .info_with_subjects(filter)
+            .await
+            .map_err(|e| NatsError::Unavailable(e.to_string()))?;
+        let mut out = std::collections::BTreeSet::new();
+        while let Some(s) = futures_util::StreamExt::next(&mut info).await {
+            out.insert(s.map_err(|e| NatsError::Unavailable(e.to_string()))?.0);
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// The last message of each subject matching `filter`, by subject (the stream's
+    /// subject list and a direct get per subject, which any replica answers: for
+    /// listings, not hot paths).
     ///
     /// # Errors
     /// When the cluster does not answer.
     pub(crate) async fn lasts(&self, filter: &str) -> Result<Vec<StreamMessage>, NatsError> {
-        use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-        use futures_util::StreamExt as _;
-        let failed = |e: &dyn std::fmt::Display| NatsError::Unavailable(e.to_string());
-        let mut consumer = self
-            .handle
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: filter.to_owned(),
-                deliver_policy: DeliverPolicy::LastPerSubject,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| failed(&e))?;
-        let mut out = std::collections::BTreeMap::new();
-        if consumer.info().await.map_err(|e| failed(&e))?.num_pending == 0 {
-            return Ok(Vec::new());
+        let mut out = Vec::new();
+        for subject in self.subjects(filter).await? {
+            out.extend(self.last(&subject).await?);
         }
-        let mut msgs = consumer.messages().await.map_err(|e| failed(&e))?;
-        while let Some(m) = msgs.next().await {
-            let m = m.map_err(|e| failed(&e))?;
-            let info = m.info().map_err(|e| failed(&e))?;
-            let (sequence, time, pending) = (info.stream_sequence, info.published, info.pending);
-            let m = m.split().0;
-            // A subject written since the pass began comes again: the newest wins.
-            out.insert(
-                m.subject.to_string(),
-                StreamMessage {
-                    subject: m.subject,
-                    sequence,
-                    headers: m.headers.unwrap_or_default(),
-                    payload: m.payload,
-                    time,
-                },
-            );
-            if pending == 0 {
-                break;
-            }
-        }
-        Ok(out.into_values().collect())
+        Ok(out)
     }
 
     /// The stream's last sequence number.

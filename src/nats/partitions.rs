@@ -144,10 +144,10 @@ async fn round(q: &NatsQueue) -> Result<(), NatsError> {
     );
     c.commit(beat).await.map_err(|e| unavailable(&e))?;
     let live: HashSet<String> = c
-        .lasts(&c.subject("node", "*"))
+        .subjects(&c.subject("node", "*"))
         .await?
         .into_iter()
-        .filter_map(|m| m.subject.rsplit('.').next().map(str::to_owned))
+        .filter_map(|s| s.rsplit('.').next().map(str::to_owned))
         .collect();
     let fair = PARTITIONS.div_ceil(u32::try_from(live.len().max(1)).unwrap_or(1)) as usize;
     save_checkpoints(q).await?;

@@ -47,9 +47,9 @@ use crate::event::{Event, EventType};
 use crate::queue::scheduler::Scheduler;
 use crate::queue::waits::WaitIndex;
 use crate::queue::{
-    Dispatch, IngestReceipt, Job, JobQueue, Lease, PreparedEvent, Queue, QueueError, RunWrites,
-    ScheduleState, SchedulerStats, Settle, SettledCheck, StoredEvent, StoredRequest, Trigger,
-    WaitKind,
+    Dispatch, Ended, IngestReceipt, Job, JobQueue, Lease, PreparedEvent, Queue, QueueError,
+    RunWrites, ScheduleState, SchedulerStats, Settle, SettledCheck, StoredEvent, StoredRequest,
+    Trigger, WaitKind,
 };
 use crate::store::{Store, StoreError};
 
@@ -963,7 +963,7 @@ impl JobQueue for NatsQueue {
         settle: Settle,
         writes: RunWrites,
         _journal_on_disk: bool,
-    ) -> Result<(), QueueError> {
+    ) -> Result<Ended, QueueError> {
         let job = &lease.job;
         let events_ttl = self.retention().events;
         let result = match settle {
@@ -994,11 +994,11 @@ impl JobQueue for NatsQueue {
                     Ok(End::Stored | End::AlreadyEnded) => {
                         self.inner.journals.lock().remove(&job.id);
                         self.finish(job.id);
-                        Ok(())
+                        Ok(Ended::Stored)
                     }
                     Ok(End::Conflict) => {
                         self.run_again(lease);
-                        Ok(())
+                        Ok(Ended::RunAgain)
                     }
                     Err(e) => Err(e),
                 }
@@ -1020,11 +1020,11 @@ impl JobQueue for NatsQueue {
                             job: next,
                             event: None,
                         }]);
-                        Ok(())
+                        Ok(Ended::Stored)
                     }
                     Err(Failure::Conflict) => {
                         self.run_again(lease);
-                        Ok(())
+                        Ok(Ended::RunAgain)
                     }
                     Err(e) => Err(unavailable(&e)),
                 }
@@ -1063,7 +1063,7 @@ impl JobQueue for NatsQueue {
         }
     }
 
-    fn park(&self, lease: &Lease, job: Job, writes: RunWrites) -> Result<(), QueueError> {
+    fn park(&self, lease: &Lease, job: Job, writes: RunWrites) -> Result<Ended, QueueError> {
         let result = (|| {
             let Some(wait) = job.waiting.clone() else {
                 return Err(QueueError::Write("parking needs a wait".into()));
@@ -1092,14 +1092,18 @@ impl JobQueue for NatsQueue {
                         // Decided before the park was stored: wake it now.
                         self.block(self.resume(job.id, &wait.key, result))?;
                     }
-                    Ok(())
+                    Ok(Ended::Stored)
                 }
                 End::Conflict => {
                     self.run_again(lease);
-                    Ok(())
+                    Ok(Ended::RunAgain)
                 }
             }
         })();
+        if result.is_err() {
+            // Not stored: it runs again (its partition keeps it pending).
+            self.run_again(lease);
+        }
         self.inner.sched.done(lease.job.user.as_deref());
         result
     }

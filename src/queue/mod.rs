@@ -61,6 +61,17 @@ impl From<::sled::Error> for QueueError {
     }
 }
 
+/// How handing a run's end to the queue went (`settle`, `park`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Stored as asked.
+    Stored,
+    /// Not stored: a state key the run changed was changed elsewhere meanwhile (by
+    /// another node of a cluster). The job is executed again at once, on the new
+    /// value.
+    RunAgain,
+}
+
 /// Matches an event against the live handler table.
 pub trait Dispatch: Send + Sync + 'static {
     /// The handlers `event` must run on, in registration order.
@@ -284,7 +295,7 @@ pub trait JobQueue: Send + Sync + 'static {
         settle: Settle,
         writes: RunWrites,
         journal_on_disk: bool,
-    ) -> Result<(), QueueError>;
+    ) -> Result<Ended, QueueError>;
 
     /// Hands a run's `writes` to the writer, to commit in one atomic batch (to free
     /// a state key another run waits for, or after an outbound effect); visible to
@@ -302,7 +313,7 @@ pub trait JobQueue: Send + Sync + 'static {
     ///
     /// # Errors
     /// When the store fails or the queue is shut down.
-    fn park(&self, lease: &Lease, job: Job, writes: RunWrites) -> Result<(), QueueError>;
+    fn park(&self, lease: &Lease, job: Job, writes: RunWrites) -> Result<Ended, QueueError>;
 
     /// Wakes `job_id` if it is parked on `key`, journaling `result` as the waiting
     /// effect's outcome. Returns whether it woke (false: not parked on that key, e.g.

@@ -72,7 +72,8 @@ impl RunStatus {
 /// A run's error, placed in the script.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunError {
-    /// `runtime`, `timeout`, `limit` (sandbox), `script` (missing handler, bad event).
+    /// `runtime`, `timeout`, `limit` (sandbox), `script` (missing handler, bad event),
+    /// `conflict` (its end not stored: a state key changed on another node).
     pub kind: String,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 
 pub(crate) use runner::{Execution, Outcome, event_args, execute, invoke, outcome_of, tick_args};
 
-use crate::queue::{Lease, Queue, Settle, Trigger};
+use crate::queue::{Ended, Lease, Queue, Settle, Trigger};
 use crate::run::timers::{Due, Timers};
 use crate::run::{DeadLetter, DeadLetters, RunStatus, RunStore};
 use crate::script::pinned::Versions;
@@ -119,11 +119,12 @@ fn settle(deps: &WorkerDeps, lease: &Lease, exec: Execution) {
             let due = Due::of(job.id, &wait);
             job.waiting = Some(wait);
             match deps.queue.park(lease, job, writes) {
-                Ok(()) => {
+                Ok(Ended::Stored) => {
                     if let Some(d) = due {
                         deps.timers.add(d);
                     }
                 }
+                Ok(Ended::RunAgain) => run_again(&mut record),
                 Err(e) => {
                     tracing::error!(job = lease.job.id, error = %e, "Parking a run failed; it will run again.");
                 }
@@ -133,13 +134,38 @@ fn settle(deps: &WorkerDeps, lease: &Lease, exec: Execution) {
             return;
         }
     };
-    if let Err(e) = deps.queue.settle(lease, settle, writes, journal_on_disk) {
-        tracing::error!(job = lease.job.id, error = %e, "Settling a job failed; it will run again.");
+    match deps.queue.settle(lease, settle, writes, journal_on_disk) {
+        Ok(Ended::Stored) => {}
+        Ok(Ended::RunAgain) => {
+            run_again(&mut record);
+            if let Settle::Done { keep_journal: true } = settle
+                && let Err(e) = deps.dead.take(lease.job.id)
+            {
+                tracing::error!(job = lease.job.id, error = %e, "Removing the dead letter of a run executed again failed.");
+            }
+        }
+        Err(e) => {
+            tracing::error!(job = lease.job.id, error = %e, "Settling a job failed; it will run again.");
+        }
     }
     // Its writes are handed over (and visible): the state keys are free again, and
     // whoever sees the record sees what the run wrote.
     drop(tx);
     store_record(deps, lease, record);
+}
+
+/// The record of an execution whose end was not stored (`Ended::RunAgain`): what
+/// it wrote did not happen, and the job is executed again at once.
+fn run_again(record: &mut crate::run::RunRecord) {
+    record.status = RunStatus::Retrying;
+    record.next_attempt_at = Some(record.finished_at.clone());
+    record.error = Some(crate::run::RunError {
+        kind: "conflict".into(),
+        message: "a state key the run changed was changed on another node meanwhile: not stored, executed again at once".into(),
+        file: None,
+        line: None,
+        column: None,
+    });
 }
 
 fn store_record(deps: &WorkerDeps, lease: &Lease, record: crate::run::RunRecord) {

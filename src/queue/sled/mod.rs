@@ -35,8 +35,9 @@ use serde_json::{Map, Value};
 
 use super::scheduler::Scheduler;
 use super::{
-    Dispatch, IngestReceipt, Job, JobQueue, Lease, PreparedEvent, Queue, QueueError, RunWrites,
-    ScheduleState, SchedulerStats, Settle, SettledCheck, StoredEvent, StoredRequest, Trigger,
+    Dispatch, Ended, IngestReceipt, Job, JobQueue, Lease, PreparedEvent, Queue, QueueError,
+    RunWrites, ScheduleState, SchedulerStats, Settle, SettledCheck, StoredEvent, StoredRequest,
+    Trigger,
 };
 use crate::clock::SharedClock;
 use crate::store::{Store, StoreError, key_id};
@@ -370,7 +371,7 @@ impl JobQueue for SledQueue {
         settle: Settle,
         writes: RunWrites,
         journal_on_disk: bool,
-    ) -> Result<(), QueueError> {
+    ) -> Result<Ended, QueueError> {
         let mut job = lease.job.clone();
         if let Settle::Retry { at_ms } = settle {
             job.attempt += 1;
@@ -389,7 +390,7 @@ impl JobQueue for SledQueue {
             // before (that would have journaled): one key, no batch, no writer.
             let removed = self.inner.store.queue_tree().remove(job_key(job.id));
             self.inner.sched.done(lease.job.user.as_deref());
-            return removed.map(|_| ()).map_err(QueueError::from);
+            return removed.map(|_| Ended::Stored).map_err(QueueError::from);
         }
         let staged = self.stage(job.id, &writes, keep_journal)?;
         let (ticket, keys) = (staged.ticket, staged.keys.clone());
@@ -413,7 +414,7 @@ impl JobQueue for SledQueue {
             _ => {}
         }
         self.inner.sched.done(lease.job.user.as_deref());
-        sent
+        sent.map(|()| Ended::Stored)
     }
 
     fn commit(&self, job: u64, writes: RunWrites, durable: bool) -> Result<(), QueueError> {
@@ -446,7 +447,7 @@ impl JobQueue for SledQueue {
         done
     }
 
-    fn park(&self, lease: &Lease, job: Job, writes: RunWrites) -> Result<(), QueueError> {
+    fn park(&self, lease: &Lease, job: Job, writes: RunWrites) -> Result<Ended, QueueError> {
         debug_assert!(job.waiting.is_some(), "parking needs a wait");
         let result = self.blocking(|reply| WriteCmd::Park {
             job: Box::new(job),
@@ -454,7 +455,7 @@ impl JobQueue for SledQueue {
             reply,
         });
         self.inner.sched.done(lease.job.user.as_deref());
-        result
+        result.map(|()| Ended::Stored)
     }
 
     async fn resume(&self, job_id: u64, key: &str, result: Value) -> Result<bool, QueueError> {
