@@ -1,14 +1,15 @@
 //! Schedules on an injected clock (`Schedules::poll(now)`: no waiting), plus one
-//! real-time run through the binary. Run with: cargo nextest run --test schedules
+//! real-time run through the binary; those that hold on every store on both. Run with: cargo nextest run --test schedules
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use common::{Backend, Daemon, base_config};
+use common::{Backend, Daemon, TestStore, base_config};
 use serde_json::Value;
 use spur::app::Storage;
 use spur::queue::Queue;
@@ -17,7 +18,12 @@ use spur::script::{EngineOptions, Live, SourceFile, load_sources};
 use spur::store::Store;
 use spur::testing::FakeHttp;
 
-common::on_both_backends!(a_one_second_schedule_fires_in_real_time_through_the_binary,);
+common::on_both_backends!(
+    five_and_six_field_expressions_and_aliases_fire_at_their_times,
+    missed_ticks_fire_once_after_downtime_unless_opted_out,
+    a_tick_never_fires_twice_across_restarts_and_reloads,
+    a_one_second_schedule_fires_in_real_time_through_the_binary,
+);
 
 fn t(s: &str) -> DateTime<Utc> {
     spur::event::parse_time(s).unwrap()
@@ -30,9 +36,12 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(store: Store, script: &str) -> Self {
-        let cfg = spur::config::Config::default();
-        let storage = Storage::sled(store).unwrap();
+    /// The schedule engine and a queue on `dir`, on the backend `store` selects.
+    async fn new(dir: &Path, store: &TestStore, script: &str) -> Self {
+        let text = base_config(dir, &store.config);
+        let cfg = spur::config::load_from_str(&text, None, &BTreeMap::new()).unwrap();
+        let clock = spur::clock::ManualClock::at(Utc::now());
+        let storage = Storage::open(&cfg, clock).await.unwrap();
         let host =
             spur::app::build_host(&cfg, &storage, None, tokio::runtime::Handle::current()).unwrap();
         let opts = EngineOptions {
@@ -66,22 +75,31 @@ impl Harness {
         s
     }
 
-    fn queued(&self) -> usize {
-        self.queue.stats().queued
+    /// Waits (bounded) for `n` queued jobs (on NATS a tick's job reaches the
+    /// scheduler through its partition), then checks there are no more.
+    async fn assert_queued(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while self.queue.stats().queued < n && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(self.queue.stats().queued, n);
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_and_six_field_expressions_and_aliases_fire_at_their_times() {
+async fn five_and_six_field_expressions_and_aliases_fire_at_their_times(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend.start(dir.path());
     let h = Harness::new(
-        Store::temporary().unwrap(),
+        dir.path(),
+        &store,
         r#"
         every("*/15 * * * *", |t| {});
         every("30 * * * * *", |t| {});
         every("@daily", |t| {});
         every("0 9 * * MON-FRI", |t| {});
         "#,
-    );
+    )
+    .await;
     let start = t("2026-11-27T23:50:00Z"); // a Friday
     let mut s = h.schedules(start);
     let mut fired: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -122,19 +140,21 @@ async fn five_and_six_field_expressions_and_aliases_fire_at_their_times() {
         fired["every(30 * * * * *)#0"][1],
         "2026-11-27T23:51:30.000Z"
     );
-    assert_eq!(
-        h.queued(),
-        fired.values().map(Vec::len).sum::<usize>(),
-        "each tick is one job"
-    );
+    // Each tick is one job.
+    h.assert_queued(fired.values().map(Vec::len).sum::<usize>())
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_zone_schedules_follow_dst() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Backend::Sled.start(dir.path());
     let h = Harness::new(
-        Store::temporary().unwrap(),
+        dir.path(),
+        &store,
         r#"every("TZ=Europe/Berlin 30 2 * * *", |t| {});"#,
-    );
+    )
+    .await;
     let mut s = h.schedules(t("2026-03-28T12:00:00Z"));
     let at = |d: DateTime<Utc>| {
         d.with_timezone(&chrono_tz::Europe::Berlin)
@@ -159,12 +179,15 @@ async fn time_zone_schedules_follow_dst() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missed_ticks_fire_once_after_downtime_unless_opted_out() {
+async fn missed_ticks_fire_once_after_downtime_unless_opted_out(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend.start(dir.path());
     let h = Harness::new(
-        Store::temporary().unwrap(),
+        dir.path(),
+        &store,
         r#"every("0 * * * *", |t| {}); every("0 * * * *", #{ catch_up: false }, |t| {});"#,
-    );
+    )
+    .await;
     let mut s = h.schedules(t("2026-11-29T00:30:00Z"));
     // Down from 00:30 to 10:15: ten hourly ticks missed.
     let fired = s.poll(t("2026-11-29T10:15:00Z")).await.unwrap();
@@ -181,17 +204,17 @@ async fn missed_ticks_fire_once_after_downtime_unless_opted_out() {
         Some(t("2026-11-29T11:00:00Z")),
         "both resume on schedule"
     );
-    assert_eq!(h.queued(), 1);
+    h.assert_queued(1).await;
     let fired = s.poll(t("2026-11-29T11:00:00.200Z")).await.unwrap();
     assert_eq!(fired.len(), 2, "on time again: both fire");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tick_never_fires_twice_across_restarts_and_reloads() {
+async fn a_tick_never_fires_twice_across_restarts_and_reloads(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
+    let store = backend.start(dir.path());
     let script = r#"every("0 */2 * * *", |t| {});"#;
     let fired_at = {
-        let h = Harness::new(Store::open(dir.path()).unwrap(), script);
+        let h = Harness::new(dir.path(), &store, script).await;
         let mut s = h.schedules(t("2026-11-29T00:10:00Z"));
         assert_eq!(s.next_due(), Some(t("2026-11-29T02:00:00Z")));
         // Reload with an unrelated change keeps the next-fire time.
@@ -211,9 +234,16 @@ async fn a_tick_never_fires_twice_across_restarts_and_reloads() {
         h.queue.shutdown();
         fired[0].at
     };
-    // "Restart" (the tick's job was never run): same data dir, polled at the same moment.
-    let h = Harness::new(Store::open(dir.path()).unwrap(), script);
-    assert_eq!(h.queued(), 1, "the tick's job survived, pending");
+    // "Restart" (the tick's job was never run), polled at the same moment: on sled
+    // the same data dir; on NATS another node of the cluster.
+    let next = tempfile::tempdir().unwrap();
+    let again = match backend {
+        Backend::Sled => dir.path(),
+        Backend::Nats => next.path(),
+    };
+    let h = Harness::new(again, &store, script).await;
+    // The tick's job survived, pending.
+    h.assert_queued(1).await;
     let mut s = h.schedules(t("2026-11-29T02:00:00Z"));
     assert!(
         s.poll(t("2026-11-29T02:00:00Z")).await.unwrap().is_empty(),
