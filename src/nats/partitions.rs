@@ -89,7 +89,7 @@ pub(super) async fn node_id(c: &Cluster, local: &Store) -> String {
             .flatten()
             .map(|m| serde_json::from_slice(&m.payload).unwrap_or_default());
         let alive_elsewhere = about.as_ref().is_some_and(|about| {
-            let here = about["host"].as_str() == Some(host_name().as_str());
+            let here = about["host"].as_str() == Some(host_name());
             let running = about["pid"].as_u64().is_some_and(|pid| {
                 pid != u64::from(std::process::id())
                     && std::path::Path::new(&format!("/proc/{pid}")).exists()
@@ -111,13 +111,16 @@ pub(super) async fn node_id(c: &Cluster, local: &Store) -> String {
     id
 }
 
-/// This machine's name (empty when unknown), in the heartbeat.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default()
+/// This machine's name (empty when unknown), in the heartbeat; read once.
+fn host_name() -> &'static str {
+    static HOST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default()
+    });
+    &HOST
 }
 
 fn unavailable(e: &Failure) -> NatsError {
@@ -152,6 +155,8 @@ async fn round(q: &NatsQueue) -> Result<(), NatsError> {
     let fair = PARTITIONS.div_ceil(u32::try_from(live.len().max(1)).unwrap_or(1)) as usize;
     save_checkpoints(q).await?;
     let mut mine = q.inner.parts.lock().len();
+    // Partitions this node reads from now on (named for it, or claimed).
+    let mut taken = Vec::new();
     for p in 0..PARTITIONS {
         let subject = c.subject("own", &p.to_string());
         let lease = c.last(&subject).await?;
@@ -167,7 +172,7 @@ async fn round(q: &NatsQueue) -> Result<(), NatsError> {
         let reading = q.inner.parts.lock().contains_key(&p);
         if owner.as_deref() == Some(me) {
             if !reading {
-                start(q, p);
+                taken.push(p);
             } else if mine > fair && idle(q, p) {
                 release(q, p, seq).await?;
                 mine -= 1;
@@ -191,7 +196,7 @@ async fn round(q: &NatsQueue) -> Result<(), NatsError> {
             );
             match c.commit(claim).await {
                 Ok(_) => {
-                    start(q, p);
+                    taken.push(p);
                     mine += 1;
                 }
                 // Another node was quicker.
@@ -200,7 +205,7 @@ async fn round(q: &NatsQueue) -> Result<(), NatsError> {
             }
         }
     }
-    Ok(())
+    start(q, &taken).await
 }
 
 fn idle(q: &NatsQueue, p: u32) -> bool {
@@ -211,12 +216,33 @@ fn idle(q: &NatsQueue, p: u32) -> bool {
         .is_some_and(|part| part.pending.is_empty())
 }
 
-/// Starts reading partition `p`.
-fn start(q: &NatsQueue, p: u32) {
-    let cancel = q.inner.stop.child_token();
-    q.inner.parts.lock().insert(p, Part::new(0, cancel.clone()));
-    tracing::debug!(partition = p, "Reading a partition.");
-    q.inner.cluster.runtime.spawn(read(q.clone(), p, cancel));
+/// Starts reading the `taken` partitions, each from its checkpoint and knowing the
+/// `wait_for`s parked in the cluster that its events may end (one listing for all,
+/// made after the checkpoints were read: it holds every park they passed). If the
+/// cluster does not answer, none starts; the next round takes them up again.
+async fn start(q: &NatsQueue, taken: &[u32]) -> Result<(), NatsError> {
+    if taken.is_empty() {
+        return Ok(());
+    }
+    let c = &q.inner.cluster;
+    let mut checkpoints = Vec::with_capacity(taken.len());
+    for &p in taken {
+        let ck = c
+            .last(&c.subject("ck", &p.to_string()))
+            .await?
+            .and_then(|m| std::str::from_utf8(&m.payload).ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        checkpoints.push((p, ck));
+    }
+    let parks = q.parked().await?;
+    for (p, ck) in checkpoints {
+        let cancel = q.inner.stop.child_token();
+        let part = Part::new(ck, cancel.clone(), NatsQueue::waits_of(&parks, p));
+        q.inner.parts.lock().insert(p, part);
+        tracing::debug!(partition = p, "Reading a partition.");
+        q.inner.cluster.runtime.spawn(read(q.clone(), p, cancel));
+    }
+    Ok(())
 }
 
 fn stop(q: &NatsQueue, p: u32) {
@@ -292,9 +318,8 @@ async fn release_all(q: &NatsQueue) -> Result<(), NatsError> {
 
 /// Reads partition `p` until it is given back, starting again after an error.
 async fn read(q: NatsQueue, p: u32, cancel: CancellationToken) {
-    let mut first = true;
     loop {
-        match read_from(&q, p, &cancel, first).await {
+        match read_from(&q, p, &cancel).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(partition = p, error = %e, "Reading a partition failed; starting again.");
@@ -304,33 +329,12 @@ async fn read(q: NatsQueue, p: u32, cancel: CancellationToken) {
                 }
             }
         }
-        first = false;
     }
 }
 
-async fn read_from(
-    q: &NatsQueue,
-    p: u32,
-    cancel: &CancellationToken,
-    first: bool,
-) -> Result<(), NatsError> {
+async fn read_from(q: &NatsQueue, p: u32, cancel: &CancellationToken) -> Result<(), NatsError> {
     let c = &q.inner.cluster;
     let failed = |e: &dyn std::fmt::Display| NatsError::Unavailable(e.to_string());
-    if first {
-        let ck = c
-            .last(&c.subject("ck", &p.to_string()))
-            .await?
-            .and_then(|m| std::str::from_utf8(&m.payload).ok()?.parse::<u64>().ok())
-            .unwrap_or(0);
-        let waits = q.parked_waits(p).await?;
-        let mut parts = q.inner.parts.lock();
-        let Some(part) = parts.get_mut(&p) else {
-            return Ok(());
-        };
-        part.read = ck;
-        part.saved = ck;
-        part.waits = waits;
-    }
     let Some(from) = q.inner.parts.lock().get(&p).map(|part| part.read + 1) else {
         return Ok(());
     };

@@ -124,13 +124,13 @@ pub(super) struct Part {
 }
 
 impl Part {
-    pub(super) fn new(checkpoint: u64, cancel: CancellationToken) -> Self {
+    pub(super) fn new(checkpoint: u64, cancel: CancellationToken, waits: WaitIndex) -> Self {
         Self {
             pending: BTreeMap::new(),
             read: checkpoint,
             saved: checkpoint,
             cancel,
-            waits: WaitIndex::default(),
+            waits,
         }
     }
 
@@ -539,18 +539,25 @@ impl NatsQueue {
         }
     }
 
-    /// The `wait_for`s parked in the cluster that events of partition `p` may end:
-    /// what a new owner of `p` starts from (the registrations it reads add the
-    /// rest).
-    pub(super) async fn parked_waits(&self, p: u32) -> Result<WaitIndex, NatsError> {
+    /// Every run parked in the cluster, with its park's sequence (a woken run's park
+    /// is an empty message until it expires).
+    pub(super) async fn parked(&self) -> Result<Vec<(Job, u64)>, NatsError> {
         let c = &self.inner.cluster;
+        Ok(c.lasts(&c.subject("pk", "*"))
+            .await?
+            .iter()
+            .filter_map(|m| Some((serde_json::from_slice(&m.payload).ok()?, m.sequence)))
+            .collect())
+    }
+
+    /// The `wait_for`s among `parked` that events of partition `p` may end: what a
+    /// new owner of `p` starts from (the registrations it reads add the rest).
+    pub(super) fn waits_of(parked: &[(Job, u64)], p: u32) -> WaitIndex {
         let mut waits = WaitIndex::default();
-        for m in c.lasts(&c.subject("pk", "*")).await? {
-            if let Ok(job) = serde_json::from_slice::<Job>(&m.payload) {
-                index_wait(&mut waits, p, &job, m.sequence);
-            }
+        for (job, seq) in parked {
+            index_wait(&mut waits, p, job, *seq);
         }
-        Ok(waits)
+        waits
     }
 
     /// Hands a partition message's leases to the scheduler.
@@ -1157,15 +1164,8 @@ impl JobQueue for NatsQueue {
     }
 
     fn waiting_jobs(&self) -> Result<Vec<Job>, QueueError> {
-        let filter = self.inner.cluster.subject("pk", "*");
-        let msgs = self
-            .block(self.inner.cluster.lasts(&filter))
-            .map_err(StoreError::from)?;
-        // A woken run's park is an empty message until it expires.
-        Ok(msgs
-            .iter()
-            .filter_map(|m| serde_json::from_slice(&m.payload).ok())
-            .collect())
+        let parked = self.block(self.parked()).map_err(StoreError::from)?;
+        Ok(parked.into_iter().map(|(job, _)| job).collect())
     }
 
     fn journal_get(&self, job: u64, key: &str) -> Result<Option<Value>, QueueError> {
