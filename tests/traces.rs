@@ -129,7 +129,9 @@ async fn a_traced_event_yields_a_run_span_with_a_child_span_per_call() {
         "the call lies within its run"
     );
 
-    // The run record says where it sits in the trace.
+    // The run record says where it sits in the trace (stored by the records'
+    // writer, maybe after the span went out: awaited).
+    t.wait_run_count(1, 10).await;
     let (_, runs) = t.admin_get("/api/runs").await;
     assert_eq!(runs["runs"][0]["trace"]["trace_id"], TRACE);
 }

@@ -177,13 +177,11 @@ fn store_record(deps: &WorkerDeps, lease: &Lease, record: crate::run::RunRecord)
         "Run finished."
     );
     deps.metrics.count_run(&record);
-    // Exported once stored: whoever sees the run's span finds its record.
-    let exported = deps.telemetry.as_ref().map(|t| (t, record.clone()));
+    if let Some(t) = &deps.telemetry {
+        t.record_run(&record);
+    }
     if let Err(e) = deps.runs.insert(record) {
         tracing::error!(job = lease.job.id, error = %e, "Storing a run record failed.");
-    }
-    if let Some((t, record)) = exported {
-        t.record_run(&record);
     }
 }
 
